@@ -1,0 +1,62 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import { timingSafeEqual } from 'node:crypto'
+import { GatewayError } from '../errors.js'
+import { installProblemResponses, sendProblem } from '../proxy/problem-responses.js'
+import type { LiveRoute } from '../proxy/gateway.js'
+import type { RouteWatcher } from '../routes/watcher.js'
+import type { HealthRegistry } from './health.js'
+
+export interface AdminOptions {
+  readonly logger: FastifyBaseLogger
+  readonly routes: RouteWatcher<LiveRoute>
+  readonly health: HealthRegistry
+  /** When set, every admin endpoint but /healthz wants `Authorization: Bearer <token>`. */
+  readonly token: string | undefined
+}
+
+/** The operator's port, apart from client traffic: liveness, readiness, and the live route table with its errors. */
+export function createAdminServer(options: AdminOptions): FastifyInstance {
+  const app = Fastify({ loggerInstance: options.logger.child({ component: 'admin' }), disableRequestLogging: true }) as unknown as FastifyInstance
+  installProblemResponses(app)
+
+  const expected = options.token === undefined ? undefined : Buffer.from(`Bearer ${options.token}`)
+  const authorize = async (request: FastifyRequest, reply: FastifyReply) => {
+    if (!expected) return
+    const offered = Buffer.from(request.headers.authorization ?? '')
+    if (offered.length !== expected.length || !timingSafeEqual(offered, expected)) {
+      reply.header('www-authenticate', 'Bearer realm="portico-admin"')
+      return sendProblem(reply, new GatewayError('unauthorized', 'This admin endpoint needs Authorization: Bearer <PORTICO_ADMIN_TOKEN>'))
+    }
+  }
+
+  app.get('/healthz', async () => ({ status: 'alive' }))
+
+  app.get('/readyz', { preHandler: authorize }, async (_request, reply) => {
+    const report = options.health.report()
+    return reply.code(report.ready ? 200 : 503).send(report)
+  })
+
+  app.get('/admin/routes', { preHandler: authorize }, async () => {
+    const live = options.routes.current()
+    return {
+      version: live.version,
+      appliedAt: live.appliedAt.toISOString(),
+      routes: live.table.routes.map((route) => ({
+        name: route.name,
+        prefix: route.prefix,
+        rewritePrefix: route.rewritePrefix ?? null,
+        target: route.target,
+        methods: route.methods ? [...route.methods] : null,
+        timeout: route.timeout,
+        loadBalancer: route.loadBalancer,
+        websocket: route.websocket,
+        source: route.source,
+        instances: route.instances().map((i) => ({ id: i.id, origin: i.origin, weight: i.weight, tags: i.tags })),
+      })),
+      sources: live.sources,
+      errors: live.sources.flatMap((s) => s.errors.map((e) => ({ ...e, text: `${e.file}:${e.line}: ${e.message}`, kept: s.state }))),
+    }
+  })
+
+  return app
+}

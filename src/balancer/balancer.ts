@@ -1,0 +1,122 @@
+import type { HashOn, LoadBalancerKind } from '../routes/parse.js'
+import type { Instance } from './instance.js'
+
+export interface PickContext {
+  /** Consistent-hash key (client IP or header value); ignored by other balancers. */
+  readonly hashKey?: string | undefined
+  /** Instances already tried by this request; picked only when nothing else is left. */
+  readonly exclude?: ReadonlySet<string> | undefined
+}
+
+export type Pick = (instances: readonly Instance[], context: PickContext) => Instance | undefined
+
+/** Requests under way per instance origin; shared by all routes so least-request sees the whole load. */
+export class InFlight {
+  readonly #counts = new Map<string, number>()
+  get(origin: string): number {
+    return this.#counts.get(origin) ?? 0
+  }
+  start(origin: string): () => void {
+    this.#counts.set(origin, this.get(origin) + 1)
+    let done = false
+    return () => {
+      if (done) return
+      done = true
+      const left = this.get(origin) - 1
+      if (left <= 0) this.#counts.delete(origin)
+      else this.#counts.set(origin, left)
+    }
+  }
+}
+
+export interface BalancerDeps {
+  readonly inFlight: InFlight
+  readonly random?: () => number
+}
+
+/** One balancer per route: its state (the round-robin position) lives as long as the route does. */
+export function createBalancer(kind: LoadBalancerKind, deps: BalancerDeps): Pick {
+  const random = deps.random ?? Math.random
+  const eligible = (instances: readonly Instance[], exclude: ReadonlySet<string> | undefined): readonly Instance[] => {
+    if (!exclude || exclude.size === 0) return instances
+    const left = instances.filter((i) => !exclude.has(i.id))
+    return left.length > 0 ? left : instances
+  }
+
+  switch (kind) {
+    case 'round-robin': {
+      let position = 0
+      return function roundRobin(instances, { exclude }) {
+        const candidates = eligible(instances, exclude)
+        if (candidates.length === 0) return undefined
+        return weightedAt(candidates, position++)
+      }
+    }
+    case 'random':
+      return function randomPick(instances, { exclude }) {
+        const candidates = eligible(instances, exclude)
+        if (candidates.length === 0) return undefined
+        return weightedAt(candidates, Math.floor(random() * totalWeight(candidates)))
+      }
+    case 'least-request':
+      return function leastRequest(instances, { exclude }) {
+        const candidates = eligible(instances, exclude)
+        if (candidates.length <= 1) return candidates[0]
+        // Power of two choices: two distinct random instances, the less loaded (relative to weight) wins.
+        const first = Math.floor(random() * candidates.length)
+        const second = (first + 1 + Math.floor(random() * (candidates.length - 1))) % candidates.length
+        const a = candidates[first] as Instance
+        const b = candidates[second] as Instance
+        return deps.inFlight.get(a.origin) / a.weight <= deps.inFlight.get(b.origin) / b.weight ? a : b
+      }
+    case 'consistent-hash':
+      return function consistentHash(instances, { exclude, hashKey }) {
+        const candidates = eligible(instances, exclude)
+        // Rendezvous hashing: each key keeps its instance while that instance stays; only its keys move when it goes.
+        let best: Instance | undefined
+        let bestScore = -Infinity
+        const key = hashKey ?? ''
+        for (const instance of candidates) {
+          const unit = (fnv1a(`${key}\u0000${instance.id}`) + 1) / 4_294_967_297
+          const score = -instance.weight / Math.log(unit)
+          if (score > bestScore) {
+            best = instance
+            bestScore = score
+          }
+        }
+        return best
+      }
+  }
+}
+
+/** The hash key a consistent-hash route uses for this request. */
+export function hashKeyOf(hashOn: HashOn, ip: string, headers: Readonly<Record<string, string | string[] | undefined>>): string {
+  if (hashOn.kind === 'ip') return ip
+  const value = headers[hashOn.header]
+  return Array.isArray(value) ? value.join(',') : (value ?? '')
+}
+
+function totalWeight(instances: readonly Instance[]): number {
+  let total = 0
+  for (const i of instances) total += i.weight
+  return total
+}
+
+function weightedAt(instances: readonly Instance[], position: number): Instance {
+  if (instances.every((i) => i.weight === instances[0]?.weight)) return instances[position % instances.length] as Instance
+  let slot = position % totalWeight(instances)
+  for (const instance of instances) {
+    slot -= instance.weight
+    if (slot < 0) return instance
+  }
+  return instances[instances.length - 1] as Instance
+}
+
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i)
+    hash = Math.imul(hash, 0x01000193)
+  }
+  return hash >>> 0
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env node
+import { readdir, readFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { ConfigError, loadConfig } from './config.js'
+import { displayPath } from './routes/file-provider.js'
+import { mergeRouteSources } from './routes/merge.js'
+import { formatRouteFileError } from './routes/parse.js'
+import { createLogger, handleSignals, startPortico } from './server.js'
+
+const USAGE = `Usage:
+  portico start [--routes DIR] [--port N] [--admin-port N] [--host H] [--admin-host H]
+                [--trust-proxy true|N|CIDRs] [--max-body SIZE] [--drain-timeout DURATION] [--log-level LEVEL]
+  portico validate [DIR]
+  portico register --name NAME --port N [--health PATH] [--address A] [--tag T]... [--meta k=v]...
+
+Environment: PORTICO_PORT (8080), PORTICO_ADMIN_PORT (9901), PORTICO_ROUTES (./routes), PORTICO_ADMIN_TOKEN,
+REDIS_URL, CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN. Flags win over environment variables.`
+
+const START_FLAGS = {
+  routes: { type: 'string' },
+  port: { type: 'string' },
+  'admin-port': { type: 'string' },
+  host: { type: 'string' },
+  'admin-host': { type: 'string' },
+  'trust-proxy': { type: 'string' },
+  'max-body': { type: 'string' },
+  'drain-timeout': { type: 'string' },
+  'log-level': { type: 'string' },
+  'consul-routes': { type: 'boolean' },
+} as const
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  switch (command) {
+    case 'start':
+      return start(rest)
+    case 'validate':
+      return validate(rest)
+    case 'register':
+      return (await import('./register/cli.js')).registerCommand(rest)
+    case undefined:
+    case '--help':
+    case '-h':
+    case 'help':
+      console.log(USAGE)
+      return command === undefined ? 2 : 0
+    default:
+      console.error(`portico: unknown command "${command}"\n\n${USAGE}`)
+      return 2
+  }
+}
+
+async function start(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: START_FLAGS, strict: true, allowPositionals: false })
+  const config = loadConfig(values)
+  const logger = createLogger(config.logLevel)
+  const portico = await startPortico(config, logger)
+  handleSignals(portico, logger)
+  return new Promise<number>(() => undefined) // runs until a signal ends it
+}
+
+/** Checks a routes directory as the gateway would load it; every problem is printed as file:line: message. */
+async function validate(args: string[]): Promise<number> {
+  const { positionals } = parseArgs({ args, options: {}, strict: true, allowPositionals: true })
+  if (positionals.length > 1) throw new ConfigError('validate takes at most one directory')
+  const dir = resolve(positionals[0] ?? process.env.PORTICO_ROUTES ?? './routes')
+  const names = (await readdir(dir).catch(() => {
+    throw new ConfigError(`routes directory ${dir} does not exist`)
+  })).filter((n) => /\.ya?ml$/.test(n)).sort()
+  const sources = await Promise.all(
+    names.map(async (name) => ({ source: displayPath(join(dir, name)), text: await readFile(join(dir, name), 'utf8') })),
+  )
+  const merged = mergeRouteSources(sources, new Map())
+  const errors = merged.sources.flatMap((s) => s.errors)
+  for (const error of errors) console.error(formatRouteFileError(error))
+  if (errors.length > 0) {
+    console.error(`${errors.length} problem${errors.length === 1 ? '' : 's'} in ${merged.sources.filter((s) => s.errors.length > 0).length} of ${names.length} files`)
+    return 1
+  }
+  console.log(`ok: ${merged.routes.length} routes in ${names.length} files`)
+  return 0
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    const known = error instanceof ConfigError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')
+    console.error(`portico: ${(error as Error).message}${known ? `\n\n${USAGE}` : ''}`)
+    process.exit(known ? 2 : 1)
+  },
+)

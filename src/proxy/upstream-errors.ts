@@ -1,0 +1,28 @@
+import { GatewayError } from '../errors.js'
+
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT', 'ETIMEDOUT'])
+const BAD_RESPONSE_CODES = new Set(['FST_REPLY_FROM_BAD_GATEWAY', 'HPE_INVALID_CONSTANT', 'UND_ERR_INFO'])
+
+/** What a failed forward means for the client: reply-from's and undici's errors mapped onto our codes. */
+export function classifyUpstreamFailure(error: unknown, instance: string, timeoutMs: number): GatewayError {
+  const codes = errorCodes(error)
+  const found = (set: Set<string>) => codes.some((c) => set.has(c))
+  if (found(TIMEOUT_CODES)) {
+    const phase = codes.includes('UND_ERR_CONNECT_TIMEOUT') ? 'a connection to' : 'a response from'
+    return new GatewayError('upstream_timeout', `No ${phase} ${instance} within ${timeoutMs} ms`, { cause: error })
+  }
+  if (found(BAD_RESPONSE_CODES)) return new GatewayError('upstream_bad_response', `${instance} sent an invalid response`, { cause: error })
+  const reason = codes.find((c) => /^E[A-Z]+$/.test(c)) ?? codes.at(-1) ?? 'error'
+  return new GatewayError('upstream_unreachable', `${instance} could not be reached (${reason})`, { cause: error })
+}
+
+/** The `code` of an error and of each of its causes, outermost first. */
+export function errorCodes(error: unknown): string[] {
+  const codes: string[] = []
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string') codes.push(code)
+    if (e instanceof AggregateError) codes.push(...e.errors.flatMap(errorCodes))
+  }
+  return codes
+}

@@ -1,0 +1,90 @@
+import { pino, type Logger } from 'pino'
+import { access } from 'node:fs/promises'
+import { createAdminServer } from './admin/admin-server.js'
+import { HealthRegistry } from './admin/health.js'
+import { ConfigError, type PorticoConfig } from './config.js'
+import { createGateway, type Gateway } from './proxy/gateway.js'
+import { createFileProvider } from './routes/file-provider.js'
+
+export interface RunningPortico {
+  readonly gateway: Gateway
+  readonly health: HealthRegistry
+  /** `http://host:port` of the traffic and admin listeners (useful with port 0). */
+  readonly url: string
+  readonly adminUrl: string
+  /** Stops accepting, drains in-flight requests for at most `drainTimeoutMs`, then closes everything. */
+  shutdown(): Promise<void>
+}
+
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { service: 'portico' } })
+}
+
+export async function startPortico(config: PorticoConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningPortico> {
+  await access(config.routesDir).catch(() => {
+    throw new ConfigError(`routes directory ${config.routesDir} does not exist (set --routes or PORTICO_ROUTES)`)
+  })
+  const health = new HealthRegistry()
+  const gateway = await createGateway({
+    providers: [createFileProvider(config.routesDir)],
+    logger,
+    trustProxy: config.trustProxy,
+    maxBodyBytes: config.maxBodyBytes,
+  })
+  await gateway.routes.start()
+  health.register('routes', () => {
+    const live = gateway.routes.current()
+    const refused = live.sources.filter((s) => s.state !== 'applied').map((s) => s.source)
+    return {
+      status: live.version > 0 ? 'ok' : 'down',
+      version: live.version,
+      routes: live.table.routes.length,
+      ...(refused.length > 0 ? { detail: `refused files keep their last good version: ${refused.join(', ')}`, refused } : {}),
+    }
+  })
+
+  const admin = createAdminServer({ logger, routes: gateway.routes, health, token: config.adminToken })
+  const url = await gateway.app.listen({ host: config.host, port: config.port })
+  const adminUrl = await admin.listen({ host: config.adminHost, port: config.adminPort })
+  logger.info({ url, adminUrl, routesDir: config.routesDir }, 'portico is serving')
+
+  let stopping: Promise<void> | undefined
+  const shutdown = () =>
+    (stopping ??= (async () => {
+      health.shutdown()
+      logger.info({ drainTimeoutMs: config.drainTimeoutMs }, 'shutting down: draining in-flight requests')
+      let timer: NodeJS.Timeout | undefined
+      const deadline = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), config.drainTimeoutMs)
+      })
+      const drained = await Promise.race([gateway.close().then(() => 'drained' as const), deadline])
+      clearTimeout(timer)
+      if (drained === 'timeout') {
+        logger.warn('drain timeout reached: closing the remaining connections')
+        gateway.app.server.closeAllConnections()
+      }
+      await admin.close()
+    })())
+
+  return { gateway, health, url, adminUrl, shutdown }
+}
+
+/** SIGHUP reloads route files; SIGTERM and SIGINT drain and exit 0. */
+export function handleSignals(portico: RunningPortico, logger: Logger): void {
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: reloading routes')
+    void portico.gateway.routes.reload().catch((error: unknown) => logger.error({ err: error }, 'reload failed'))
+  })
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.once(signal, () => {
+      logger.info({ signal }, 'stopping')
+      void portico.shutdown().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error({ err: error }, 'shutdown failed')
+          process.exit(1)
+        },
+      )
+    })
+  }
+}

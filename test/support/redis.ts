@@ -1,0 +1,48 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createConnection } from 'node:net'
+import { freePort } from './ports.js'
+import { waitFor } from './poll.js'
+
+export interface TestRedis {
+  readonly url: string
+  readonly port: number
+  /** Kills the server (a fault test); `start()` brings it back on the same port, empty. */
+  stop(): Promise<void>
+  start(): Promise<void>
+}
+
+function ping(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({ host: '127.0.0.1', port }, () => socket.write('PING\r\n'))
+    socket.once('data', (data) => {
+      socket.destroy()
+      resolve(data.toString().startsWith('+PONG'))
+    })
+    socket.once('error', () => resolve(false))
+  })
+}
+
+/** A redis-server of our own on a free port, never the machine's. */
+export async function startRedis(): Promise<TestRedis> {
+  const port = await freePort()
+  let child: ChildProcess | undefined
+  const start = async () => {
+    child = spawn(process.env.REDIS_SERVER_BIN ?? 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+      stdio: 'ignore',
+    })
+    await waitFor(() => ping(port), { timeoutMs: 10_000, what: `redis-server on ${port}` })
+  }
+  await start()
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    start,
+    async stop() {
+      const running = child
+      if (!running || running.exitCode !== null) return
+      const exited = new Promise((resolve) => running.once('exit', resolve))
+      running.kill('SIGKILL')
+      await exited
+    },
+  }
+}
