@@ -1,0 +1,107 @@
+import { request } from 'undici'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { makeRoutesDir, runCli, spawnGateway, type GatewayProcess } from './support/gateway.js'
+import { waitFor } from './support/poll.js'
+import { startUpstream, type Upstream } from './support/upstream.js'
+
+async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = runCli(args, env)
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve))
+  return { code, stdout, stderr }
+}
+
+describe('portico validate', () => {
+  it('exits 0 with a one-line summary for valid files', async () => {
+    const dir = await makeRoutesDir({ 'a.yaml': 'routes:\n  - name: a\n    prefix: /a\n    upstreams: [http://127.0.0.1:9]\n', 'b.yml': 'routes: []\n' })
+    const result = await cli(['validate', dir])
+    expect(result.code).toBe(0)
+    expect(result.stdout.trim()).toBe('ok: 1 routes in 2 files')
+  })
+
+  it('exits 1 and prints every problem as file:line: message', async () => {
+    const dir = await makeRoutesDir({
+      'a.yaml': 'routes:\n  - name: a\n    prefix: /a/\n    upstreams: [http://127.0.0.1:9]\n    retries: 3\n',
+      'b.yaml': 'routes:\n  - name: b\n    prefix: /b\n',
+      'c.yaml': 'routes:\n  - name: c\n   prefix: /c\n',
+    })
+    const result = await cli(['validate', dir])
+    expect(result.code).toBe(1)
+    const lines = result.stderr.trim().split('\n')
+    expect(lines).toEqual([
+      expect.stringMatching(/a\.yaml:3: routes\[0\]\.prefix: "\/a\/" must start with "\/", have no trailing slash/),
+      expect.stringMatching(/a\.yaml:5: routes\[0\]: unknown key "retries"/),
+      expect.stringMatching(/b\.yaml:2: route "b": needs exactly one of "upstreams" .* and "service"/),
+      expect.stringMatching(/c\.yaml:3: /),
+      '4 problems in 3 of 3 files',
+    ])
+  })
+
+  it('validates the shipped routes directory', async () => {
+    const result = await cli(['validate', 'routes'])
+    expect(result.stderr).toBe('')
+    expect(result.code).toBe(0)
+  })
+})
+
+describe('portico start', () => {
+  it.each([
+    [['start', '--port', 'eighty'], /--port: "eighty" is not a port number/],
+    [['start', '--bogus'], /Unknown option '--bogus'/],
+    [['start', '--drain-timeout', '5'], /--drain-timeout: "5" is not a duration/],
+    [['start', '--routes', '/nonexistent/routes'], /routes directory \/nonexistent\/routes does not exist/],
+    [['launch'], /unknown command "launch"/],
+  ])('fails fast on %j', async (args, message) => {
+    const result = await cli(args as string[])
+    expect(result.code).toBe(2)
+    expect(result.stderr).toMatch(message)
+  })
+
+  it('takes its port from PORTICO_PORT and lets the flag win', async () => {
+    const result = await cli(['start', '--port', '70000'], { PORTICO_PORT: '8081' })
+    expect(result.stderr).toMatch(/--port: "70000"/)
+    const fromEnv = await cli(['start'], { PORTICO_PORT: 'x' })
+    expect(fromEnv.stderr).toMatch(/PORTICO_PORT: "x" is not a port number/)
+  })
+})
+
+describe('signals', () => {
+  let slow: Upstream
+  let gateway: GatewayProcess
+  let routesDir: string
+  beforeAll(async () => {
+    slow = await startUpstream('slow', (req, res) => {
+      const delay = Number(new URL(req.url ?? '/', 'http://x').searchParams.get('ms') ?? 0)
+      setTimeout(() => res.end(`done after ${delay}`), delay).unref()
+    })
+    routesDir = await makeRoutesDir({ 'slow.yaml': `routes:\n  - name: slow\n    prefix: /slow\n    upstreams: [${slow.url}]\n` })
+    gateway = await spawnGateway(routesDir)
+  })
+  afterAll(async () => {
+    await gateway?.stop('SIGKILL')
+    await slow?.close()
+  })
+
+  it('SIGHUP forces a reload and the gateway keeps serving', async () => {
+    await writeFile(join(routesDir, 'more.yaml'), `routes:\n  - name: more\n    prefix: /more\n    upstreams: [${slow.url}]\n`)
+    gateway.child.kill('SIGHUP')
+    await waitFor(() => gateway.output().includes('SIGHUP: reloading routes'), { what: 'the SIGHUP log line' })
+    await waitFor(async () => (await (await request(`${gateway.url}/more`)).body.text()) === 'done after 0', { what: '/more to route' })
+  })
+
+  it('SIGTERM drains the request in flight, then exits 0', async () => {
+    const inFlight = request(`${gateway.url}/slow?ms=700`)
+    await waitFor(() => slow.requests.some((r) => r.url.includes('ms=700')), { what: 'the request to reach the upstream' })
+    gateway.child.kill('SIGTERM')
+    const response = await inFlight
+    expect(response.statusCode).toBe(200)
+    expect(await response.body.text()).toBe('done after 700')
+    expect(await gateway.exited).toBe(0)
+    await expect(request(`${gateway.url}/slow`)).rejects.toThrow()
+  })
+})
