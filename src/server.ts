@@ -4,6 +4,9 @@ import { createAdminServer } from './admin/admin-server.js'
 import { HealthRegistry } from './admin/health.js'
 import { ConfigError, type PorticoConfig } from './config.js'
 import { createGateway, type Gateway } from './proxy/gateway.js'
+import { createConsulClient } from './discovery/consul-client.js'
+import { ConsulDiscovery } from './discovery/consul-discovery.js'
+import { createConsulRouteProvider } from './discovery/consul-route-provider.js'
 import { createFileProvider } from './routes/file-provider.js'
 
 export interface RunningPortico {
@@ -25,12 +28,20 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     throw new ConfigError(`routes directory ${config.routesDir} does not exist (set --routes or PORTICO_ROUTES)`)
   })
   const health = new HealthRegistry()
+  // Consul is only contacted for the services routes name (and for published routes when opted in).
+  const consul = createConsulClient(config.consul)
+  const discovery = new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) })
   const gateway = await createGateway({
-    providers: [createFileProvider(config.routesDir)],
+    providers: [
+      createFileProvider(config.routesDir),
+      ...(config.consulRoutes ? [createConsulRouteProvider(consul, logger.child({ component: 'consul-routes' }))] : []),
+    ],
     logger,
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
+    discovery,
   })
+  health.register('discovery', () => discovery.health())
   await gateway.routes.start()
   health.register('routes', () => {
     const live = gateway.routes.current()
@@ -63,6 +74,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
         logger.warn('drain timeout reached: closing the remaining connections')
         gateway.app.server.closeAllConnections()
       }
+      discovery.stop()
       await admin.close()
     })())
 

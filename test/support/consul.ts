@@ -61,3 +61,47 @@ export async function startConsul(binary: string = consulBinary()): Promise<Test
     },
   }
 }
+
+export interface TtlInstance {
+  readonly id: string
+  pass(): Promise<void>
+  fail(): Promise<void>
+  deregister(): Promise<void>
+}
+
+async function consulPut(address: string, path: string, body?: unknown): Promise<void> {
+  const response = await fetch(`${address}${path}`, { method: 'PUT', ...(body === undefined ? {} : { body: JSON.stringify(body) }) })
+  if (!response.ok) throw new Error(`PUT ${path}: ${response.status} ${await response.text()}`)
+}
+
+/** Registers an instance straight through Consul's HTTP API with a TTL check the test flips by hand. */
+export async function registerTtlInstance(
+  address: string,
+  service: { name: string; id: string; port: number; address?: string; weight?: number; tags?: string[]; meta?: Record<string, string> },
+): Promise<TtlInstance> {
+  await consulPut(address, '/v1/agent/service/register', {
+    Name: service.name,
+    ID: service.id,
+    Address: service.address ?? '127.0.0.1',
+    Port: service.port,
+    Tags: service.tags ?? [],
+    Meta: service.meta ?? {},
+    ...(service.weight ? { Weights: { Passing: service.weight, Warning: 1 } } : {}),
+    Check: { CheckID: `ttl-${service.id}`, TTL: '10m' },
+  })
+  const instance: TtlInstance = {
+    id: service.id,
+    pass: () => consulPut(address, `/v1/agent/check/pass/ttl-${service.id}`),
+    fail: () => consulPut(address, `/v1/agent/check/fail/ttl-${service.id}`),
+    deregister: () => consulPut(address, `/v1/agent/service/deregister/${service.id}`),
+  }
+  await instance.pass()
+  return instance
+}
+
+/** Passing instances of a service, as Consul reports them. */
+export async function passingIds(address: string, service: string): Promise<string[]> {
+  const response = await fetch(`${address}/v1/health/service/${service}?passing=true`)
+  const entries = (await response.json()) as { Service: { ID: string } }[]
+  return entries.map((e) => e.Service.ID).sort()
+}

@@ -1,0 +1,110 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { Instance } from '../balancer/instance.js'
+import type { ComponentHealth } from '../admin/health.js'
+import type { ServiceInstances } from '../proxy/gateway.js'
+import { backoffDelay, pause } from './backoff.js'
+import type { ConsulClient } from './consul-client.js'
+import { nextIndex, toInstances } from './to-instances.js'
+
+interface ServiceWatch {
+  readonly abort: AbortController
+  instances: readonly Instance[]
+  /** True while the last query failed: the instances are the last known ones. */
+  stale: boolean
+  synced: boolean
+  lastError: string | undefined
+  updatedAt: Date | undefined
+}
+
+export interface ConsulDiscoveryOptions {
+  readonly client: ConsulClient
+  readonly logger: FastifyBaseLogger
+  /** How long Consul holds a blocking query open. */
+  readonly waitSeconds?: number
+}
+
+/**
+ * Keeps the passing instances of every service a route references, one blocking query loop per service.
+ * Each answer replaces the service's instance list in one assignment. When Consul cannot be reached the last known
+ * instances keep serving and the service is marked stale; the loop retries with jittered backoff and recovers by itself.
+ */
+export class ConsulDiscovery implements ServiceInstances {
+  readonly #options: ConsulDiscoveryOptions
+  readonly #watches = new Map<string, ServiceWatch>()
+
+  constructor(options: ConsulDiscoveryOptions) {
+    this.#options = options
+  }
+
+  instances(service: string): readonly Instance[] {
+    return this.#watches.get(service)?.instances ?? []
+  }
+
+  follow(services: ReadonlySet<string>): void {
+    for (const [service, watch] of this.#watches) {
+      if (!services.has(service)) {
+        watch.abort.abort()
+        this.#watches.delete(service)
+      }
+    }
+    for (const service of services) if (!this.#watches.has(service)) this.#watch(service)
+  }
+
+  stop(): void {
+    this.follow(new Set())
+  }
+
+  health(): ComponentHealth {
+    const services = Object.fromEntries(
+      [...this.#watches].map(([name, w]) => [
+        name,
+        { instances: w.instances.length, stale: w.stale, synced: w.synced, updatedAt: w.updatedAt?.toISOString() ?? null, lastError: w.lastError ?? null },
+      ]),
+    )
+    const stale = [...this.#watches].filter(([, w]) => w.stale).map(([name]) => name)
+    return {
+      status: stale.length > 0 ? 'degraded' : 'ok',
+      consul: this.#options.client.address,
+      ...(stale.length > 0 ? { detail: `Consul unreachable: serving last known instances of ${stale.join(', ')}` } : {}),
+      services,
+    }
+  }
+
+  #watch(service: string): void {
+    const watch: ServiceWatch = { abort: new AbortController(), instances: [], stale: false, synced: false, lastError: undefined, updatedAt: undefined }
+    this.#watches.set(service, watch)
+    const { client, logger } = this.#options
+    const signal = watch.abort.signal
+    void (async () => {
+      let index = 0
+      let failures = 0
+      while (!signal.aborted) {
+        try {
+          const started = Date.now()
+          const result = await client.healthyInstances(service, { index, waitSeconds: this.#options.waitSeconds ?? 30, signal })
+          const previous = index
+          index = nextIndex(index, result.index)
+          watch.instances = Object.freeze(toInstances(result.value))
+          watch.updatedAt = new Date()
+          if (watch.stale) logger.info({ service }, 'consul reachable again: instances are current')
+          watch.stale = false
+          watch.synced = true
+          watch.lastError = undefined
+          failures = 0
+          // An answer that came back at once with the same index would spin; Consul asks clients to rate-limit that.
+          if (index === previous && Date.now() - started < 50) await pause(50, signal)
+        } catch (error) {
+          if (signal.aborted) return
+          failures++
+          // The agent that answers next may be another one, or restarted with its own index history: an old index
+          // could then block on changes that already happened. Start over with a plain read.
+          index = 0
+          watch.stale = true
+          watch.lastError = (error as Error).message
+          if (failures === 1) logger.warn({ service, err: error }, 'consul query failed: serving last known instances')
+          await pause(backoffDelay(failures, { baseMs: 100, capMs: 5_000 }), signal)
+        }
+      }
+    })()
+  }
+}

@@ -1,0 +1,5 @@
+export { loadConfig, type PorticoConfig } from './config.js'
+export { GatewayError, GatewayErrors, type GatewayErrorCode, type Problem } from './errors.js'
+export { startPortico, type RunningPortico } from './server.js'
+export { register, type RegisterOptions, type Registration } from './register/index.js'
+export { parseRouteFile, type RouteDefinition, type RouteFileError } from './routes/parse.js'

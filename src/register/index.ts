@@ -1,0 +1,1 @@
+export { register, type HealthCheckOptions, type RegisterOptions, type Registration } from './register.js'

@@ -1,0 +1,121 @@
+import { hostname } from 'node:os'
+import { consulConnection, type ConsulConnection } from '../config.js'
+import { backoffDelay, pause } from '../discovery/backoff.js'
+import { createConsulClient, type ConsulClient, type ServiceRegistration } from '../discovery/consul-client.js'
+
+export interface HealthCheckOptions {
+  /** Path Consul polls over HTTP, e.g. `/health`. */
+  readonly path: string
+  /** Default `10s`. */
+  readonly interval?: string
+  /** Default `2s`. */
+  readonly timeout?: string
+  /** Consul removes the service after it has been critical this long. Default `1m`. */
+  readonly deregisterAfter?: string
+}
+
+export interface RegisterOptions {
+  readonly name: string
+  readonly port: number
+  /** Address the gateway (and Consul's check) reach the service at. Default: SERVICE_ADDRESS, else 127.0.0.1. */
+  readonly address?: string
+  /** Default: `<name>-<hostname>-<port>`, stable across restarts of the same instance. */
+  readonly id?: string
+  readonly tags?: readonly string[]
+  readonly meta?: Readonly<Record<string, string>>
+  /** The HTTP check; `false` registers without one (the instance then always counts as passing). */
+  readonly health: HealthCheckOptions | false
+  /** Deregister and let the process exit on SIGTERM/SIGINT. Default false: call `deregister()` yourself. */
+  readonly deregisterOnSignals?: boolean
+  /** How often to check that the agent still knows the service, and re-register if it forgot (agent restart). Default 5 s. */
+  readonly resyncIntervalMs?: number
+  /** Default: from CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_SSL, CONSUL_CACERT. */
+  readonly consul?: ConsulConnection | ConsulClient
+  /** Stops retrying the first registration. */
+  readonly signal?: AbortSignal
+  readonly log?: (message: string) => void
+}
+
+export interface Registration {
+  readonly id: string
+  /** Removes the service from Consul and stops the resync loop; safe to call twice. */
+  deregister(): Promise<void>
+}
+
+/**
+ * Registers this process as an instance of `name` with the local Consul agent. Retries with backoff until Consul
+ * answers, then keeps the registration alive across agent restarts until `deregister()`.
+ */
+export async function register(options: RegisterOptions): Promise<Registration> {
+  const client = isClient(options.consul) ? options.consul : createConsulClient(options.consul ?? consulConnection(process.env))
+  const address = options.address ?? process.env.SERVICE_ADDRESS ?? '127.0.0.1'
+  const id = options.id ?? `${options.name}-${hostname()}-${options.port}`
+  const log = options.log ?? (() => undefined)
+  const registration: ServiceRegistration = {
+    id,
+    name: options.name,
+    address,
+    port: options.port,
+    tags: options.tags,
+    meta: options.meta,
+    check: options.health
+      ? {
+          http: `http://${address.includes(':') ? `[${address}]` : address}:${options.port}${options.health.path}`,
+          interval: options.health.interval ?? '10s',
+          timeout: options.health.timeout ?? '2s',
+          deregisterCriticalServiceAfter: options.health.deregisterAfter ?? '1m',
+        }
+      : undefined,
+  }
+
+  const stopped = new AbortController()
+  const giveUp = AbortSignal.any([stopped.signal, ...(options.signal ? [options.signal] : [])])
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await client.register(registration)
+      break
+    } catch (error) {
+      if (giveUp.aborted) throw new Error(`registering ${id} with Consul at ${client.address} was aborted`, { cause: error })
+      log(`consul at ${client.address} not reachable yet (${(error as Error).message}); retrying`)
+      await pause(backoffDelay(attempt, { baseMs: 200, capMs: 5_000 }), giveUp)
+    }
+  }
+  log(`registered ${id} with consul at ${client.address}`)
+
+  const resync = setInterval(() => {
+    client.hasService(id).then(
+      (known) => (known || stopped.signal.aborted ? undefined : client.register(registration).then(() => log(`re-registered ${id} after the agent forgot it`))),
+      () => undefined, // agent down: the next tick tries again
+    ).catch(() => undefined)
+  }, options.resyncIntervalMs ?? 5_000)
+  resync.unref()
+
+  let deregistering: Promise<void> | undefined
+  const deregister = () =>
+    (deregistering ??= (async () => {
+      stopped.abort()
+      clearInterval(resync)
+      process.off('SIGTERM', onSignal)
+      process.off('SIGINT', onSignal)
+      await client.deregister(id)
+      log(`deregistered ${id}`)
+    })())
+
+  function onSignal(signal: NodeJS.Signals) {
+    void deregister()
+      .catch((error: unknown) => log(`deregistering ${id} failed: ${(error as Error).message}`))
+      .finally(() => {
+        // Leave the exit to other handlers if there are any; otherwise end as the signal would have.
+        if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+      })
+  }
+  if (options.deregisterOnSignals) {
+    process.once('SIGTERM', onSignal)
+    process.once('SIGINT', onSignal)
+  }
+  return { id, deregister }
+}
+
+function isClient(value: RegisterOptions['consul']): value is ConsulClient {
+  return typeof value === 'object' && 'healthyInstances' in value
+}
