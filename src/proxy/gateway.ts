@@ -1,4 +1,5 @@
 import httpProxy, { type FastifyHttpProxyOptions } from '@fastify/http-proxy'
+import type { FastifyReplyFromHooks } from '@fastify/reply-from'
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
@@ -11,7 +12,7 @@ import { RouteWatcher, type RouteProvider } from '../routes/watcher.js'
 import { clientResponseHeaders, upstreamRequestHeaders, upstreamWebSocketHeaders } from './forwarding-headers.js'
 import { installProblemResponses, sendProblem } from './problem-responses.js'
 import { classifyUpstreamFailure } from './upstream-errors.js'
-import { DEFAULT_POOL, kForwardOptions, UpstreamDispatcher, type ForwardOptions, type UpstreamPoolOptions } from './upstream-dispatcher.js'
+import { DEFAULT_POOL, ForwardOptions, kForwardOptions, UpstreamDispatcher, type UpstreamPoolOptions } from './upstream-dispatcher.js'
 
 /** Where a `service:` route's instances come from (Consul); static routes need none. */
 export interface ServiceInstances {
@@ -47,14 +48,14 @@ export interface Gateway {
 interface Forwarding {
   readonly route: LiveRoute
   readonly instance: Instance
-  readonly abort: AbortController
-  readonly done: () => void
+  readonly upstream: ForwardOptions
 }
 
 const kForwarding = Symbol('portico.forwarding')
 type GatewayRequest = FastifyRequest & { [kForwarding]?: Forwarding }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+const CLIENT_GONE = new Error('the client went away before the upstream answered')
 
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const inFlight = new InFlight()
@@ -121,34 +122,39 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
     // 3. Hand over to the forward call: the upstream path, and an abort for a client that goes away.
     request.raw.url = query === undefined ? match.upstreamPath : `${match.upstreamPath}?${query}`
-    const abort = new AbortController()
-    const done = upgrade ? () => undefined : inFlight.start(instance.origin)
+    const upstream = new ForwardOptions(route.timeout.connectMs)
+    const done = upgrade ? undefined : inFlight.start(instance.origin)
     reply.raw.once('close', () => {
-      done()
-      if (!reply.raw.writableFinished) abort.abort(new Error('client went away'))
+      done?.()
+      if (!reply.raw.writableFinished) upstream.abort(CLIENT_GONE)
     })
-    request[kForwarding] = { route, instance, abort, done }
+    request[kForwarding] = { route, instance, upstream }
   }
 
   // 4. Forward with the route's timeouts; failures become problem responses.
   function forward(request: GatewayRequest, reply: FastifyReply, _dest: string, replyOptions: object): FastifyReply {
-    const { route, instance, abort } = forwardingOf(request)
-    const forwardOptions: ForwardOptions = { connectTimeoutMs: route.timeout.connectMs, signal: abort.signal }
-    return reply.from(instance.origin + request.url, {
-      ...replyOptions,
-      timeout: route.timeout.responseMs,
-      rewriteRequestHeaders: (_request, headers) =>
-        Object.assign(upstreamRequestHeaders(request, headers, { trustProxy, preserveHost: route.preserveHost }), {
-          [kForwardOptions]: forwardOptions,
-        }),
-      onError: (_reply, { error }) => {
-        if (abort.signal.aborted || reply.sent) return
-        const failure = classifyUpstreamFailure(error, instance.origin, route.timeout.responseMs)
-        request.log.warn({ route: route.name, instance: instance.origin, code: failure.code, err: error }, failure.message)
-        sendProblem(reply, failure)
-      },
-    })
+    const { route, instance } = forwardingOf(request)
+    return reply.from(instance.origin + request.url, { ...replyOptions, ...forwardHooks, timeout: route.timeout.responseMs })
   }
+
+  function rewriteRequestHeaders(request: GatewayRequest, headers: IncomingHttpHeaders): IncomingHttpHeaders {
+    const { route, upstream } = forwardingOf(request)
+    const forwarded = upstreamRequestHeaders(request, headers, { trustProxy, preserveHost: route.preserveHost }) as IncomingHttpHeaders & {
+      [kForwardOptions]?: ForwardOptions
+    }
+    forwarded[kForwardOptions] = upstream
+    return forwarded
+  }
+
+  function onError(reply: FastifyReply, { error }: { error: Error }): void {
+    const { route, instance, upstream } = forwardingOf(reply.request)
+    if (upstream.aborted || reply.sent) return
+    const failure = classifyUpstreamFailure(error, instance.origin, route.timeout.responseMs)
+    reply.request.log.warn({ route: route.name, instance: instance.origin, code: failure.code, err: error }, failure.message)
+    sendProblem(reply, failure)
+  }
+  // reply-from's hook types cover HTTP/2 requests too; ours are HTTP/1 only.
+  const forwardHooks = { rewriteRequestHeaders, onError } as unknown as FastifyReplyFromHooks
   // ─────────────────────────────────────────────────────────────────────────────────────────────────────────
 
   const proxyOptions = {

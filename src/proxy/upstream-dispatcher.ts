@@ -7,10 +7,37 @@ import { Agent, DecoratorHandler, Dispatcher } from 'undici'
  */
 export const kForwardOptions = Symbol('portico.forwardOptions')
 
-export interface ForwardOptions {
+/**
+ * One forward attempt's link to its upstream request. A plain object rather than an AbortSignal: EventTarget
+ * listeners cost more per request than the whole routing step.
+ */
+export class ForwardOptions {
   readonly connectTimeoutMs: number
-  /** Aborted when the client disconnects or the request's deadline passes. */
-  readonly signal: AbortSignal
+  #controller: Dispatcher.DispatchController | undefined
+  #abortedWith: Error | undefined
+
+  constructor(connectTimeoutMs: number) {
+    this.connectTimeoutMs = connectTimeoutMs
+  }
+
+  /** Aborts the upstream request (the client went away, or a deadline passed), now or as soon as it starts. */
+  abort(reason: Error): void {
+    this.#abortedWith ??= reason
+    this.#controller?.abort(reason)
+  }
+
+  get aborted(): boolean {
+    return this.#abortedWith !== undefined
+  }
+
+  attach(controller: Dispatcher.DispatchController): void {
+    if (this.#abortedWith) controller.abort(this.#abortedWith)
+    else this.#controller = controller
+  }
+
+  detach(): void {
+    this.#controller = undefined
+  }
 }
 
 export interface UpstreamPoolOptions {
@@ -38,7 +65,7 @@ export class UpstreamDispatcher extends Dispatcher {
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const forward = (options.headers as Record<symbol, ForwardOptions | undefined> | undefined)?.[kForwardOptions]
     const agent = this.#agentFor(forward?.connectTimeoutMs ?? 5_000)
-    return agent.dispatch(options, forward ? new AbortOnSignal(handler, forward.signal) : handler)
+    return agent.dispatch(options, forward ? new Abortable(handler, forward) : handler)
   }
 
   override async close(): Promise<void> {
@@ -68,24 +95,20 @@ type NewStyleHandler = Required<
   Pick<Dispatcher.DispatchHandler, 'onRequestStart' | 'onRequestUpgrade' | 'onResponseStart' | 'onResponseData' | 'onResponseEnd' | 'onResponseError'>
 >
 
-/** Aborts the upstream request when the signal fires; passes everything else through. */
-class AbortOnSignal implements Dispatcher.DispatchHandler {
+/** Hands the request's controller to its ForwardOptions while the request runs; passes everything else through. */
+class Abortable implements Dispatcher.DispatchHandler {
   // DecoratorHandler adapts reply-from's callback-style handler to undici's controller-style one.
   readonly #inner: NewStyleHandler
-  readonly #signal: AbortSignal
-  #stop: (() => void) | undefined
+  readonly #forward: ForwardOptions
 
-  constructor(handler: Dispatcher.DispatchHandler, signal: AbortSignal) {
+  constructor(handler: Dispatcher.DispatchHandler, forward: ForwardOptions) {
     this.#inner = new DecoratorHandler(handler) as unknown as NewStyleHandler
-    this.#signal = signal
+    this.#forward = forward
   }
 
   onRequestStart(controller: Dispatcher.DispatchController, context: object): void {
     this.#inner.onRequestStart(controller, context)
-    const abort = () => controller.abort(this.#signal.reason as Error)
-    if (this.#signal.aborted) return abort()
-    this.#signal.addEventListener('abort', abort, { once: true })
-    this.#stop = () => this.#signal.removeEventListener('abort', abort)
+    this.#forward.attach(controller)
   }
 
   onRequestUpgrade(...args: Parameters<NewStyleHandler['onRequestUpgrade']>): void {
@@ -101,12 +124,12 @@ class AbortOnSignal implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(...args: Parameters<NewStyleHandler['onResponseEnd']>): void {
-    this.#stop?.()
+    this.#forward.detach()
     this.#inner.onResponseEnd(...args)
   }
 
   onResponseError(...args: Parameters<NewStyleHandler['onResponseError']>): void {
-    this.#stop?.()
+    this.#forward.detach()
     this.#inner.onResponseError(...args)
   }
 }
