@@ -8,6 +8,7 @@ import { createConsulClient } from './discovery/consul-client.js'
 import { ConsulDiscovery } from './discovery/consul-discovery.js'
 import { createConsulRouteProvider } from './discovery/consul-route-provider.js'
 import { createFileProvider } from './routes/file-provider.js'
+import { createSharedState } from './state/shared-state.js'
 
 export interface RunningPortico {
   readonly gateway: Gateway
@@ -31,7 +32,10 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   // Consul is only contacted for the services routes name (and for published routes when opted in).
   const consul = createConsulClient(config.consul)
   const discovery = new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) })
+  const state = config.redisUrl ? createSharedState({ url: config.redisUrl, logger: logger.child({ component: 'redis' }) }) : undefined
+  health.register('state', () => (state ? state.health() : { status: 'ok', detail: 'no REDIS_URL: rate limits and breakers are per process, in memory' }))
   const gateway = await createGateway({
+    state,
     providers: [
       createFileProvider(config.routesDir),
       ...(config.consulRoutes ? [createConsulRouteProvider(consul, logger.child({ component: 'consul-routes' }))] : []),
@@ -75,6 +79,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
         gateway.app.server.closeAllConnections()
       }
       discovery.stop()
+      await state?.close()
       await admin.close()
     })())
 

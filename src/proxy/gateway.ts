@@ -9,9 +9,15 @@ import { GatewayError } from '../errors.js'
 import { normalizePath } from '../routes/normalize-path.js'
 import type { RouteDefinition } from '../routes/parse.js'
 import { RouteWatcher, type RouteProvider } from '../routes/watcher.js'
+import { backoffDelay } from '../discovery/backoff.js'
+import { CountedFailure } from '../resilience/circuit-breaker/circuit-breaker.js'
+import type { RetryConfig } from '../resilience/retry/schema.js'
+import { PolicyRegistry, type RoutePolicies } from '../resilience/route-policies.js'
+import type { SharedState } from '../state/shared-state.js'
+import type { Readable } from 'node:stream'
 import { clientResponseHeaders, upstreamRequestHeaders, upstreamWebSocketHeaders } from './forwarding-headers.js'
 import { installProblemResponses, sendProblem } from './problem-responses.js'
-import { classifyUpstreamFailure } from './upstream-errors.js'
+import { classifyUpstreamFailure, errorCodes } from './upstream-errors.js'
 import { DEFAULT_POOL, ForwardOptions, kForwardOptions, UpstreamDispatcher, type UpstreamPoolOptions } from './upstream-dispatcher.js'
 
 /** Where a `service:` route's instances come from (Consul); static routes need none. */
@@ -23,6 +29,8 @@ export interface ServiceInstances {
 }
 
 export interface GatewayOptions {
+  /** Redis-shared state for rate limits and breakers; without it they hold per process, in memory. */
+  readonly state?: SharedState
   readonly providers: readonly RouteProvider[]
   readonly logger: FastifyBaseLogger
   /** Trust X-Forwarded-* from clients (fastify's trustProxy: true, a hop count, or addresses). */
@@ -32,9 +40,10 @@ export interface GatewayOptions {
   readonly discovery?: ServiceInstances
 }
 
-/** A route as requests use it: its definition plus its balancer and where its instances come from. */
-export interface LiveRoute extends RouteDefinition {
+/** A route as requests use it: its definition plus its balancer, where its instances come from, and its policies. */
+export interface LiveRoute extends RouteDefinition, RoutePolicies {
   readonly pick: Pick
+  /** The instances that may get traffic now (discovered, less ejected outliers). */
   readonly instances: () => readonly Instance[]
 }
 
@@ -47,9 +56,17 @@ export interface Gateway {
 /** What the request path decided, carried from the pre-handler to the forward call. */
 interface Forwarding {
   readonly route: LiveRoute
-  readonly instance: Instance
-  readonly upstream: ForwardOptions
+  /** The attempt under way: its instance, its link to the upstream request, and its in-flight count. */
+  instance: Instance
+  upstream: ForwardOptions
+  done: (() => void) | undefined
+  /** Set while an attempt with policies waits for reply-from's answer. */
+  settle: ((result: AttemptResult) => void) | undefined
 }
+
+type AttemptResult =
+  | { readonly kind: 'response'; readonly res: { readonly statusCode: number; readonly headers: IncomingHttpHeaders; readonly stream: Readable } }
+  | { readonly kind: 'error'; readonly error: Error }
 
 const kForwarding = Symbol('portico.forwarding')
 type GatewayRequest = FastifyRequest & { [kForwarding]?: Forwarding }
@@ -62,17 +79,25 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const dispatcher = new UpstreamDispatcher(options.pool ?? DEFAULT_POOL)
   const trustProxy = options.trustProxy !== false
   const discovery = options.discovery
+  const policyRegistry = new PolicyRegistry(options.state, options.logger)
 
   const routes = new RouteWatcher<LiveRoute>({
     providers: options.providers,
     logger: options.logger,
     compile: (definitions) => {
       discovery?.follow(new Set(definitions.flatMap((d) => (d.target.kind === 'service' ? [d.target.service] : []))))
-      return definitions.map((definition) => ({
-        ...definition,
-        pick: createBalancer(definition.loadBalancer, { inFlight }),
-        instances: instancesOf(definition, discovery),
-      }))
+      const policies = policyRegistry.build(definitions)
+      return definitions.map((definition) => {
+        const routePolicies = policies.get(definition.name) as RoutePolicies
+        const discovered = instancesOf(definition, discovery)
+        const outliers = routePolicies.outliers
+        return {
+          ...definition,
+          ...routePolicies,
+          pick: createBalancer(definition.loadBalancer, { inFlight }),
+          instances: outliers ? () => outliers.admitted(discovered()) : discovered,
+        }
+      })
     },
   })
 
@@ -116,25 +141,105 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       throw new GatewayError('payload_too_large', `The body is ${declaredLength} bytes; the gateway accepts at most ${options.maxBodyBytes}`)
     }
 
-    // 2. Pick an instance.
+    // 2. Rate limit: may answer 429 before any upstream is chosen.
+    if (route.limitRate) await route.limitRate(request, reply)
+
+    // 3. Pick an instance.
     const instance = route.pick(route.instances(), { hashKey: hashKeyOf(route.hashOn, request.ip, request.headers) })
     if (!instance) throw new GatewayError('no_instance', noInstanceDetail(route))
 
-    // 3. Hand over to the forward call: the upstream path, and an abort for a client that goes away.
+    // 4. Hand over to the forward call: the upstream path, and an abort for a client that goes away.
     request.raw.url = query === undefined ? match.upstreamPath : `${match.upstreamPath}?${query}`
-    const upstream = new ForwardOptions(route.timeout.connectMs)
-    const done = upgrade ? undefined : inFlight.start(instance.origin)
+    const forwarding: Forwarding = {
+      route,
+      instance,
+      upstream: new ForwardOptions(route.timeout.connectMs),
+      done: upgrade ? undefined : inFlight.start(instance.origin),
+      settle: undefined,
+    }
     reply.raw.once('close', () => {
-      done?.()
-      if (!reply.raw.writableFinished) upstream.abort(CLIENT_GONE)
+      forwarding.done?.()
+      if (!reply.raw.writableFinished) forwarding.upstream.abort(CLIENT_GONE)
     })
-    request[kForwarding] = { route, instance, upstream }
+    request[kForwarding] = forwarding
   }
 
-  // 4. Forward with the route's timeouts; failures become problem responses.
-  function forward(request: GatewayRequest, reply: FastifyReply, _dest: string, replyOptions: object): FastifyReply {
-    const { route, instance } = forwardingOf(request)
-    return reply.from(instance.origin + request.url, { ...replyOptions, ...forwardHooks, timeout: route.timeout.responseMs })
+  // 5. Forward with the route's timeouts. A route without upstream policies streams straight through; one with a
+  //    breaker, retries or outlier detection runs each attempt through them.
+  function forward(request: GatewayRequest, reply: FastifyReply, _dest: string, replyOptions: object): FastifyReply | Promise<void> {
+    const forwarding = forwardingOf(request)
+    const { route } = forwarding
+    if (!route.breaker && !route.retry && !route.outliers) {
+      return reply.from(forwarding.instance.origin + request.url, { ...replyOptions, ...forwardHooks, timeout: route.timeout.responseMs })
+    }
+    return forwardWithPolicies(request, reply, forwarding, replyOptions)
+  }
+
+  async function forwardWithPolicies(request: GatewayRequest, reply: FastifyReply, forwarding: Forwarding, replyOptions: object): Promise<void> {
+    const { route } = forwarding
+    const retry = route.retry
+    const deadline = Date.now() + (retry?.deadlineMs ?? route.timeout.connectMs + route.timeout.responseMs)
+    const tried = new Set<string>()
+    route.retryBudget?.recordRequest()
+    for (let attempt = 1; ; attempt++) {
+      const { instance } = forwarding
+      tried.add(instance.id)
+      const timeout = Math.max(1, Math.min(route.timeout.responseMs, deadline - Date.now()))
+      const send = () =>
+        new Promise<AttemptResult>((resolve) => {
+          forwarding.settle = resolve
+          reply.from(instance.origin + request.url, { ...replyOptions, ...attemptHooks, timeout })
+        })
+      let result: AttemptResult
+      try {
+        // The breaker counts what it is told is a failure: errors and the configured statuses.
+        result = route.breaker
+          ? await route.breaker.run(async () => {
+              const outcome = await send()
+              if (isFailure(outcome, route.circuitBreaker?.failureStatuses)) throw new CountedFailure(outcome)
+              return outcome
+            })
+          : await send()
+      } catch (error) {
+        if (error instanceof CountedFailure) result = error.outcome as AttemptResult
+        else if (error instanceof GatewayError) return void sendProblem(reply, error) // circuit_open: no upstream call
+        else throw error
+      }
+      route.outliers?.record(instance.id, !isFailure(result, SERVER_ERRORS), route.instances().length)
+      if (forwarding.upstream.aborted) return discard(result, reply) // the client is gone
+
+      const next =
+        retry && attempt < retry.attempts && isRetryable(result, retry) && isReplayable(request, retry.methods) && Date.now() < deadline
+          ? route.pick(route.instances(), { exclude: tried, hashKey: hashKeyOf(route.hashOn, request.ip, request.headers) })
+          : undefined
+      if (!next || tried.has(next.id) || !route.retryBudget?.tryRetry()) return deliver(result, reply, forwarding)
+
+      discard(result, reply)
+      request.log.info({ route: route.name, instance: instance.origin, next: next.origin, attempt }, 'retrying on another instance')
+      await new Promise((resolve) => setTimeout(resolve, backoffDelay(attempt - 1, { baseMs: retry?.backoffMs ?? 25, capMs: 1_000 })))
+      forwarding.done?.()
+      forwarding.instance = next
+      forwarding.upstream = new ForwardOptions(route.timeout.connectMs)
+      forwarding.done = inFlight.start(next.origin)
+    }
+  }
+
+  function deliver(result: AttemptResult, reply: FastifyReply, forwarding: Forwarding): void {
+    if (result.kind === 'response') {
+      reply.send(result.res.stream)
+      return
+    }
+    if (reply.sent) return
+    const failure = classifyUpstreamFailure(result.error, forwarding.instance.origin, forwarding.route.timeout.responseMs)
+    reply.request.log.warn({ route: forwarding.route.name, instance: forwarding.instance.origin, code: failure.code, err: result.error }, failure.message)
+    sendProblem(reply, failure)
+  }
+
+  /** Drops a response that will not reach the client, with the headers reply-from already copied from it. */
+  function discard(result: AttemptResult, reply: FastifyReply): void {
+    if (result.kind !== 'response') return
+    result.res.stream.destroy()
+    for (const name of Object.keys(result.res.headers)) reply.removeHeader(name)
   }
 
   function rewriteRequestHeaders(request: GatewayRequest, headers: IncomingHttpHeaders): IncomingHttpHeaders {
@@ -155,6 +260,18 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
   // reply-from's hook types cover HTTP/2 requests too; ours are HTTP/1 only.
   const forwardHooks = { rewriteRequestHeaders, onError } as unknown as FastifyReplyFromHooks
+  const attemptHooks = {
+    rewriteRequestHeaders,
+    onResponse: (request: GatewayRequest, _reply: FastifyReply, res: Extract<AttemptResult, { kind: 'response' }>['res']) => settle(request, { kind: 'response', res }),
+    onError: (reply: FastifyReply, { error }: { error: Error }) => settle(reply.request, { kind: 'error', error }),
+  } as unknown as FastifyReplyFromHooks
+
+  function settle(request: GatewayRequest, result: AttemptResult): void {
+    const forwarding = forwardingOf(request)
+    const resolve = forwarding.settle
+    forwarding.settle = undefined
+    resolve?.(result)
+  }
   // ─────────────────────────────────────────────────────────────────────────────────────────────────────────
 
   const proxyOptions = {
@@ -182,10 +299,31 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     routes,
     async close() {
       routes.stop()
+      policyRegistry.stop()
       await app.close()
       await dispatcher.close()
     },
   }
+}
+
+const SERVER_ERRORS: ReadonlySet<number> = new Set(Array.from({ length: 100 }, (_, i) => 500 + i))
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET'])
+const RESPONSE_TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'])
+
+function isFailure(result: AttemptResult, statuses: ReadonlySet<number> | undefined): boolean {
+  return result.kind === 'error' || (statuses?.has(result.res.statusCode) ?? false)
+}
+
+function isRetryable(result: AttemptResult, retry: RetryConfig): boolean {
+  if (result.kind === 'response') return retry.onStatuses.has(result.res.statusCode)
+  const codes = errorCodes(result.error)
+  return (retry.onConnectError && codes.some((c) => CONNECT_ERRORS.has(c))) || (retry.onTimeout && codes.some((c) => RESPONSE_TIMEOUTS.has(c)))
+}
+
+/** Only a request without a body can be sent again: a streamed body is gone once the first attempt read it. */
+function isReplayable(request: FastifyRequest, methods: ReadonlySet<string>): boolean {
+  const length = request.headers['content-length']
+  return methods.has(request.method) && (length === undefined || length === '0') && request.headers['transfer-encoding'] === undefined
 }
 
 function forwardingOf(request: GatewayRequest): Forwarding {

@@ -1,5 +1,9 @@
 import { Ajv, type ErrorObject } from 'ajv'
 import { LineCounter, parseDocument, isMap, isScalar, type Document, type Node } from 'yaml'
+import type { CircuitBreakerConfig } from '../resilience/circuit-breaker/schema.js'
+import { toRateLimitConfig, type RateLimitConfig } from '../resilience/rate-limit/schema.js'
+import type { RetryConfig } from '../resilience/retry/schema.js'
+import type { OutlierDetectionConfig } from '../resilience/outlier-detection/schema.js'
 import { parseDuration } from './duration.js'
 import { RouteFileSchema, type RouteFileSpec, type RouteSpec, type LOAD_BALANCERS } from './schema.js'
 
@@ -21,6 +25,10 @@ export interface RouteDefinition {
   readonly hashOn: HashOn
   readonly websocket: boolean
   readonly preserveHost: boolean
+  readonly rateLimit: RateLimitConfig | undefined
+  readonly circuitBreaker: CircuitBreakerConfig | undefined
+  readonly retry: RetryConfig | undefined
+  readonly outlierDetection: OutlierDetectionConfig | undefined
   /** Where the route was defined, for messages and the admin API. */
   readonly source: { readonly file: string; readonly line: number }
 }
@@ -89,6 +97,8 @@ function crossFieldErrors(spec: RouteSpec): string[] {
   if (spec.hashOn !== undefined && spec.loadBalancer !== 'consistent-hash') {
     errors.push('"hashOn" only applies with "loadBalancer: consistent-hash"')
   }
+  const rateLimit = spec.rateLimit && toRateLimitConfig(spec.rateLimit)
+  if (typeof rateLimit === 'string') errors.push(rateLimit)
   return errors
 }
 
@@ -111,6 +121,29 @@ function toDefinition(spec: RouteSpec, source: { file: string; line: number }): 
     hashOn: hashOn === 'ip' ? { kind: 'ip' } : { kind: 'header', header: hashOn.slice('header:'.length).toLowerCase() },
     websocket: spec.websocket ?? false,
     preserveHost: spec.preserveHost ?? false,
+    rateLimit: spec.rateLimit && (toRateLimitConfig(spec.rateLimit) as RateLimitConfig),
+    circuitBreaker: spec.circuitBreaker && {
+      errorThresholdPercentage: spec.circuitBreaker.errorThresholdPercentage ?? 50,
+      volumeThreshold: spec.circuitBreaker.volumeThreshold ?? 20,
+      windowMs: parseDuration(spec.circuitBreaker.window ?? '10s'),
+      resetTimeoutMs: parseDuration(spec.circuitBreaker.resetTimeout ?? '30s'),
+      failureStatuses: new Set(spec.circuitBreaker.failureStatuses ?? [500, 502, 503, 504]),
+    },
+    retry: spec.retry && {
+      attempts: spec.retry.attempts ?? 2,
+      backoffMs: parseDuration(spec.retry.backoff ?? '25ms'),
+      onConnectError: (spec.retry.on ?? ['connect-error']).includes('connect-error'),
+      onTimeout: (spec.retry.on ?? []).includes('timeout'),
+      onStatuses: new Set((spec.retry.on ?? [502, 503]).filter((o): o is number => typeof o === 'number')),
+      methods: new Set(spec.retry.methods ?? ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']),
+      budgetPercent: spec.retry.budgetPercent ?? 20,
+      deadlineMs: parseDuration(spec.retry.deadline ?? '30s'),
+    },
+    outlierDetection: spec.outlierDetection && {
+      consecutiveFailures: spec.outlierDetection.consecutiveFailures ?? 5,
+      baseEjectionMs: parseDuration(spec.outlierDetection.baseEjectionTime ?? '30s'),
+      maxEjectionPercent: spec.outlierDetection.maxEjectionPercent ?? 50,
+    },
     source,
   }
 }

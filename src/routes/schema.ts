@@ -1,10 +1,14 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { RateLimitSchema } from '../resilience/rate-limit/schema.js'
+import { CircuitBreakerSchema } from '../resilience/circuit-breaker/schema.js'
+import { RetrySchema } from '../resilience/retry/schema.js'
+import { OutlierDetectionSchema } from '../resilience/outlier-detection/schema.js'
 import { DURATION_PATTERN } from './duration.js'
 
 /**
  * The route file format. Every field has a description (editors show it) and, where optional, its default.
  * `patternMessage` is ours: the sentence an operator reads when a pattern does not match.
- * Policy keys (rate limits, breakers, retries) join the route schema from their own folders as they land.
+ * Policy keys (rateLimit, circuitBreaker, retry) bring their schemas from their own folders under src/resilience.
  */
 const Duration = (description: string, defaultValue: string) =>
   Type.String({ pattern: DURATION_PATTERN, patternMessage: 'must be a duration such as 500ms, 5s, 1m or 1h', description, default: defaultValue })
@@ -84,6 +88,10 @@ export const RouteSchema = Type.Object(
       }),
     ),
     websocket: Type.Optional(Type.Boolean({ default: false, description: 'Allow WebSocket upgrades on this route.' })),
+    rateLimit: Type.Optional(RateLimitSchema),
+    circuitBreaker: Type.Optional(CircuitBreakerSchema),
+    retry: Type.Optional(RetrySchema),
+    outlierDetection: Type.Optional(OutlierDetectionSchema),
     preserveHost: Type.Optional(
       Type.Boolean({
         default: false,

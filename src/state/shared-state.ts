@@ -1,0 +1,104 @@
+import { Redis } from 'ioredis'
+import { randomUUID } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
+import type { ComponentHealth } from '../admin/health.js'
+
+/**
+ * The Redis connection the replicas share state through, and what this replica knows about the others.
+ * Commands never queue behind a dead Redis (no offline queue, a short command timeout): a policy asks, and on an
+ * error falls back to its documented local behaviour at once.
+ */
+export interface SharedState {
+  readonly replicaId: string
+  readonly redis: Redis
+  /** A second connection in subscriber mode, for breaker state broadcasts. */
+  readonly subscriber: Redis
+  /** Live replicas as last counted through Redis (1 until the first count, or while Redis is down). */
+  liveReplicas(): number
+  isUp(): boolean
+  health(): ComponentHealth
+  close(): Promise<void>
+}
+
+const REPLICAS_KEY = 'portico:replicas'
+
+export interface SharedStateOptions {
+  readonly url: string
+  readonly logger: FastifyBaseLogger
+  readonly commandTimeoutMs?: number
+  /** How often a replica announces itself; a replica unheard for 3 intervals no longer counts. */
+  readonly heartbeatMs?: number
+}
+
+export function createSharedState(options: SharedStateOptions): SharedState {
+  const { logger } = options
+  const heartbeatMs = options.heartbeatMs ?? 2_000
+  const connection = {
+    enableOfflineQueue: false,
+    commandTimeout: options.commandTimeoutMs ?? 200,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 2_000,
+    // Keep trying for ever, never more than once a second: Redis coming back must be noticed without a restart.
+    retryStrategy: (attempt: number) => Math.min(1_000, 50 * 2 ** attempt),
+    lazyConnect: false,
+  }
+  const redis = new Redis(options.url, connection)
+  const subscriber = new Redis(options.url, { ...connection, commandTimeout: undefined })
+  const replicaId = randomUUID()
+  let replicas = 1
+  let lastError: string | undefined
+  let down = false
+
+  for (const client of [redis, subscriber]) {
+    client.on('error', (error: Error) => {
+      lastError = error.message
+    })
+  }
+  redis.on('ready', () => {
+    if (down) logger.info('redis is back: shared rate limits and breakers resume')
+    down = false
+    void heartbeat()
+  })
+  redis.on('close', () => {
+    if (!down) logger.warn({ err: lastError }, 'redis connection lost: rate limits and breakers fall back to local state')
+    down = true
+  })
+
+  async function heartbeat(): Promise<void> {
+    if (redis.status !== 'ready') return
+    const now = Date.now()
+    try {
+      const results = await redis
+        .multi()
+        .zadd(REPLICAS_KEY, now, replicaId)
+        .zremrangebyscore(REPLICAS_KEY, '-inf', now - 3 * heartbeatMs)
+        .zcard(REPLICAS_KEY)
+        .pexpire(REPLICAS_KEY, 10 * heartbeatMs)
+        .exec()
+      const count = Number(results?.[2]?.[1] ?? 1)
+      if (count >= 1) replicas = count
+    } catch (error) {
+      lastError = (error as Error).message
+    }
+  }
+  const timer = setInterval(() => void heartbeat(), heartbeatMs)
+  timer.unref()
+
+  return {
+    replicaId,
+    redis,
+    subscriber,
+    liveReplicas: () => replicas,
+    isUp: () => redis.status === 'ready',
+    health: () =>
+      redis.status === 'ready'
+        ? { status: 'ok', replicas }
+        : { status: 'degraded', detail: `Redis unreachable (${lastError ?? redis.status}): limits and breakers are local`, replicas },
+    async close() {
+      clearInterval(timer)
+      await redis.zrem(REPLICAS_KEY, replicaId).catch(() => undefined)
+      redis.disconnect()
+      subscriber.disconnect()
+    },
+  }
+}
