@@ -188,7 +188,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       const send = () =>
         new Promise<AttemptResult>((resolve) => {
           forwarding.settle = resolve
-          reply.from(instance.origin + request.url, { ...replyOptions, ...attemptHooks, timeout })
+          reply.from(request.url, { ...replyOptions, ...attemptHooks, timeout })
         })
       let result: AttemptResult
       try {
@@ -238,7 +238,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   /** Drops a response that will not reach the client, with the headers reply-from already copied from it. */
   function discard(result: AttemptResult, reply: FastifyReply): void {
     if (result.kind !== 'response') return
-    result.res.stream.destroy()
+    result.res.stream.on('error', () => undefined).destroy()
     for (const name of Object.keys(result.res.headers)) reply.removeHeader(name)
   }
 
@@ -259,9 +259,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     sendProblem(reply, failure)
   }
   // reply-from's hook types cover HTTP/2 requests too; ours are HTTP/1 only.
-  const forwardHooks = { rewriteRequestHeaders, onError } as unknown as FastifyReplyFromHooks
+  // reply-from retries a GET answered 503 up to 10 times on its own (and `maxRetriesOn503: 0` means 10): a retry
+  // policy that never asks for one turns that off. Retries are the route's `retry` policy's business.
+  const forwardHooks = { rewriteRequestHeaders, onError, retryDelay: noRetry } as unknown as FastifyReplyFromHooks
   const attemptHooks = {
     rewriteRequestHeaders,
+    retryDelay: noRetry,
+    // http-proxy fixed the upstream of the first attempt; a retry goes elsewhere.
+    getUpstream: (request: GatewayRequest) => forwardingOf(request).instance.origin,
     onResponse: (request: GatewayRequest, _reply: FastifyReply, res: Extract<AttemptResult, { kind: 'response' }>['res']) => settle(request, { kind: 'response', res }),
     onError: (reply: FastifyReply, { error }: { error: Error }) => settle(reply.request, { kind: 'error', error }),
   } as unknown as FastifyReplyFromHooks
@@ -305,6 +310,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
   }
 }
+
+const noRetry = (): null => null
 
 const SERVER_ERRORS: ReadonlySet<number> = new Set(Array.from({ length: 100 }, (_, i) => 500 + i))
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET'])

@@ -11,13 +11,14 @@ const json = async (url: string, init: Parameters<typeof request>[1] = {}) => {
 }
 
 describe('proxying through the gateway', () => {
-  let users: Upstream, usersAdmin: Upstream, slow: Upstream, ws: Upstream
+  let users: Upstream, usersAdmin: Upstream, slow: Upstream, ws: Upstream, busy: Upstream
   let gateway: TestGateway
 
   beforeAll(async () => {
     users = await startUpstream('users')
     usersAdmin = await startUpstream('users-admin')
     ws = await startUpstream('ws', undefined, { websocket: true })
+    busy = await startUpstream('busy', (_req, res) => res.writeHead(503, { 'retry-after': '7' }).end('come back later'))
     slow = await startUpstream('slow', (_req, res) => {
       setTimeout(() => res.end('late'), 2_000).unref()
     })
@@ -48,6 +49,9 @@ routes:
     websocket: true
     rewritePrefix: /socket
     upstreams: [${ws.url}]
+  - name: busy
+    prefix: /busy
+    upstreams: [${busy.url}]
   - name: nochat
     prefix: /nochat
     upstreams: [${ws.url}]
@@ -56,7 +60,7 @@ routes:
   })
   afterAll(async () => {
     await gateway?.close()
-    await Promise.all([users, usersAdmin, slow, ws].map((u) => u?.close()))
+    await Promise.all([users, usersAdmin, slow, ws, busy].map((u) => u?.close()))
   })
 
   it.each([
@@ -170,6 +174,15 @@ routes:
     expect(body).toMatchObject({ code: 'upstream_timeout', status: 504 })
     expect(took).toBeGreaterThanOrEqual(190)
     expect(took).toBeLessThan(1_500)
+  })
+
+  it('passes an upstream 503 through unchanged, asking the upstream once (no built-in retry)', async () => {
+    const before = busy.requests.length
+    const response = await request(`${gateway.url}/busy`)
+    expect(response.statusCode).toBe(503)
+    expect(response.headers['retry-after']).toBe('7')
+    expect(await response.body.text()).toBe('come back later')
+    expect(busy.requests.length - before).toBe(1)
   })
 
   it('answers 502 upstream_unreachable when nothing listens at the instance', async () => {
