@@ -2,7 +2,8 @@ import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { makeRoutesDir, spawnGateway, type GatewayProcess } from '../support/gateway.js'
 import { timeUntil, waitFor } from '../support/poll.js'
-import { startUpstream, type Upstream } from '../support/upstream.js'
+import { startRedis, type TestRedis } from '../support/redis.js'
+import { startUpstream } from '../support/upstream.js'
 
 /** An upstream whose health the test switches; it counts every request it gets. */
 async function switchable(name: string) {
@@ -90,5 +91,34 @@ describe('failures split across replicas', () => {
     service.fail(true)
     for (let i = 0; i < 9; i++) expect((await get(`${replicas[i % 3]?.url}/${route}`)).status).toBe(500) // 3 each, threshold 8
     for (const replica of replicas) await waitFor(async () => (await get(`${replica.url}/${route}`)).code === 'circuit_open', { timeoutMs: 2_000, what: 'every replica to open' })
+  })
+})
+
+describe('breakers while Redis is away (own Redis)', () => {
+  let redis: TestRedis
+  let service: Awaited<ReturnType<typeof switchable>>
+  let a: GatewayProcess, b: GatewayProcess
+  beforeAll(async () => {
+    redis = await startRedis()
+    service = await switchable('local')
+    const dir = await makeRoutesDir({ 'cb.yaml': breakerRoute('local', service.upstream.url, '{ errorThresholdPercentage: 50, volumeThreshold: 3, window: 10s, resetTimeout: 20s }') })
+    ;[a, b] = await Promise.all([spawnGateway(dir, { REDIS_URL: redis.url }), spawnGateway(dir, { REDIS_URL: redis.url })])
+  })
+  afterAll(async () => {
+    await Promise.all([a?.stop('SIGKILL'), b?.stop('SIGKILL')])
+    await redis?.stop()
+    await service?.upstream.close()
+  })
+
+  it('keep working on each replica alone, and the fleet learns the open state when Redis is back', async () => {
+    await redis.stop()
+    await waitFor(async () => ((await (await request(`${a.adminUrl}/readyz`)).body.json()) as { components: { state: { status: string } } }).components.state.status === 'degraded', { what: 'A to notice' })
+    service.fail(true)
+    for (let i = 0; i < 3; i++) expect((await get(`${a.url}/local`)).status).toBe(500)
+    expect((await get(`${a.url}/local`)).code).toBe('circuit_open')
+    expect((await get(`${b.url}/local`)).status).toBe(500) // B decides alone: one failure is below its volume
+    await redis.start()
+    await waitFor(async () => (await get(`${b.url}/local`)).code === 'circuit_open', { timeoutMs: 10_000, intervalMs: 100, what: 'B to learn the open state' })
+    expect((await get(`${a.url}/local`)).code).toBe('circuit_open')
   })
 })

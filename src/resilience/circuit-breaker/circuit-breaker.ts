@@ -88,7 +88,7 @@ export function createRouteBreaker(route: string, config: CircuitBreakerConfig, 
     try {
       await state.redis
         .multi()
-        .set(keys.state, String(until), 'PX', config.resetTimeoutMs)
+        .set(keys.state, String(until), 'PX', Math.max(1, until - Date.now()))
         .del(keys.probe)
         .publish(CHANNEL, JSON.stringify({ route, event: 'open', until, from: state.replicaId } satisfies BreakerMessage))
         .exec()
@@ -141,6 +141,9 @@ export function createRouteBreaker(route: string, config: CircuitBreakerConfig, 
         // Opened elsewhere (we missed the message, or started later).
         remotely(() => breaker.open())
         openUntil = Date.now() + stateTtl
+      } else if (stateTtl < 0 && breaker.opened && (openUntil ?? 0) - Date.now() > 100) {
+        // Opened here while Redis was away: tell the fleet now that it is back.
+        await announceOpen()
       } else if (breaker.closed && volume >= config.volumeThreshold && (failures * 100) / volume >= config.errorThresholdPercentage) {
         breaker.open() // announces itself
       }
