@@ -9,6 +9,7 @@ import { ConsulDiscovery } from './discovery/consul-discovery.js'
 import { createConsulRouteProvider } from './discovery/consul-route-provider.js'
 import { createFileProvider } from './routes/file-provider.js'
 import { createSharedState } from './state/shared-state.js'
+import { GatewayMetrics } from './observability/metrics.js'
 
 export interface RunningPortico {
   readonly gateway: Gateway
@@ -32,6 +33,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   // Consul is only contacted for the services routes name (and for published routes when opted in).
   const consul = createConsulClient(config.consul)
   const discovery = new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) })
+  let metrics: GatewayMetrics | undefined
   const state = config.redisUrl ? createSharedState({ url: config.redisUrl, logger: logger.child({ component: 'redis' }) }) : undefined
   health.register('state', () => (state ? state.health() : { status: 'ok', detail: 'no REDIS_URL: rate limits and breakers are per process, in memory' }))
   const gateway = await createGateway({
@@ -44,6 +46,16 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
     discovery,
+    onResponse: (route, status, seconds, problemCode) => metrics?.recordResponse(route, status, seconds, problemCode),
+  })
+  metrics = new GatewayMetrics({
+    breakers: () => gateway.routes.current().table.routes.flatMap((r) => (r.breaker ? [{ route: r.name, state: r.breaker.state().state }] : [])),
+    discovery: () => discovery.health(),
+    sharedState: () => (state ? state.health() : { status: 'ok' }),
+    routes: () => {
+      const live = gateway.routes.current()
+      return { version: live.version, routes: live.table.routes.length, refusedSources: live.sources.filter((s) => s.state !== 'applied').length }
+    },
   })
   health.register('discovery', () => discovery.health())
   await gateway.routes.start()
@@ -58,7 +70,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     }
   })
 
-  const admin = createAdminServer({ logger, routes: gateway.routes, health, token: config.adminToken })
+  const admin = createAdminServer({ logger, routes: gateway.routes, health, metrics: metrics.registry, token: config.adminToken })
   const url = await gateway.app.listen({ host: config.host, port: config.port })
   const adminUrl = await admin.listen({ host: config.adminHost, port: config.adminPort })
   logger.info({ url, adminUrl, routesDir: config.routesDir }, 'portico is serving')

@@ -5,11 +5,14 @@ import { installProblemResponses, sendProblem } from '../proxy/problem-responses
 import type { LiveRoute } from '../proxy/gateway.js'
 import type { RouteWatcher } from '../routes/watcher.js'
 import type { HealthRegistry } from './health.js'
+import type { Registry } from 'prom-client'
 
 export interface AdminOptions {
   readonly logger: FastifyBaseLogger
   readonly routes: RouteWatcher<LiveRoute>
   readonly health: HealthRegistry
+  /** Served on /metrics in Prometheus' text format. */
+  readonly metrics: Registry
   /** When set, every admin endpoint but /healthz wants `Authorization: Bearer <token>`. */
   readonly token: string | undefined
 }
@@ -36,6 +39,11 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
     return reply.code(report.ready ? 200 : 503).send(report)
   })
 
+  app.get('/metrics', { preHandler: authorize }, async (_request, reply) => {
+    reply.header('content-type', options.metrics.contentType)
+    return options.metrics.metrics()
+  })
+
   app.get('/admin/routes', { preHandler: authorize }, async () => {
     const live = options.routes.current()
     return {
@@ -51,6 +59,12 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
         loadBalancer: route.loadBalancer,
         websocket: route.websocket,
         source: route.source,
+        policies: {
+          rateLimit: route.rateLimit ?? null,
+          circuitBreaker: route.breaker ? route.breaker.state() : null,
+          retry: route.retry ? { attempts: route.retry.attempts, budgetPercent: route.retry.budgetPercent } : null,
+          ejected: route.outliers ? route.outliers.ejected() : null,
+        },
         instances: route.instances().map((i) => ({ id: i.id, origin: i.origin, weight: i.weight, tags: i.tags })),
       })),
       sources: live.sources,

@@ -14,9 +14,10 @@ import { CountedFailure } from '../resilience/circuit-breaker/circuit-breaker.js
 import type { RetryConfig } from '../resilience/retry/schema.js'
 import { PolicyRegistry, type RoutePolicies } from '../resilience/route-policies.js'
 import type { SharedState } from '../state/shared-state.js'
-import type { Readable } from 'node:stream'
+import { Readable } from 'node:stream'
+import { limitBody } from './body-limit.js'
 import { clientResponseHeaders, upstreamRequestHeaders, upstreamWebSocketHeaders } from './forwarding-headers.js'
-import { installProblemResponses, sendProblem } from './problem-responses.js'
+import { installProblemResponses, problemCodeOf, sendProblem } from './problem-responses.js'
 import { classifyUpstreamFailure, errorCodes } from './upstream-errors.js'
 import { DEFAULT_POOL, ForwardOptions, kForwardOptions, UpstreamDispatcher, type UpstreamPoolOptions } from './upstream-dispatcher.js'
 
@@ -38,6 +39,8 @@ export interface GatewayOptions {
   readonly maxBodyBytes: number
   readonly pool?: UpstreamPoolOptions
   readonly discovery?: ServiceInstances
+  /** Called once per answered request (route name, or `-` when none matched). */
+  readonly onResponse?: (route: string, status: number, seconds: number, problemCode: string | undefined) => void
 }
 
 /** A route as requests use it: its definition plus its balancer, where its instances come from, and its policies. */
@@ -69,7 +72,8 @@ type AttemptResult =
   | { readonly kind: 'error'; readonly error: Error }
 
 const kForwarding = Symbol('portico.forwarding')
-type GatewayRequest = FastifyRequest & { [kForwarding]?: Forwarding }
+const kRoute = Symbol('portico.route')
+type GatewayRequest = FastifyRequest & { [kForwarding]?: Forwarding; [kRoute]?: string }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 const CLIENT_GONE = new Error('the client went away before the upstream answered')
@@ -119,6 +123,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 8192 },
   }) as unknown as FastifyInstance
   installProblemResponses(app)
+  const onResponse = options.onResponse
+  if (onResponse) {
+    app.addHook('onResponse', (request: GatewayRequest, reply, done) => {
+      onResponse(request[kRoute] ?? '-', reply.statusCode, reply.elapsedTime / 1000, problemCodeOf(reply))
+      done()
+    })
+  }
 
   // ── The request's way through the gateway ───────────────────────────────────────────────────────────────
   async function routeRequest(request: GatewayRequest, reply: FastifyReply): Promise<void> {
@@ -129,6 +140,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const match = routes.current().table.match(path)
     if (!match) throw new GatewayError('no_route', `No route serves ${path}`)
     const { route } = match
+    request[kRoute] = route.name
     if (route.methods && !route.methods.has(request.method)) {
       throw new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, {
         headers: { allow: [...route.methods].join(', ') },
@@ -136,9 +148,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     }
     const upgrade = isWebSocketUpgrade(request)
     if (upgrade && !route.websocket) throw new GatewayError('websocket_not_allowed', `Route "${route.name}" does not accept WebSocket upgrades`)
-    const declaredLength = Number(request.headers['content-length'] ?? 0)
-    if (declaredLength > options.maxBodyBytes) {
+    const declaredLength = request.headers['content-length']
+    if (declaredLength !== undefined && Number(declaredLength) > options.maxBodyBytes) {
       throw new GatewayError('payload_too_large', `The body is ${declaredLength} bytes; the gateway accepts at most ${options.maxBodyBytes}`)
+    }
+    if (declaredLength === undefined && request.body instanceof Readable) {
+      request.body = request.body.pipe(limitBody(options.maxBodyBytes))
     }
 
     // 2. Rate limit: may answer 429 before any upstream is chosen.

@@ -3,7 +3,17 @@ import type { Socket } from 'node:net'
 import { STATUS_CODES } from 'node:http'
 import { GatewayError, PROBLEM_CONTENT_TYPE, toProblem, type GatewayErrorCode } from '../errors.js'
 
+const kProblemCode = Symbol('portico.problemCode')
+
+/** The problem code of a response the gateway answered itself, for metrics and logs. */
+export function problemCodeOf(reply: FastifyReply): GatewayErrorCode | undefined {
+  return (reply as FastifyReply & { [kProblemCode]?: GatewayErrorCode })[kProblemCode]
+}
+
 export function sendProblem(reply: FastifyReply, error: GatewayError): FastifyReply {
+  ;(reply as FastifyReply & { [kProblemCode]?: GatewayErrorCode })[kProblemCode] = error.code
+  // A refused body is left unread: the connection cannot carry another request after it.
+  if (error.code === 'payload_too_large') reply.header('connection', 'close')
   return reply
     .code(error.status)
     .headers({ ...error.headers, 'content-type': PROBLEM_CONTENT_TYPE, 'x-request-id': reply.request.id, 'cache-control': 'no-store' })

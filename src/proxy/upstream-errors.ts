@@ -1,4 +1,5 @@
 import { GatewayError } from '../errors.js'
+import { BODY_TOO_LARGE } from './body-limit.js'
 
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT', 'ETIMEDOUT'])
 const BAD_RESPONSE_CODES = new Set(['FST_REPLY_FROM_BAD_GATEWAY', 'HPE_INVALID_CONSTANT', 'UND_ERR_INFO'])
@@ -7,6 +8,7 @@ const BAD_RESPONSE_CODES = new Set(['FST_REPLY_FROM_BAD_GATEWAY', 'HPE_INVALID_C
 export function classifyUpstreamFailure(error: unknown, instance: string, timeoutMs: number): GatewayError {
   const codes = errorCodes(error)
   const found = (set: Set<string>) => codes.some((c) => set.has(c))
+  if (codes.includes(BODY_TOO_LARGE)) return new GatewayError('payload_too_large', `The streamed body exceeded the gateway's limit; ${instance} did not get it whole`, { cause: error })
   if (found(TIMEOUT_CODES)) {
     const phase = codes.includes('UND_ERR_CONNECT_TIMEOUT') ? 'a connection to' : 'a response from'
     return new GatewayError('upstream_timeout', `No ${phase} ${instance} within ${timeoutMs} ms`, { cause: error })

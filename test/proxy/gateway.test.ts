@@ -158,6 +158,22 @@ routes:
     expect(users.requests.length).toBe(before)
   })
 
+  it('answers 413 for a chunked body that grows over the limit, and the upstream never gets it whole', async () => {
+    const { Readable } = await import('node:stream')
+    const chunk = Buffer.alloc(1024 * 1024, 2)
+    let sent = 0
+    const body = new Readable({
+      read() {
+        sent++
+        this.push(sent <= 12 ? chunk : null)
+      },
+    })
+    const { status, body: problem } = await json(`${gateway.url}/api/users/chunked`, { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } })
+    expect(status).toBe(413)
+    expect(problem?.code).toBe('payload_too_large')
+    expect(users.requests.some((r) => r.url === '/api/users/chunked' && r.bytes > 10 * 1024 * 1024)).toBe(false)
+  })
+
   it('answers 405 with Allow for a method the route does not accept', async () => {
     const { status, body, headers } = await json(`${gateway.url}/ro/x`, { method: 'DELETE' })
     expect(status).toBe(405)

@@ -1,0 +1,74 @@
+import { request } from 'undici'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { startGateway, type TestGateway } from '../support/gateway.js'
+import { startUpstream, type Upstream } from '../support/upstream.js'
+
+describe('Prometheus metrics on the admin port', () => {
+  let upstream: Upstream
+  let gateway: TestGateway
+  beforeAll(async () => {
+    upstream = await startUpstream('m')
+    gateway = await startGateway(
+      {
+        'm.yaml': `routes:
+  - name: metered
+    prefix: /metered
+    upstreams: [${upstream.url}]
+    rateLimit: { key: route, limits: [{ limit: 2, window: 1h }] }
+    circuitBreaker: { volumeThreshold: 50 }
+  - name: nowhere
+    prefix: /nowhere
+    service: absent-${process.pid}
+`,
+      },
+      {},
+      { REDIS_URL: inject('redisUrl'), CONSUL_HTTP_ADDR: inject('consulAddress'), PORTICO_ADMIN_TOKEN: 'sesame' },
+    )
+  })
+  afterAll(async () => {
+    await gateway?.close()
+    await upstream?.close()
+  })
+
+  const scrape = async () => {
+    const response = await request(`${gateway.adminUrl}/metrics`, { headers: { authorization: 'Bearer sesame' } })
+    expect(response.statusCode).toBe(200)
+    expect(response.headers['content-type']).toMatch(/^text\/plain/)
+    return response.body.text()
+  }
+
+  it('counts requests by route and status, and gateway answers by problem code', async () => {
+    for (const path of ['/metered', '/metered', '/metered', '/missing', '/nowhere']) await (await request(gateway.url + path)).body.dump()
+    const text = await scrape()
+    expect(text).toContain('portico_requests_total{route="metered",status="200"} 2')
+    expect(text).toContain('portico_requests_total{route="metered",status="429"} 1')
+    expect(text).toContain('portico_requests_total{route="-",status="404"} 1')
+    expect(text).toContain('portico_gateway_errors_total{route="metered",code="rate_limited"} 1')
+    expect(text).toContain(`portico_gateway_errors_total{route="nowhere",code="no_instance"} 1`)
+    expect(text).toMatch(/portico_request_duration_seconds_count\{route="metered"\} 3/)
+  })
+
+  it('reports breaker, shared state, discovery and route table state', async () => {
+    const text = await scrape()
+    expect(text).toContain('portico_circuit_breaker_state{route="metered"} 0')
+    expect(text).toContain('portico_shared_state_up 1')
+    expect(text).toContain(`portico_discovery_stale{service="absent-${process.pid}"} 0`)
+    expect(text).toContain('portico_route_table_version 1')
+    expect(text).toContain('portico_route_sources_refused 0')
+  })
+
+  it('wants the admin token on everything but /healthz', async () => {
+    for (const path of ['/metrics', '/readyz', '/admin/routes']) {
+      const response = await request(gateway.adminUrl + path)
+      expect(response.statusCode).toBe(401)
+      expect(response.headers['www-authenticate']).toMatch(/^Bearer/)
+      expect(((await response.body.json()) as { code: string }).code).toBe('unauthorized')
+      const wrong = await request(gateway.adminUrl + path, { headers: { authorization: 'Bearer sesamf' } })
+      await wrong.body.dump()
+      expect(wrong.statusCode).toBe(401)
+    }
+    const health = await request(`${gateway.adminUrl}/healthz`)
+    expect(health.statusCode).toBe(200)
+    await health.body.dump()
+  })
+})
