@@ -89,15 +89,34 @@ try {
   const upstreamUrl = `http://127.0.0.1:${upstreamPort}`
   const minimal = await start(process.execPath, ['bench/minimal-proxy.js', upstreamUrl, '0'], /listening (\d+)/)
   const routesDir = mkdtempSync(join(tmpdir(), 'portico-bench-routes-'))
-  writeFileSync(join(routesDir, 'bench.yaml'), `routes:\n  - name: api\n    prefix: /api\n    upstreams: [${upstreamUrl}]\n`)
+  writeFileSync(
+    join(routesDir, 'bench.yaml'),
+    `routes:
+  - name: api
+    prefix: /api
+    upstreams: [${upstreamUrl}]
+  - name: chain
+    prefix: /chain
+    upstreams: [${upstreamUrl}]
+    rateLimit: { key: ip, limits: [{ limit: 1000000000, window: 1h }] }
+    circuitBreaker: { volumeThreshold: 1000 }
+`,
+  )
+  // The full chain's limits and breaker live in a Redis of the bench's own.
+  const redisPort = await freePort()
+  children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
   // Access logs off (warn level), as a throughput-minded operator would run it; readiness comes from the admin port.
   const [porticoPort, adminPort] = [await freePort(), await freePort()]
-  children.push(spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(porticoPort), '--admin-port', String(adminPort), '--host', '127.0.0.1', '--log-level', 'warn'], { cwd: root, stdio: 'inherit' }))
-  await until(async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).ok)
+  children.push(spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(porticoPort), '--admin-port', String(adminPort), '--host', '127.0.0.1', '--log-level', 'warn'], { cwd: root, stdio: 'inherit', env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}` } }))
+  await until(async () => {
+    const ready = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { components: { state: { status: string } } }
+    return ready.components.state.status === 'ok'
+  })
   const targets: [string, string][] = [
     ['direct', `${upstreamUrl}/api/items`],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`],
     ['portico', `http://127.0.0.1:${porticoPort}/api/items`],
+    ['portico+redis chain', `http://127.0.0.1:${porticoPort}/chain/items`],
   ]
   let nginx: string | undefined
   try {
@@ -124,10 +143,13 @@ try {
     return { name, rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)), errors: runs.reduce((n, r) => n + r.errors, 0) }
   })
   const baseline = results.find((r) => r.name === 'fastify-http-proxy')?.rps ?? 1
+  const plain = results.find((r) => r.name === 'portico')?.rps ?? 1
   console.log(`\n${connections} connections, median of ${roundCount} interleaved rounds of ${seconds} s, one machine (${process.version})`)
-  console.log('target               req/s     p50 ms  p99 ms  errors  vs fastify-http-proxy')
+  console.log('target                 req/s     p50 ms  p99 ms  errors  vs fastify-http-proxy  vs portico')
   for (const r of results) {
-    console.log(`${r.name.padEnd(20)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${(r.rps / baseline).toFixed(2)}`)
+    console.log(
+      `${r.name.padEnd(22)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${(r.rps / baseline).toFixed(2).padStart(20)}  ${(r.rps / plain).toFixed(2).padStart(10)}`,
+    )
   }
   const small = matchCost(10)
   const large = matchCost(10_000)

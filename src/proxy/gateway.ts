@@ -118,11 +118,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
     // Keep-alive connections with no request in flight are closed at shutdown; busy ones finish their request.
     forceCloseConnections: 'idle',
-    return503OnClosing: true,
+    // fastify's own 503 while closing is not problem+json; the onRequest hook below answers instead.
+    return503OnClosing: false,
     disableRequestLogging: false,
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 8192 },
   }) as unknown as FastifyInstance
   installProblemResponses(app)
+  let draining = false
+  app.addHook('onRequest', (_request, _reply, done) => {
+    done(draining ? new GatewayError('shutting_down', 'The gateway is draining; retry on another replica', { headers: { connection: 'close' } }) : undefined)
+  })
   const onResponse = options.onResponse
   if (onResponse) {
     app.addHook('onResponse', (request: GatewayRequest, reply, done) => {
@@ -318,6 +323,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     app,
     routes,
     async close() {
+      draining = true
       routes.stop()
       policyRegistry.stop()
       await app.close()
