@@ -33,7 +33,16 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   // Consul is only contacted for the services routes name (and for published routes when opted in).
   const consul = createConsulClient(config.consul)
   const discovery = new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) })
-  let metrics: GatewayMetrics | undefined
+  // Its sources are read at scrape time, when the gateway exists.
+  const metrics = new GatewayMetrics({
+    breakers: () => gateway.routes.current().table.routes.flatMap((r) => (r.breaker ? [{ route: r.name, state: r.breaker.state().state }] : [])),
+    discovery: () => discovery.health(),
+    sharedState: () => (state ? state.health() : { status: 'ok' }),
+    routes: () => {
+      const live = gateway.routes.current()
+      return { version: live.version, routes: live.table.routes.length, refusedSources: live.sources.filter((s) => s.state !== 'applied').length }
+    },
+  })
   const state = config.redisUrl ? createSharedState({ url: config.redisUrl, logger: logger.child({ component: 'redis' }) }) : undefined
   health.register('state', () => (state ? state.health() : { status: 'ok', detail: 'no REDIS_URL: rate limits and breakers are per process, in memory' }))
   const gateway = await createGateway({
@@ -46,17 +55,9 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
     discovery,
-    onResponse: (route, status, seconds, problemCode) => metrics?.recordResponse(route, status, seconds, problemCode),
+    onResponse: (route, status, seconds, problemCode) => metrics.recordResponse(route, status, seconds, problemCode),
   })
-  metrics = new GatewayMetrics({
-    breakers: () => gateway.routes.current().table.routes.flatMap((r) => (r.breaker ? [{ route: r.name, state: r.breaker.state().state }] : [])),
-    discovery: () => discovery.health(),
-    sharedState: () => (state ? state.health() : { status: 'ok' }),
-    routes: () => {
-      const live = gateway.routes.current()
-      return { version: live.version, routes: live.table.routes.length, refusedSources: live.sources.filter((s) => s.state !== 'applied').length }
-    },
-  })
+
   health.register('discovery', () => discovery.health())
   await gateway.routes.start()
   health.register('routes', () => {
