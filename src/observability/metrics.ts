@@ -20,6 +20,8 @@ export class GatewayMetrics {
   readonly #requests: Counter<'route' | 'status'>
   readonly #duration: Histogram<'route'>
   readonly #problems: Counter<'route' | 'code'>
+  // prom-client hashes the labels on every call; children bound once per route and status skip that.
+  readonly #bound = new Map<string, { readonly requests: Map<number, { inc(): void }>; readonly duration: { observe(value: number): void } }>()
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry]
@@ -90,8 +92,18 @@ export class GatewayMetrics {
   }
 
   recordResponse(route: string, status: number, seconds: number, problemCode: string | undefined): void {
-    this.#requests.inc({ route, status })
-    this.#duration.observe({ route }, seconds)
+    let bound = this.#bound.get(route)
+    if (!bound) {
+      bound = { requests: new Map(), duration: this.#duration.labels({ route }) }
+      this.#bound.set(route, bound)
+    }
+    let requests = bound.requests.get(status)
+    if (!requests) {
+      requests = this.#requests.labels({ route, status })
+      bound.requests.set(status, requests)
+    }
+    requests.inc()
+    bound.duration.observe(seconds)
     if (problemCode) this.#problems.inc({ route, code: problemCode })
   }
 }

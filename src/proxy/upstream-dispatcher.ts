@@ -1,4 +1,4 @@
-import { Agent, DecoratorHandler, Dispatcher } from 'undici'
+import { Agent, Dispatcher } from 'undici'
 
 /**
  * reply-from sends every request through one dispatcher and takes no per-request options beyond a response timeout.
@@ -13,7 +13,7 @@ export const kForwardOptions = Symbol('portico.forwardOptions')
  */
 export class ForwardOptions {
   readonly connectTimeoutMs: number
-  #controller: Dispatcher.DispatchController | undefined
+  #abortUpstream: ((reason: Error) => void) | undefined
   #abortedWith: Error | undefined
 
   constructor(connectTimeoutMs: number) {
@@ -23,20 +23,17 @@ export class ForwardOptions {
   /** Aborts the upstream request (the client went away, or a deadline passed), now or as soon as it starts. */
   abort(reason: Error): void {
     this.#abortedWith ??= reason
-    this.#controller?.abort(reason)
+    this.#abortUpstream?.(reason)
   }
 
   get aborted(): boolean {
     return this.#abortedWith !== undefined
   }
 
-  attach(controller: Dispatcher.DispatchController): void {
-    if (this.#abortedWith) controller.abort(this.#abortedWith)
-    else this.#controller = controller
-  }
-
-  detach(): void {
-    this.#controller = undefined
+  /** Called when the upstream request starts; aborting a request that has completed does nothing. */
+  attach(abortUpstream: (reason: Error) => void): void {
+    if (this.#abortedWith) abortUpstream(this.#abortedWith)
+    else this.#abortUpstream = abortUpstream
   }
 }
 
@@ -65,7 +62,19 @@ export class UpstreamDispatcher extends Dispatcher {
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const forward = (options.headers as Record<symbol, ForwardOptions | undefined> | undefined)?.[kForwardOptions]
     const agent = this.#agentFor(forward?.connectTimeoutMs ?? 5_000)
-    return agent.dispatch(options, forward ? new Abortable(handler, forward) : handler)
+    if (forward) {
+      // reply-from dispatches through undici's request API, whose handler receives the request's abort function in
+      // onConnect. Catching it there costs one closure; wrapping the handler would add a layer to every body chunk.
+      const legacy = handler as { onConnect?: (abort: (reason?: Error) => void, context: unknown) => void }
+      const onConnect = legacy.onConnect
+      if (onConnect) {
+        legacy.onConnect = (abort, context) => {
+          forward.attach(abort)
+          onConnect.call(handler, abort, context)
+        }
+      }
+    }
+    return agent.dispatch(options, handler)
   }
 
   override async close(): Promise<void> {
@@ -88,48 +97,5 @@ export class UpstreamDispatcher extends Dispatcher {
       this.#agents.set(connectTimeoutMs, agent)
     }
     return agent
-  }
-}
-
-type NewStyleHandler = Required<
-  Pick<Dispatcher.DispatchHandler, 'onRequestStart' | 'onRequestUpgrade' | 'onResponseStart' | 'onResponseData' | 'onResponseEnd' | 'onResponseError'>
->
-
-/** Hands the request's controller to its ForwardOptions while the request runs; passes everything else through. */
-class Abortable implements Dispatcher.DispatchHandler {
-  // DecoratorHandler adapts reply-from's callback-style handler to undici's controller-style one.
-  readonly #inner: NewStyleHandler
-  readonly #forward: ForwardOptions
-
-  constructor(handler: Dispatcher.DispatchHandler, forward: ForwardOptions) {
-    this.#inner = new DecoratorHandler(handler) as unknown as NewStyleHandler
-    this.#forward = forward
-  }
-
-  onRequestStart(controller: Dispatcher.DispatchController, context: object): void {
-    this.#inner.onRequestStart(controller, context)
-    this.#forward.attach(controller)
-  }
-
-  onRequestUpgrade(...args: Parameters<NewStyleHandler['onRequestUpgrade']>): void {
-    this.#inner.onRequestUpgrade(...args)
-  }
-
-  onResponseStart(...args: Parameters<NewStyleHandler['onResponseStart']>): void {
-    this.#inner.onResponseStart(...args)
-  }
-
-  onResponseData(...args: Parameters<NewStyleHandler['onResponseData']>): void {
-    this.#inner.onResponseData(...args)
-  }
-
-  onResponseEnd(...args: Parameters<NewStyleHandler['onResponseEnd']>): void {
-    this.#forward.detach()
-    this.#inner.onResponseEnd(...args)
-  }
-
-  onResponseError(...args: Parameters<NewStyleHandler['onResponseError']>): void {
-    this.#forward.detach()
-    this.#inner.onResponseError(...args)
   }
 }

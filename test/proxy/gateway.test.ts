@@ -2,6 +2,7 @@ import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { startGateway, type TestGateway } from '../support/gateway.js'
+import { waitFor } from '../support/poll.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
 const json = async (url: string, init: Parameters<typeof request>[1] = {}) => {
@@ -199,6 +200,24 @@ routes:
     expect(response.headers['retry-after']).toBe('7')
     expect(await response.body.text()).toBe('come back later')
     expect(busy.requests.length - before).toBe(1)
+  })
+
+  it('aborts the upstream request when the client goes away', async () => {
+    const hung: { closed: boolean }[] = []
+    const hang = await startUpstream('hang', (req, res) => {
+      const seen = { closed: false }
+      hung.push(seen)
+      res.on('close', () => (seen.closed = true))
+    })
+    await gateway.writeRoutes('hang.yaml', `routes:\n  - name: hang\n    prefix: /hang\n    upstreams: [${hang.url}]\n`)
+    await waitFor(async () => (await request(`${gateway.adminUrl}/admin/routes`).then((r) => r.body.text())).includes('"hang"'), { what: 'the hang route' })
+    const controller = new AbortController()
+    const pending = request(`${gateway.url}/hang`, { signal: controller.signal }).catch((error: Error) => error)
+    await waitFor(() => hung.length === 1, { what: 'the request to reach the upstream' })
+    controller.abort()
+    await pending
+    await waitFor(() => hung[0]?.closed, { timeoutMs: 2_000, what: 'the upstream request to be aborted' })
+    await hang.close()
   })
 
   it('answers 502 upstream_unreachable when nothing listens at the instance', async () => {
