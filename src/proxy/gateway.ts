@@ -165,7 +165,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (route.limitRate) await route.limitRate(request, reply)
 
     // 3. Pick an instance.
-    const instance = route.pick(route.instances(), { hashKey: hashKeyOf(route.hashOn, request.ip, request.headers) })
+    const instance = route.pick(route.instances(), { hashKey: hashKeyFor(route, request) })
     if (!instance) throw new GatewayError('no_instance', noInstanceDetail(route))
 
     // 4. Hand over to the forward call: the upstream path, and an abort for a client that goes away.
@@ -230,7 +230,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
       const next =
         retry && attempt < retry.attempts && isRetryable(result, retry) && isReplayable(request, retry.methods) && Date.now() < deadline
-          ? route.pick(route.instances(), { exclude: tried, hashKey: hashKeyOf(route.hashOn, request.ip, request.headers) })
+          ? route.pick(route.instances(), { exclude: tried, hashKey: hashKeyFor(route, request) })
           : undefined
       if (!next || tried.has(next.id) || !route.retryBudget?.tryRetry()) return deliver(result, reply, forwarding)
 
@@ -352,6 +352,10 @@ function isRetryable(result: AttemptResult, retry: RetryConfig): boolean {
 function isReplayable(request: FastifyRequest, methods: ReadonlySet<string>): boolean {
   const length = request.headers['content-length']
   return methods.has(request.method) && (length === undefined || length === '0') && request.headers['transfer-encoding'] === undefined
+}
+
+function hashKeyFor(route: LiveRoute, request: FastifyRequest): string | undefined {
+  return route.loadBalancer === 'consistent-hash' ? hashKeyOf(route.hashOn, request.ip, request.headers) : undefined
 }
 
 function forwardingOf(request: GatewayRequest): Forwarding {

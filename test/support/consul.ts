@@ -2,6 +2,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { freePort } from './ports.js'
 import { waitFor } from './poll.js'
+import { kill } from './process.js'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 
@@ -52,13 +53,7 @@ export async function startConsul(binary: string = consulBinary()): Promise<Test
   return {
     address,
     start,
-    async stop() {
-      const running = child
-      if (!running || running.exitCode !== null) return
-      const exited = new Promise((resolve) => running.once('exit', resolve))
-      running.kill('SIGKILL')
-      await exited
-    },
+    stop: () => kill(child),
   }
 }
 

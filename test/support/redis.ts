@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createConnection } from 'node:net'
 import { freePort } from './ports.js'
 import { waitFor } from './poll.js'
+import { kill } from './process.js'
 
 export interface TestRedis {
   readonly url: string
@@ -37,12 +38,6 @@ export async function startRedis(): Promise<TestRedis> {
     url: `redis://127.0.0.1:${port}`,
     port,
     start,
-    async stop() {
-      const running = child
-      if (!running || running.exitCode !== null) return
-      const exited = new Promise((resolve) => running.once('exit', resolve))
-      running.kill('SIGKILL')
-      await exited
-    },
+    stop: () => kill(child),
   }
 }
