@@ -1,5 +1,5 @@
 import { request } from 'undici'
-import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { startGateway, type TestGateway } from '../support/gateway.js'
 import { registerTtlInstance, startConsul, type TestConsul, type TtlInstance } from '../support/consul.js'
 import { timeUntil, waitFor } from '../support/poll.js'
@@ -127,7 +127,6 @@ describe('routes published in Consul meta (opt-in)', () => {
   let svc: Upstream, fileOwned: Upstream
   let gateway: TestGateway
   let published: TtlInstance[] = []
-  afterEach(async () => undefined)
   beforeAll(async () => {
     ;[svc, fileOwned] = await Promise.all([startUpstream('published'), startUpstream('file')])
     gateway = await startGateway(
@@ -149,8 +148,14 @@ describe('routes published in Consul meta (opt-in)', () => {
     ]
     await waitFor(async () => (await upstreamOf(`${gateway.url}/pub${process.pid}/x`)) === 'published', { what: 'the published route' })
     expect(await upstreamOf(`${gateway.url}/owned`)).toBe('file')
-    const body = (await (await request(`${gateway.adminUrl}/admin/routes`)).body.json()) as { routes: { name: string; source: { file: string } }[]; errors: { file: string; message: string }[] }
+    type Admin = { routes: { name: string; source: { file: string } }[]; errors: { file: string; message: string }[] }
+    // the two registrations reach the gateway in separate catalog updates: wait for the second one too
+    const body = await waitFor(async () => {
+      const admin = (await (await request(`${gateway.adminUrl}/admin/routes`)).body.json()) as Admin
+      return admin.errors.some((e) => e.file === `consul:steal-${process.pid}`) ? admin : undefined
+    }, { what: 'the conflicting published route to be refused' })
     expect(body.routes.find((r) => r.name === `pub-${process.pid}`)?.source.file).toBe(`consul:pub-${process.pid}`)
     expect(body.errors).toContainEqual(expect.objectContaining({ file: `consul:steal-${process.pid}`, message: expect.stringContaining('prefix "/owned" is already routed by "owned"') }))
+    expect(await upstreamOf(`${gateway.url}/owned`)).toBe('file')
   })
 })
