@@ -50,6 +50,8 @@ export interface ServiceRegistration {
 export interface ConsulClient {
   readonly address: string
   healthyInstances(service: string, options: BlockingOptions): Promise<BlockingResult<HealthEntry[]>>
+  /** The meta of every registered instance of a service, passing or not (`/v1/catalog/service/<name>`). */
+  serviceMeta(service: string): Promise<Readonly<Record<string, string>>[]>
   /** `/v1/catalog/services`: every service name with its tags. */
   services(options: BlockingOptions): Promise<BlockingResult<Record<string, string[]>>>
   register(registration: ServiceRegistration): Promise<void>
@@ -92,6 +94,10 @@ export function createConsulClient(connection: ConsulConnection): ConsulClient {
     address: connection.address,
     healthyInstances: (service, options) =>
       blocking<HealthEntry[]>((o) => consul.health.service({ service, passing: true, ...o }), options),
+    async serviceMeta(service) {
+      const nodes = (await consul.catalog.service.nodes({ service })) as { ServiceMeta: Record<string, string> | null }[]
+      return nodes.map((n) => n.ServiceMeta ?? {})
+    },
     services: (options) => blocking<Record<string, string[]>>((o) => consul.catalog.service.list(o), options),
     async register(registration) {
       await consul.agent.service.register({

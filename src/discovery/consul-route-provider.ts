@@ -2,7 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { RouteSource } from '../routes/merge.js'
 import type { RouteProvider } from '../routes/watcher.js'
 import { backoffDelay, pause } from './backoff.js'
-import type { ConsulClient, HealthEntry } from './consul-client.js'
+import type { ConsulClient } from './consul-client.js'
 
 /** Services tagged with this publish their own route through service meta. */
 export const ROUTE_TAG = 'portico-route'
@@ -12,8 +12,8 @@ export const ROUTE_TAG = 'portico-route'
  * `portico-prefix` is required; `portico-name` (default: the service name), `portico-rewrite-prefix` and
  * `portico-websocket` are optional.
  */
-export function routeSourceFromMeta(service: string, entries: readonly HealthEntry[]): RouteSource | undefined {
-  const meta = entries.find((e) => e.Service.Meta?.['portico-prefix'])?.Service.Meta
+export function routeSourceFromMeta(service: string, metas: readonly Readonly<Record<string, string>>[]): RouteSource | undefined {
+  const meta = metas.find((m) => m['portico-prefix'])
   if (!meta) return undefined
   const route: Record<string, unknown> = { name: meta['portico-name'] ?? service, prefix: meta['portico-prefix'], service }
   if (meta['portico-rewrite-prefix']) route.rewritePrefix = meta['portico-rewrite-prefix']
@@ -34,7 +34,8 @@ export function createConsulRouteProvider(client: ConsulClient, logger: FastifyB
         const catalog = await client.services({ index, waitSeconds, signal })
         const tagged = Object.entries(catalog.value).filter(([, tags]) => tags.includes(ROUTE_TAG)).map(([name]) => name).sort()
         const sources = await Promise.all(
-          tagged.map(async (service) => routeSourceFromMeta(service, (await client.healthyInstances(service, { index: 0, waitSeconds: 0, signal })).value)),
+          // Registered instances, passing or not: a route is configuration, health is for the instances behind it.
+          tagged.map(async (service) => routeSourceFromMeta(service, await client.serviceMeta(service))),
         )
         emit(sources.filter((s): s is RouteSource => s !== undefined))
         return catalog.index

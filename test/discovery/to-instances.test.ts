@@ -36,12 +36,12 @@ describe('nextIndex', () => {
 
 describe('routeSourceFromMeta', () => {
   it('turns portico-* meta into a route of the service', () => {
-    const source = routeSourceFromMeta('users', [entry({ Meta: { 'portico-prefix': '/api/users', 'portico-rewrite-prefix': '/', 'portico-websocket': 'true' } })])
+    const source = routeSourceFromMeta('users', [{ version: '1' }, { 'portico-prefix': '/api/users', 'portico-rewrite-prefix': '/', 'portico-websocket': 'true' }])
     expect(source?.source).toBe('consul:users')
     expect(JSON.parse(source?.text ?? '{}')).toEqual({ routes: [{ name: 'users', prefix: '/api/users', service: 'users', rewritePrefix: '/', websocket: true }] })
   })
 
   it('publishes nothing without portico-prefix', () => {
-    expect(routeSourceFromMeta('users', [entry({ Meta: { version: '2' } })])).toBeUndefined()
+    expect(routeSourceFromMeta('users', [{ version: '2' }])).toBeUndefined()
   })
 })
