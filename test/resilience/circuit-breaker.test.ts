@@ -68,7 +68,7 @@ describe('a circuit breaker shared by two replicas', () => {
   it('closes on every replica after a successful probe', async () => {
     service.fail(false)
     await waitFor(async () => (await get(`${a.url}/${route}`)).status === 200 || (await get(`${b.url}/${route}`)).status === 200, { timeoutMs: 5_000, intervalMs: 50, what: 'a successful probe' })
-    await waitFor(async () => (await get(`${a.url}/${route}`)).status === 200 && (await get(`${b.url}/${route}`)).status === 200, { timeoutMs: 1_000, what: 'both to close' })
+    await waitFor(async () => (await get(`${a.url}/${route}`)).status === 200 && (await get(`${b.url}/${route}`)).status === 200, { timeoutMs: 2_000, what: 'both to close' })
   })
 })
 

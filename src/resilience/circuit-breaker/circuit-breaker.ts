@@ -5,6 +5,10 @@ import type { SharedState } from '../../state/shared-state.js'
 import type { CircuitBreakerConfig } from './schema.js'
 
 const CHANNEL = 'portico:breakers'
+// The fleet's single probe: only once the fleet-wide open period is over, and only one replica at a time.
+const TAKE_PROBE = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+return 0`
 const BUCKETS = 10
 
 interface BreakerMessage {
@@ -157,7 +161,11 @@ export function createRouteBreaker(route: string, config: CircuitBreakerConfig, 
     const message = JSON.parse(text) as BreakerMessage
     if (message.route !== route || message.from === state?.replicaId) return
     if (message.event === 'open') {
-      remotely(() => breaker.open())
+      // Already open here: start the reset timer over, so no replica probes before the fleet's open period ends.
+      remotely(() => {
+        if (breaker.opened) breaker.close()
+        breaker.open()
+      })
       openUntil = message.until
     } else {
       remotely(() => breaker.close())
@@ -181,8 +189,8 @@ export function createRouteBreaker(route: string, config: CircuitBreakerConfig, 
     async run(attempt) {
       if (breaker.opened) throw circuitOpen()
       if (breaker.halfOpen && state?.isUp()) {
-        const probe = await state.redis.set(keys.probe, state.replicaId, 'PX', Math.max(1_000, config.resetTimeoutMs), 'NX').catch(() => 'OK')
-        if (probe !== 'OK') throw circuitOpen()
+        const probe = await state.redis.eval(TAKE_PROBE, 2, keys.state, keys.probe, state.replicaId, Math.max(1_000, config.resetTimeoutMs)).catch(() => 1)
+        if (probe !== 1) throw circuitOpen()
       }
       try {
         return (await breaker.fire(attempt)) as Awaited<ReturnType<typeof attempt>>
