@@ -62,19 +62,7 @@ export class UpstreamDispatcher extends Dispatcher {
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const forward = (options.headers as Record<symbol, ForwardOptions | undefined> | undefined)?.[kForwardOptions]
     const agent = this.#agentFor(forward?.connectTimeoutMs ?? 5_000)
-    if (forward) {
-      // reply-from dispatches through undici's request API, whose handler receives the request's abort function in
-      // onConnect. Catching it there costs one closure; wrapping the handler would add a layer to every body chunk.
-      const legacy = handler as { onConnect?: (abort: (reason?: Error) => void, context: unknown) => void }
-      const onConnect = legacy.onConnect
-      if (onConnect) {
-        legacy.onConnect = (abort, context) => {
-          forward.attach(abort)
-          onConnect.call(handler, abort, context)
-        }
-      }
-    }
-    return agent.dispatch(options, handler)
+    return agent.dispatch(options, forward ? (new AbortableRequest(handler as RequestHandler, forward) as unknown as Dispatcher.DispatchHandler) : handler)
   }
 
   override async close(): Promise<void> {
@@ -97,5 +85,50 @@ export class UpstreamDispatcher extends Dispatcher {
       this.#agents.set(connectTimeoutMs, agent)
     }
     return agent
+  }
+}
+
+/** The callback-style handler of undici's request API, which reply-from uses. */
+interface RequestHandler {
+  onConnect(abort: (reason?: Error) => void, context: unknown): void
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusMessage: string): boolean
+  onData(chunk: Buffer): boolean
+  onComplete(trailers: string[] | null): void
+  onError(error: Error): void
+}
+
+/**
+ * Hands the request's abort function to its ForwardOptions and passes everything else through. One small class that
+ * every forwarded request goes through keeps undici's call sites monomorphic; patching onConnect on each handler
+ * instead made every request ~25 % slower (measured with bench/).
+ */
+class AbortableRequest implements RequestHandler {
+  readonly #inner: RequestHandler
+  readonly #forward: ForwardOptions
+
+  constructor(inner: RequestHandler, forward: ForwardOptions) {
+    this.#inner = inner
+    this.#forward = forward
+  }
+
+  onConnect(abort: (reason?: Error) => void, context: unknown): void {
+    this.#forward.attach(abort)
+    this.#inner.onConnect(abort, context)
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusMessage: string): boolean {
+    return this.#inner.onHeaders(statusCode, rawHeaders, resume, statusMessage)
+  }
+
+  onData(chunk: Buffer): boolean {
+    return this.#inner.onData(chunk)
+  }
+
+  onComplete(trailers: string[] | null): void {
+    this.#inner.onComplete(trailers)
+  }
+
+  onError(error: Error): void {
+    this.#inner.onError(error)
   }
 }
