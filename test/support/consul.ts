@@ -22,8 +22,21 @@ export function consulBinary(): string {
   return path
 }
 
-/** A `consul agent -dev` of our own, bound to 127.0.0.1 on free ports; resolves once it has a leader. */
+/**
+ * A `consul agent -dev` of our own, bound to 127.0.0.1 on free ports; resolves once it has a leader.
+ * A port found free can be taken before the agent binds it (other tests start servers too): then try new ports.
+ */
 export async function startConsul(binary: string = consulBinary()): Promise<TestConsul> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startConsulOnFreePorts(binary)
+    } catch (error) {
+      if (attempt === 3 || !String((error as Error).cause ?? error).includes('address already in use')) throw error
+    }
+  }
+}
+
+async function startConsulOnFreePorts(binary: string): Promise<TestConsul> {
   const [http, serfLan, serfWan, server] = [await freePort(), await freePort(), await freePort(), await freePort()]
   const address = `http://127.0.0.1:${http}`
   let child: ChildProcess | undefined
@@ -49,7 +62,12 @@ export async function startConsul(binary: string = consulBinary()): Promise<Test
       { timeoutMs: 30_000, intervalMs: 100, what: `consul leader on ${address}` },
     )
   }
-  await start()
+  try {
+    await start()
+  } catch (error) {
+    await kill(child)
+    throw error
+  }
   return {
     address,
     start,
