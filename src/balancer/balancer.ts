@@ -10,7 +10,7 @@ export interface PickContext {
 
 export type Pick = (instances: readonly Instance[], context: PickContext) => Instance | undefined
 
-/** Requests under way per instance origin; shared by all routes so least-request sees the whole load. */
+/** Requests under way per instance origin, counted for least-request routes; shared, so each sees the load the others put on an instance. */
 export class InFlight {
   readonly #counts = new Map<string, number>()
   get(origin: string): number {

@@ -194,7 +194,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       route,
       instance,
       upstream: new ForwardOptions(route.timeout.connectMs),
-      done: upgrade ? undefined : inFlight.start(instance.origin),
+      // Only least-request reads the in-flight counts.
+      done: upgrade || route.loadBalancer !== 'least-request' ? undefined : inFlight.start(instance.origin),
       settle: undefined,
     }
     reply.raw.once('close', () => {
@@ -261,7 +262,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       forwarding.done?.()
       forwarding.instance = next
       forwarding.upstream = new ForwardOptions(route.timeout.connectMs)
-      forwarding.done = inFlight.start(next.origin)
+      forwarding.done = route.loadBalancer === 'least-request' ? inFlight.start(next.origin) : undefined
     }
   }
 
