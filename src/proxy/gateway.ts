@@ -1,7 +1,7 @@
 import httpProxy, { type FastifyHttpProxyOptions } from '@fastify/http-proxy'
 import type { FastifyReplyFromHooks } from '@fastify/reply-from'
 import { randomUUID } from 'node:crypto'
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { createBalancer, hashKeyOf, InFlight, type Pick } from '../balancer/balancer.js'
 import { staticInstance, type Instance } from '../balancer/instance.js'
@@ -198,10 +198,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       done: upgrade || route.loadBalancer !== 'least-request' ? undefined : inFlight.start(instance.origin),
       settle: undefined,
     }
-    reply.raw.once('close', () => {
-      forwarding.done?.()
-      if (!reply.raw.writableFinished) forwarding.upstream.abort(CLIENT_GONE)
-    })
+    ;(reply.raw as ServerResponse & { [kForwarding]?: Forwarding })[kForwarding] = forwarding
+    reply.raw.once('close', onClientClose)
     request[kForwarding] = forwarding
     done()
   }
@@ -212,7 +210,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     const forwarding = forwardingOf(request)
     const { route } = forwarding
     if (!route.breaker && !route.retry && !route.outliers) {
-      return reply.from(forwarding.instance.origin + request.url, { ...replyOptions, ...forwardHooks, timeout: route.timeout.responseMs })
+      // replyOptions is a fresh object per request (http-proxy copies its options because we give it getUpstream):
+      // completing it costs less than copying it again.
+      return reply.from(forwarding.instance.origin + request.url, Object.assign(replyOptions, forwardHooks, { timeout: route.timeout.responseMs }))
     }
     return forwardWithPolicies(request, reply, forwarding, replyOptions)
   }
@@ -378,6 +378,13 @@ function isReplayable(request: FastifyRequest, methods: ReadonlySet<string>): bo
 
 function hashKeyFor(route: LiveRoute, request: FastifyRequest): string | undefined {
   return route.loadBalancer === 'consistent-hash' ? hashKeyOf(route.hashOn, request.ip, request.headers) : undefined
+}
+
+/** One listener for every response (no closure per request): ends the in-flight count, aborts for a gone client. */
+function onClientClose(this: ServerResponse & { [kForwarding]?: Forwarding }): void {
+  const forwarding = this[kForwarding]
+  forwarding?.done?.()
+  if (!this.writableFinished) forwarding?.upstream.abort(CLIENT_GONE)
 }
 
 function forwardingOf(request: GatewayRequest): Forwarding {
