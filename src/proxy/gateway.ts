@@ -152,7 +152,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     // 2. Rate limit: may answer 429 before any upstream is chosen.
     const limitRate = matched.route.limitRate
     if (!limitRate) return handOver(request, reply, matched, done)
-    limitRate(request, reply).then(() => handOver(request, reply, matched, done), done)
+    limitRate(request, reply).then(() => {
+      // Outside fastify's hook runner now: what the rest of the chain throws must not become an unhandled rejection.
+      try {
+        handOver(request, reply, matched, done)
+      } catch (error) {
+        if (!reply.sent) reply.send(error)
+      }
+    }, done)
   }
 
   // 1. Match: the normalised path against the live table (one read; a reload never changes a request midway).
