@@ -90,22 +90,35 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
     }
   }
 
+  /** The 429 for the refusals of one request: Retry-After from the limit that frees up last. */
+  const refusal = (refused: unknown[]): unknown => {
+    const limited = refused.filter((e): e is GatewayError & { outcome: Outcome } => e instanceof GatewayError && 'outcome' in e)
+    if (limited.length === 0) return refused[0]
+    const worst = limited.reduce((a, b) => (a.outcome.resetMs >= b.outcome.resetMs ? a : b))
+    const retryAfter = Math.max(1, Math.ceil(worst.outcome.resetMs / 1000))
+    return new GatewayError('rate_limited', `${worst.message}; retry in ${retryAfter} s`, {
+      headers: { 'retry-after': String(retryAfter), 'ratelimit-policy': policyHeader, ratelimit: header({ ...worst.outcome, remaining: 0 }) },
+    })
+  }
+
+  const only = windows.length === 1 ? windows[0] : undefined
   return async function rateLimit(request, reply) {
     const key = keyOf(request)
-    const results = await Promise.allSettled(windows.map((w) => consume(w, key)))
-    const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []))
-    if (refused.length > 0) {
-      const limited = refused.filter((e): e is GatewayError & { outcome: Outcome } => e instanceof GatewayError && 'outcome' in e)
-      if (limited.length === 0) throw refused[0]
-      const worst = limited.reduce((a, b) => (a.outcome.resetMs >= b.outcome.resetMs ? a : b))
-      const retryAfter = Math.max(1, Math.ceil(worst.outcome.resetMs / 1000))
-      throw new GatewayError('rate_limited', `${worst.message}; retry in ${retryAfter} s`, {
-        headers: { 'retry-after': String(retryAfter), 'ratelimit-policy': policyHeader, ratelimit: header({ ...worst.outcome, remaining: 0 }) },
-      })
+    let tightest: Outcome | undefined
+    if (only) {
+      // One limit is the common case: no need to gather several answers.
+      try {
+        tightest = await consume(only, key)
+      } catch (error) {
+        throw refusal([error])
+      }
+    } else {
+      const results = await Promise.allSettled(windows.map((w) => consume(w, key)))
+      const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []))
+      if (refused.length > 0) throw refusal(refused)
+      for (const r of results) if (r.status === 'fulfilled' && r.value && (!tightest || r.value.remaining < tightest.remaining)) tightest = r.value
     }
-    const outcomes = results.flatMap((r) => (r.status === 'fulfilled' && r.value ? [r.value] : []))
-    if (outcomes.length === 0) return
-    const tightest = outcomes.reduce((a, b) => (a.remaining <= b.remaining ? a : b))
+    if (!tightest) return
     reply.header('ratelimit-policy', policyHeader)
     reply.header('ratelimit', header(tightest))
   }
