@@ -11,10 +11,15 @@ declare module 'vitest' {
 
 /** One Redis and one Consul agent for the whole run; fault tests start their own so they can stop them. */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const [redis, consul] = await Promise.all([startRedis(), startConsul()])
-  project.provide('redisUrl', redis.url)
-  project.provide('consulAddress', consul.address)
-  return async () => {
-    await Promise.all([redis.stop(), consul.stop()])
+  const [redis, consul] = await Promise.allSettled([startRedis(), startConsul()])
+  const stopAll = async () => {
+    await Promise.all([redis, consul].map((started) => (started.status === 'fulfilled' ? started.value.stop() : undefined)))
   }
+  if (redis.status === 'rejected' || consul.status === 'rejected') {
+    await stopAll() // the one that did start must not outlive a failed set-up
+    throw redis.status === 'rejected' ? redis.reason : (consul as PromiseRejectedResult).reason
+  }
+  project.provide('redisUrl', redis.value.url)
+  project.provide('consulAddress', consul.value.address)
+  return stopAll
 }
