@@ -46,6 +46,8 @@ export interface GatewayOptions {
 /** A route as requests use it: its definition plus its balancer, where its instances come from, and its policies. */
 export interface LiveRoute extends RouteDefinition, RoutePolicies {
   readonly pick: Pick
+  /** reply-from's options for this route's forward call: one object for every request (same shape on every route). */
+  readonly replyOptions: FastifyReplyFromHooks
   /** The instances that may get traffic now (discovered, less ejected outliers). */
   readonly instances: () => readonly Instance[]
 }
@@ -106,6 +108,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
           ...definition,
           ...routePolicies,
           pick: createBalancer(definition.loadBalancer, { inFlight }),
+          replyOptions: replyOptionsFor(definition.timeout.responseMs),
           instances: outliers ? () => outliers.admitted(discovered()) : discovered,
         }
       })
@@ -127,7 +130,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     forceCloseConnections: 'idle',
     // fastify's own 503 while closing is not problem+json; routeRequest answers instead.
     return503OnClosing: false,
-    disableRequestLogging: false,
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 8192 },
   }) as unknown as FastifyInstance
   installProblemResponses(app)
@@ -213,18 +215,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   // 5. Forward with the route's timeouts. A route without upstream policies streams straight through; one with a
   //    breaker, retries or outlier detection runs each attempt through them.
-  function forward(request: GatewayRequest, reply: FastifyReply, _dest: string, replyOptions: object): FastifyReply | Promise<void> {
+  //    http-proxy's own per-request options are not used: a per-route object of ours keeps reply-from on one shape.
+  function forward(request: GatewayRequest, reply: FastifyReply): FastifyReply | Promise<void> {
     const forwarding = forwardingOf(request)
     const { route } = forwarding
-    if (!route.breaker && !route.retry && !route.outliers) {
-      // replyOptions is a fresh object per request (http-proxy copies its options because we give it getUpstream):
-      // completing it costs less than copying it again.
-      return reply.from(forwarding.instance.origin + request.url, Object.assign(replyOptions, forwardHooks, { timeout: route.timeout.responseMs }))
-    }
-    return forwardWithPolicies(request, reply, forwarding, replyOptions)
+    if (!route.breaker && !route.retry && !route.outliers) return reply.from(request.url, route.replyOptions)
+    return forwardWithPolicies(request, reply, forwarding)
   }
 
-  async function forwardWithPolicies(request: GatewayRequest, reply: FastifyReply, forwarding: Forwarding, replyOptions: object): Promise<void> {
+  async function forwardWithPolicies(request: GatewayRequest, reply: FastifyReply, forwarding: Forwarding): Promise<void> {
     const { route } = forwarding
     const retry = route.retry
     const deadline = Date.now() + (retry?.deadlineMs ?? route.timeout.connectMs + route.timeout.responseMs)
@@ -237,7 +236,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       const send = () =>
         new Promise<AttemptResult>((resolve) => {
           forwarding.settle = resolve
-          reply.from(request.url, { ...replyOptions, ...attemptHooks, timeout })
+          reply.from(request.url, { ...route.replyOptions, ...attemptHooks, timeout })
         })
       let result: AttemptResult
       try {
@@ -300,6 +299,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     return forwarded
   }
 
+  function rewriteHeaders(headers: IncomingHttpHeaders, request: GatewayRequest): IncomingHttpHeaders {
+    return clientResponseHeaders(request, headers)
+  }
+
   function onError(reply: FastifyReply, { error }: { error: Error }): void {
     const { route, instance, upstream } = forwardingOf(reply.request)
     if (upstream.aborted || reply.sent) return
@@ -307,15 +310,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     reply.request.log.warn({ route: route.name, instance: instance.origin, code: failure.code, err: error }, failure.message)
     sendProblem(reply, failure)
   }
+  function upstreamOrigin(request: GatewayRequest): string {
+    return forwardingOf(request).instance.origin
+  }
   // reply-from's hook types cover HTTP/2 requests too; ours are HTTP/1 only.
   // reply-from retries a GET answered 503 up to 10 times on its own (and `maxRetriesOn503: 0` means 10): a retry
   // policy that never asks for one turns that off. Retries are the route's `retry` policy's business.
-  const forwardHooks = { rewriteRequestHeaders, onError, retryDelay: noRetry } as unknown as FastifyReplyFromHooks
+  function replyOptionsFor(timeout: number): FastifyReplyFromHooks {
+    return { getUpstream: upstreamOrigin, rewriteRequestHeaders, rewriteHeaders, onError, retryDelay: noRetry, timeout } as unknown as FastifyReplyFromHooks
+  }
   const attemptHooks = {
-    rewriteRequestHeaders,
-    retryDelay: noRetry,
-    // http-proxy fixed the upstream of the first attempt; a retry goes elsewhere.
-    getUpstream: (request: GatewayRequest) => forwardingOf(request).instance.origin,
     onResponse: (request: GatewayRequest, _reply: FastifyReply, res: Extract<AttemptResult, { kind: 'response' }>['res']) => settle(request, { kind: 'response', res }),
     onError: (reply: FastifyReply, { error }: { error: Error }) => settle(reply.request, { kind: 'error', error }),
   } as unknown as FastifyReplyFromHooks
@@ -337,10 +341,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     internalRewriteLocationHeader: false,
     preHandler: routeRequest,
     handler: forward,
-    replyOptions: {
-      getUpstream: (request: FastifyRequest) => forwardingOf(request).instance.origin,
-      rewriteHeaders: (headers: IncomingHttpHeaders, request: FastifyRequest) => clientResponseHeaders(request, headers),
-    },
+    // The WebSocket proxy asks here for its upstream.
+    replyOptions: { getUpstream: upstreamOrigin },
     wsClientOptions: {
       rewriteRequestHeaders: (_headers: object, request: FastifyRequest) => upstreamWebSocketHeaders(request, { trustProxy, preserveHost: false }),
     },

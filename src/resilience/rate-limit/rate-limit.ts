@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
 import { GatewayError } from '../../errors.js'
 import type { SharedState } from '../../state/shared-state.js'
+import { BatchedConsume } from './batched-consume.js'
 import type { RateLimitConfig } from './schema.js'
 
 export type RequestPolicy = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
@@ -9,7 +10,7 @@ export type RequestPolicy = (request: FastifyRequest, reply: FastifyReply) => Pr
 interface Window {
   readonly limit: number
   readonly windowMs: number
-  readonly shared: RateLimiterRedis | undefined
+  readonly shared: BatchedConsume | undefined
   local: RateLimiterMemory
   localReplicas: number
 }
@@ -22,8 +23,8 @@ interface Outcome {
 }
 
 /**
- * A route's rate limit: one fixed-window counter per limit, in Redis when the gateway has one (one round trip per
- * limit, all limits in parallel), in memory otherwise. Answers 429 with Retry-After, and sets the RateLimit headers of
+ * A route's rate limit: one fixed-window counter per limit, in Redis when the gateway has one (at most one round trip
+ * per limit, all limits in parallel, concurrent requests of a key batched), in memory otherwise. Answers 429 with Retry-After, and sets the RateLimit headers of
  * draft-ietf-httpapi-ratelimit-headers-07 (`RateLimit-Policy`, `RateLimit`) on every response.
  */
 export function createRateLimit(route: string, config: RateLimitConfig, state: SharedState | undefined): RequestPolicy {
@@ -35,7 +36,9 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
       windowMs,
       // `{route}` is a hash tag: with Redis Cluster every key of a route lands in one slot.
       shared: state
-        ? new RateLimiterRedis({ storeClient: state.redis, points: limit, duration: windowMs / 1000, keyPrefix: `portico:rl:{${route}}:${windowMs}`, rejectIfRedisNotReady: true })
+        ? new BatchedConsume(
+            new RateLimiterRedis({ storeClient: state.redis, points: limit, duration: windowMs / 1000, keyPrefix: `portico:rl:{${route}}:${windowMs}`, rejectIfRedisNotReady: true }),
+          )
         : undefined,
       local: new RateLimiterMemory({ points: state ? localPoints(limit, replicas) : limit, duration: windowMs / 1000 }),
       localReplicas: replicas,
