@@ -20,7 +20,7 @@ const breakerRoute = (name: string, upstream: string, options: string) =>
 const get = async (url: string) => {
   const response = await request(url)
   const text = await response.body.text()
-  return { status: response.statusCode, headers: response.headers, code: response.statusCode >= 400 && text.startsWith('{"type"') ? (JSON.parse(text) as { code: string }).code : undefined }
+  return { status: response.statusCode, headers: response.headers, text, code: response.statusCode >= 400 && text.startsWith('{"type"') ? (JSON.parse(text) as { code: string }).code : undefined }
 }
 
 describe('a circuit breaker shared by two replicas', () => {
@@ -40,7 +40,11 @@ describe('a circuit breaker shared by two replicas', () => {
 
   it('opens on B within 1 s of failures driven through A, and B answers 503 without calling the upstream', async () => {
     service.fail(true)
-    for (let i = 0; i < 4; i++) expect((await get(`${a.url}/${route}`)).status).toBe(500)
+    for (let i = 0; i < 4; i++) {
+      const failed = await get(`${a.url}/${route}`)
+      expect(failed.status).toBe(500)
+      expect(failed.text).toBe('{"upstream":"flaky"}') // a counted failure still reaches the client as the upstream sent it
+    }
     const took = await timeUntil(async () => (await get(`${b.url}/${route}`)).code === 'circuit_open', { timeoutMs: 3_000, what: 'B to open' })
     expect(took).toBeLessThan(1_000)
     const hits = service.upstream.requests.length
@@ -69,6 +73,7 @@ describe('a circuit breaker shared by two replicas', () => {
     service.fail(false)
     await waitFor(async () => (await get(`${a.url}/${route}`)).status === 200 || (await get(`${b.url}/${route}`)).status === 200, { timeoutMs: 5_000, intervalMs: 50, what: 'a successful probe' })
     await waitFor(async () => (await get(`${a.url}/${route}`)).status === 200 && (await get(`${b.url}/${route}`)).status === 200, { timeoutMs: 2_000, what: 'both to close' })
+    for (const replica of [a, b]) expect((await get(`${replica.url}/${route}`)).text).toBe('{"upstream":"flaky"}')
   })
 })
 

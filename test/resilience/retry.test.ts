@@ -50,8 +50,10 @@ routes:
   }
 
   it('retries a GET that hit a dead instance onto a healthy one', async () => {
-    const statuses = await Promise.all(Array.from({ length: 10 }, () => call('/get/x').then((r) => r.status)))
-    expect(statuses).toEqual(Array(10).fill(200))
+    const answers = await Promise.all(Array.from({ length: 10 }, () => call('/get/x')))
+    expect(answers.map((a) => a.status)).toEqual(Array(10).fill(200))
+    // The healthy instance's own body arrives whole.
+    for (const { text } of answers) expect(JSON.parse(text)).toMatchObject({ upstream: 'healthy', url: '/get/x' })
     expect(healthy.requests.filter((r) => r.url === '/get/x')).toHaveLength(10)
   })
 
@@ -60,6 +62,7 @@ routes:
     // round-robin starts on `unavailable` for the first request of this route
     const post = await call('/post/order', { method: 'POST', body: '{"a":1}', headers: { 'content-type': 'application/json' } })
     expect(post.status).toBe(503)
+    expect(post.text).toBe('busy') // the upstream's own answer, unchanged
     expect(unavailable.requests.length + healthy.requests.length - before).toBe(1)
     const get = await call('/post/order')
     expect(get.status).toBe(200)
