@@ -1,4 +1,4 @@
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric, type MetricValueWithName } from 'prom-client'
 import type { ComponentHealth } from '../admin/health.js'
 
 export interface MetricsSources {
@@ -10,30 +10,73 @@ export interface MetricsSources {
 }
 
 const BREAKER_STATE = { closed: 0, 'half-open': 1, open: 2 } as const
+const DURATION = 'portico_request_duration_seconds'
+const DURATION_HELP = 'Time to the response being sent, by route.'
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+/** One route's answered requests: plain numbers on the request path, turned into Prometheus samples at scrape time. */
+class RouteTraffic {
+  readonly byStatus = new Map<number, number>()
+  /** Non-cumulative counts per duration bucket; the last one is beyond the largest bound. */
+  readonly inBucket: number[] = new Array<number>(DURATION_BUCKETS.length + 1).fill(0)
+  seconds = 0
+  count = 0
+
+  record(status: number, seconds: number): void {
+    this.byStatus.set(status, (this.byStatus.get(status) ?? 0) + 1)
+    let bucket = 0
+    while (bucket < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[bucket] as number)) bucket++
+    this.inBucket[bucket] = (this.inBucket[bucket] ?? 0) + 1
+    this.seconds += seconds
+    this.count++
+  }
+
+  durationSamples(route: string): MetricValueWithName<string>[] {
+    let cumulative = 0
+    const buckets = DURATION_BUCKETS.map((le, i) => {
+      cumulative += this.inBucket[i] ?? 0
+      return { metricName: `${DURATION}_bucket`, labels: { route, le }, value: cumulative }
+    })
+    return [
+      ...buckets,
+      { metricName: `${DURATION}_bucket`, labels: { route, le: '+Inf' }, value: this.count },
+      { metricName: `${DURATION}_sum`, labels: { route }, value: this.seconds },
+      { metricName: `${DURATION}_count`, labels: { route }, value: this.count },
+    ]
+  }
+}
 
 /**
  * Prometheus metrics of one gateway process, on its own registry (no module globals: tests make their own).
- * Per-request metrics are two label lookups; everything else is read when Prometheus scrapes.
+ * Per request, only plain counters move: prom-client's own counters and histograms hash their labels and allocate on
+ * every call, which cost a tenth of the proxy's throughput. Everything is turned into samples when Prometheus scrapes.
  */
 export class GatewayMetrics {
   readonly registry = new Registry()
-  readonly #requests: Counter<'route' | 'status'>
-  readonly #duration: Histogram<'route'>
   readonly #problems: Counter<'route' | 'code'>
-  // prom-client hashes the labels on every call; children bound once per route and status skip that.
-  readonly #bound = new Map<string, { readonly requests: Map<number, { inc(): void }>; readonly duration: { observe(value: number): void } }>()
+  readonly #traffic = new Map<string, RouteTraffic>()
 
   constructor(sources: MetricsSources) {
     const registers = [this.registry]
+    const traffic = this.#traffic
     collectDefaultMetrics({ register: this.registry, prefix: 'portico_process_' })
-    this.#requests = new Counter({ name: 'portico_requests_total', help: 'Requests answered, by route and status.', labelNames: ['route', 'status'], registers })
-    this.#duration = new Histogram({
-      name: 'portico_request_duration_seconds',
-      help: 'Time to the response being sent, by route.',
-      labelNames: ['route'],
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    new Counter({
+      name: 'portico_requests_total',
+      help: 'Requests answered, by route and status.',
+      labelNames: ['route', 'status'],
       registers,
+      collect() {
+        this.reset()
+        for (const [route, t] of traffic) for (const [status, n] of t.byStatus) this.inc({ route, status }, n)
+      },
     })
+    // A histogram of our own counts, in the shape prom-client's registry reads from its own histograms.
+    this.registry.registerMetric({
+      name: DURATION,
+      help: DURATION_HELP,
+      get: async () => ({ name: DURATION, help: DURATION_HELP, type: 'histogram', aggregator: 'sum', values: [...traffic].flatMap(([route, t]) => t.durationSamples(route)) }),
+      reset: () => traffic.clear(),
+    } as unknown as Metric)
     this.#problems = new Counter({ name: 'portico_gateway_errors_total', help: 'Answers the gateway gave itself, by route and problem code (rate_limited, circuit_open, upstream_timeout, …).', labelNames: ['route', 'code'], registers })
     new Gauge({
       name: 'portico_circuit_breaker_state',
@@ -92,18 +135,12 @@ export class GatewayMetrics {
   }
 
   recordResponse(route: string, status: number, seconds: number, problemCode: string | undefined): void {
-    let bound = this.#bound.get(route)
-    if (!bound) {
-      bound = { requests: new Map(), duration: this.#duration.labels({ route }) }
-      this.#bound.set(route, bound)
+    let traffic = this.#traffic.get(route)
+    if (!traffic) {
+      traffic = new RouteTraffic()
+      this.#traffic.set(route, traffic)
     }
-    let requests = bound.requests.get(status)
-    if (!requests) {
-      requests = this.#requests.labels({ route, status })
-      bound.requests.set(status, requests)
-    }
-    requests.inc()
-    bound.duration.observe(seconds)
+    traffic.record(status, seconds)
     if (problemCode) this.#problems.inc({ route, code: problemCode })
   }
 }

@@ -1,5 +1,6 @@
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { GatewayMetrics } from '../../src/observability/metrics.js'
 import { startGateway, type TestGateway } from '../support/gateway.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
@@ -46,6 +47,7 @@ describe('Prometheus metrics on the admin port', () => {
     expect(text).toContain('portico_gateway_errors_total{route="metered",code="rate_limited"} 1')
     expect(text).toContain(`portico_gateway_errors_total{route="nowhere",code="no_instance"} 1`)
     expect(text).toMatch(/portico_request_duration_seconds_count\{route="metered"\} 3/)
+    expect(text).toContain('portico_request_duration_seconds_bucket{route="metered",le="+Inf"} 3')
   })
 
   it('reports breaker, shared state, discovery and route table state', async () => {
@@ -70,5 +72,31 @@ describe('Prometheus metrics on the admin port', () => {
     const health = await request(`${gateway.adminUrl}/healthz`)
     expect(health.statusCode).toBe(200)
     await health.body.dump()
+  })
+})
+
+describe('GatewayMetrics', () => {
+  it('counts requests by status and places durations in cumulative buckets', async () => {
+    const metrics = new GatewayMetrics({
+      breakers: () => [],
+      discovery: () => ({ status: 'ok' }),
+      sharedState: () => ({ status: 'ok' }),
+      routes: () => ({ version: 1, routes: 1, refusedSources: 0 }),
+    })
+    metrics.recordResponse('r', 200, 0.003, undefined)
+    metrics.recordResponse('r', 200, 0.07, undefined)
+    metrics.recordResponse('r', 504, 40, 'upstream_timeout')
+    const lines = (await metrics.registry.metrics()).split('\n')
+    const sample = (name: string) => lines.find((l) => l.startsWith(`${name} `))?.split(' ')[1]
+    expect(sample('portico_requests_total{route="r",status="200"}')).toBe('2')
+    expect(sample('portico_requests_total{route="r",status="504"}')).toBe('1')
+    expect(sample('portico_request_duration_seconds_bucket{route="r",le="0.005"}')).toBe('1')
+    expect(sample('portico_request_duration_seconds_bucket{route="r",le="0.05"}')).toBe('1')
+    expect(sample('portico_request_duration_seconds_bucket{route="r",le="0.1"}')).toBe('2')
+    expect(sample('portico_request_duration_seconds_bucket{route="r",le="30"}')).toBe('2')
+    expect(sample('portico_request_duration_seconds_bucket{route="r",le="+Inf"}')).toBe('3')
+    expect(Number(sample('portico_request_duration_seconds_sum{route="r"}'))).toBeCloseTo(40.073, 6)
+    expect(sample('portico_request_duration_seconds_count{route="r"}')).toBe('3')
+    expect(sample('portico_gateway_errors_total{route="r",code="upstream_timeout"}')).toBe('1')
   })
 })
