@@ -46,8 +46,8 @@ export interface GatewayOptions {
 /** A route as requests use it: its definition plus its balancer, where its instances come from, and its policies. */
 export interface LiveRoute extends RouteDefinition, RoutePolicies {
   readonly pick: Pick
-  /** reply-from's options for this route's forward call: one object for every request (same shape on every route). */
-  readonly replyOptions: FastifyReplyFromHooks
+  /** reply-from's options for this route: built once, the same shape on every route, not copied per request. */
+  readonly replyOptions: RouteReplyOptions
   /** The instances that may get traffic now (discovered, less ejected outliers). */
   readonly instances: () => readonly Instance[]
 }
@@ -67,6 +67,13 @@ interface Forwarding {
   done: (() => void) | undefined
   /** Set while an attempt with policies waits for reply-from's answer. */
   settle: ((result: AttemptResult) => void) | undefined
+}
+
+interface RouteReplyOptions {
+  /** A forward that reply-from answers itself. */
+  readonly forward: FastifyReplyFromHooks
+  /** An attempt whose outcome goes to the route's policies (breaker, retry, outliers) before the client sees it. */
+  readonly attempt: FastifyReplyFromHooks
 }
 
 interface Matched {
@@ -208,7 +215,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       settle: undefined,
     }
     ;(reply.raw as ServerResponse & { [kForwarding]?: Forwarding })[kForwarding] = forwarding
-    reply.raw.once('close', onClientClose)
+    reply.raw.on('close', onClientClose)
     request[kForwarding] = forwarding
     done()
   }
@@ -219,7 +226,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   function forward(request: GatewayRequest, reply: FastifyReply): FastifyReply {
     const forwarding = forwardingOf(request)
     const { route } = forwarding
-    if (!route.breaker && !route.retry && !route.outliers) return reply.from(request.url, route.replyOptions)
+    if (!route.breaker && !route.retry && !route.outliers) return reply.from(request.url, route.replyOptions.forward)
     forwardWithPolicies(request, reply, forwarding).catch((error: Error) => {
       if (!reply.sent) reply.send(error)
     })
@@ -241,7 +248,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       const send = () =>
         new Promise<AttemptResult>((resolve) => {
           forwarding.settle = resolve
-          reply.from(request.url, { ...route.replyOptions, ...attemptHooks, timeout })
+          reply.from(request.url, timeout === route.timeout.responseMs ? route.replyOptions.attempt : { ...route.replyOptions.attempt, timeout })
         })
       let result: AttemptResult
       try {
@@ -321,13 +328,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // reply-from's hook types cover HTTP/2 requests too; ours are HTTP/1 only.
   // reply-from retries a GET answered 503 up to 10 times on its own (and `maxRetriesOn503: 0` means 10): a retry
   // policy that never asks for one turns that off. Retries are the route's `retry` policy's business.
-  function replyOptionsFor(timeout: number): FastifyReplyFromHooks {
-    return { getUpstream: upstreamOrigin, rewriteRequestHeaders, rewriteHeaders, onError, retryDelay: noRetry, timeout } as unknown as FastifyReplyFromHooks
+  function replyOptionsFor(timeout: number): RouteReplyOptions {
+    const forward = { getUpstream: upstreamOrigin, rewriteRequestHeaders, rewriteHeaders, onError, retryDelay: noRetry, timeout }
+    const attempt = {
+      ...forward,
+      onResponse: (request: GatewayRequest, _reply: FastifyReply, res: Extract<AttemptResult, { kind: 'response' }>['res']) => settle(request, { kind: 'response', res }),
+      onError: (reply: FastifyReply, { error }: { error: Error }) => settle(reply.request, { kind: 'error', error }),
+    }
+    return { forward, attempt } as unknown as RouteReplyOptions
   }
-  const attemptHooks = {
-    onResponse: (request: GatewayRequest, _reply: FastifyReply, res: Extract<AttemptResult, { kind: 'response' }>['res']) => settle(request, { kind: 'response', res }),
-    onError: (reply: FastifyReply, { error }: { error: Error }) => settle(reply.request, { kind: 'error', error }),
-  } as unknown as FastifyReplyFromHooks
 
   function settle(request: GatewayRequest, result: AttemptResult): void {
     const forwarding = forwardingOf(request)
