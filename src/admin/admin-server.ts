@@ -1,4 +1,4 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { timingSafeEqual } from 'node:crypto'
 import { GatewayError } from '../errors.js'
 import { installProblemResponses, sendProblem } from '../proxy/problem-responses.js'
@@ -19,7 +19,7 @@ export interface AdminOptions {
 
 /** The operator's port, apart from client traffic: liveness, readiness, and the live route table with its errors. */
 export function createAdminServer(options: AdminOptions): FastifyInstance {
-  const app = Fastify({ loggerInstance: options.logger.child({ component: 'admin' }), disableRequestLogging: true }) as unknown as FastifyInstance
+  const app = Fastify({ loggerInstance: options.logger.child({ component: 'admin' }), logController: new LogController({ disableRequestLogging: true }) }) as unknown as FastifyInstance
   installProblemResponses(app)
 
   const expected = options.token === undefined ? undefined : Buffer.from(`Bearer ${options.token}`)

@@ -2,7 +2,7 @@ import httpProxy, { type FastifyHttpProxyOptions } from '@fastify/http-proxy'
 import type { FastifyReplyFromHooks } from '@fastify/reply-from'
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { createBalancer, hashKeyOf, InFlight, type Pick } from '../balancer/balancer.js'
 import { staticInstance, type Instance } from '../balancer/instance.js'
 import { GatewayError } from '../errors.js'
@@ -128,7 +128,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     trustProxy: options.trustProxy as boolean | string,
     bodyLimit: options.maxBodyBytes,
     requestIdHeader: false,
-    requestIdLogLabel: 'requestId',
+    logController: new LogController({ requestIdLogLabel: 'requestId' }),
     genReqId: (raw: IncomingMessage) => {
       const offered = raw.headers['x-request-id']
       return typeof offered === 'string' && REQUEST_ID.test(offered) ? offered : randomUUID()
