@@ -12,7 +12,7 @@ import { RouteTable } from '../src/routes/route-table.js'
 
 const root = new URL('..', import.meta.url).pathname
 const seconds = Number(process.env.BENCH_SECONDS ?? 3)
-const roundCount = Number(process.env.BENCH_ROUNDS ?? 3)
+const roundCount = Number(process.env.BENCH_ROUNDS ?? 5)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const children: ChildProcess[] = []
 
@@ -105,18 +105,23 @@ try {
   // The full chain's limits and breaker live in a Redis of the bench's own.
   const redisPort = await freePort()
   children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
-  // Access logs off (warn level), as a throughput-minded operator would run it; readiness comes from the admin port.
-  const [porticoPort, adminPort] = [await freePort(), await freePort()]
-  children.push(spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(porticoPort), '--admin-port', String(adminPort), '--host', '127.0.0.1', '--log-level', 'warn'], { cwd: root, stdio: 'inherit', env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}` } }))
-  await until(async () => {
-    const ready = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { components: { state: { status: string } } }
-    return ready.components.state.status === 'ok'
-  })
+  // Two Portico processes, one per target, so that the paired runs below compare two processes alike. Access logs off
+  // (warn level), as a throughput-minded operator would run it; readiness comes from the admin port.
+  const startPortico = async (): Promise<number> => {
+    const [port, adminPort] = [await freePort(), await freePort()]
+    children.push(spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1', '--log-level', 'warn'], { cwd: root, stdio: 'inherit', env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}` } }))
+    await until(async () => {
+      const ready = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { components: { state: { status: string } } }
+      return ready.components.state.status === 'ok'
+    })
+    return port
+  }
+  const [plainPort, chainPort] = [await startPortico(), await startPortico()]
   const targets: [string, string][] = [
     ['direct', `${upstreamUrl}/api/items`],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`],
-    ['portico', `http://127.0.0.1:${porticoPort}/api/items`],
-    ['portico+redis chain', `http://127.0.0.1:${porticoPort}/chain/items`],
+    ['portico', `http://127.0.0.1:${plainPort}/api/items`],
+    ['portico+redis chain', `http://127.0.0.1:${chainPort}/chain/items`],
   ]
   let nginx: string | undefined
   try {
@@ -151,6 +156,25 @@ try {
       `${r.name.padEnd(22)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${(r.rps / baseline).toFixed(2).padStart(20)}  ${(r.rps / plain).toFixed(2).padStart(10)}`,
     )
   }
+  // The machine's speed itself swings from second to second here, so the rounds above carry that noise into their
+  // ratios. Paired runs load two targets at once, half the connections each: both see the same machine, and the
+  // ratio of their req/s is the ratio of what a request costs each of them.
+  const paired = async (baseline: string, candidate: string): Promise<number[]> => {
+    const urlOf = (name: string): string => targets.find(([n]) => n === name)?.[1] ?? ''
+    const ratios: number[] = []
+    for (let round = 0; round < roundCount; round++) {
+      const run = (url: string) => autocannon({ url, connections: connections / 2, duration: seconds })
+      const [b, c] = await Promise.all([run(urlOf(baseline)), run(urlOf(candidate))])
+      ratios.push(c.requests.average / b.requests.average)
+    }
+    return ratios
+  }
+  console.log(`\npaired runs (two targets loaded at once, ${connections / 2} connections each, median of ${roundCount} rounds of ${seconds} s)`)
+  for (const [baseline, candidate] of [['fastify-http-proxy', 'portico'], ['portico', 'portico+redis chain']] as const) {
+    const ratios = await paired(baseline, candidate)
+    console.log(`${candidate} vs ${baseline}: ${median(ratios).toFixed(2)}  (rounds: ${ratios.map((r) => r.toFixed(2)).join(' ')})`)
+  }
+
   const small = matchCost(10)
   const large = matchCost(10_000)
   console.log(`\nroute matching: ${small.toFixed(0)} ns with 10 routes, ${large.toFixed(0)} ns with 10 000 routes (ratio ${(large / small).toFixed(2)})`)

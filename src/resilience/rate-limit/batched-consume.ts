@@ -6,16 +6,15 @@ interface Waiter {
 }
 
 /**
- * Concurrent requests for one key share their Redis round trips. While a consume of a key is in flight, the requests
- * that arrive for it wait and then go together as one `consume(key, n)`. Each keeps its own place in the count (the
- * k-th of a batch that brought the counter to `total` is number `total - n + k`), so a limit admits exactly the
- * requests that one round trip each would have admitted, and a busy key costs Redis one command per round trip
- * instead of one per request.
+ * Requests for one key that arrive in the same turn of the event loop share one Redis round trip: they go together
+ * as one `consume(key, n)` once the turn's I/O has been handled. Each keeps its own place in the count (the k-th of a
+ * batch that brought the counter to `total` is number `total - n + k`; Redis applies increments one at a time, so
+ * batches in flight together cannot mix up their places). A limit thus admits exactly the requests that one round
+ * trip each would have admitted, and a busy key costs Redis one command per loop turn instead of one per request.
  */
 export class BatchedConsume {
   readonly #limiter: RateLimiterRedis
-  /** Keys with a consume in flight, each with the requests waiting for the next batch. */
-  readonly #waiting = new Map<string, Waiter[]>()
+  #waiting = new Map<string, Waiter[]>()
 
   constructor(limiter: RateLimiterRedis) {
     this.#limiter = limiter
@@ -25,13 +24,16 @@ export class BatchedConsume {
   consume(key: string): Promise<RateLimiterRes> {
     return new Promise((resolve, reject) => {
       const waiting = this.#waiting.get(key)
-      if (waiting) {
-        waiting.push({ resolve, reject })
-        return
-      }
-      this.#waiting.set(key, [])
-      this.#send(key, [{ resolve, reject }])
+      if (waiting) return void waiting.push({ resolve, reject })
+      if (this.#waiting.size === 0) setImmediate(this.#sendAll)
+      this.#waiting.set(key, [{ resolve, reject }])
     })
+  }
+
+  readonly #sendAll = (): void => {
+    const batches = this.#waiting
+    this.#waiting = new Map()
+    for (const [key, batch] of batches) this.#send(key, batch)
   }
 
   #send(key: string, batch: readonly Waiter[]): void {
@@ -44,22 +46,10 @@ export class BatchedConsume {
         if (place <= limit) waiter.resolve(own)
         else waiter.reject(own)
       })
-      this.#next(key)
     }
     this.#limiter.consume(key, batch.length).then(answer, (error: unknown) => {
       if (error instanceof RateLimiterRes) return answer(error)
       for (const waiter of batch) waiter.reject(error)
-      this.#next(key)
     })
-  }
-
-  #next(key: string): void {
-    const waiting = this.#waiting.get(key) ?? []
-    if (waiting.length === 0) {
-      this.#waiting.delete(key)
-      return
-    }
-    this.#waiting.set(key, [])
-    this.#send(key, waiting)
   }
 }
