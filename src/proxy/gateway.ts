@@ -223,16 +223,19 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // 5. Forward with the route's timeouts. A route without upstream policies streams straight through; one with a
   //    breaker, retries or outlier detection runs each attempt through them.
   //    http-proxy's own per-request options are not used: a per-route object of ours keeps reply-from on one shape.
-  function forward(request: GatewayRequest, reply: FastifyReply): FastifyReply {
+  //    Returns nothing, so fastify leaves the answer to reply-from or forwardWithPolicies. (A returned promise that
+  //    resolves before the upstream body has gone out makes fastify answer a second time, with an empty body; a
+  //    returned reply makes it watch the response's end, on every request.)
+  function forward(request: GatewayRequest, reply: FastifyReply): void {
     const forwarding = forwardingOf(request)
     const { route } = forwarding
-    if (!route.breaker && !route.retry && !route.outliers) return reply.from(request.url, route.replyOptions.forward)
+    if (!route.breaker && !route.retry && !route.outliers) {
+      reply.from(request.url, route.replyOptions.forward)
+      return
+    }
     forwardWithPolicies(request, reply, forwarding).catch((error: Error) => {
       if (!reply.sent) reply.send(error)
     })
-    // Not forwardWithPolicies' promise: fastify would answer a second time, with an empty body, when it resolves
-    // while the upstream body is still on its way. Returning the reply makes fastify wait for the response to finish.
-    return reply
   }
 
   async function forwardWithPolicies(request: GatewayRequest, reply: FastifyReply, forwarding: Forwarding): Promise<void> {
