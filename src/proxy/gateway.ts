@@ -314,10 +314,6 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     return forwarded
   }
 
-  function rewriteHeaders(headers: IncomingHttpHeaders, request: GatewayRequest): IncomingHttpHeaders {
-    return clientResponseHeaders(request, headers)
-  }
-
   function onError(reply: FastifyReply, { error }: { error: Error }): void {
     const { route, instance, upstream } = forwardingOf(reply.request)
     if (upstream.aborted || reply.sent) return
@@ -332,7 +328,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // reply-from retries a GET answered 503 up to 10 times on its own (and `maxRetriesOn503: 0` means 10): a retry
   // policy that never asks for one turns that off. Retries are the route's `retry` policy's business.
   function replyOptionsFor(timeout: number): RouteReplyOptions {
-    const forward = { getUpstream: upstreamOrigin, rewriteRequestHeaders, rewriteHeaders, onError, retryDelay: noRetry, timeout }
+    const forward = { getUpstream: upstreamOrigin, rewriteRequestHeaders, rewriteHeaders: clientResponseHeaders, onError, retryDelay: noRetry, timeout }
     const attempt = {
       ...forward,
       onResponse: (request: GatewayRequest, _reply: FastifyReply, res: Extract<AttemptResult, { kind: 'response' }>['res']) => settle(request, { kind: 'response', res }),

@@ -24,8 +24,9 @@ interface Outcome {
 
 /**
  * A route's rate limit: one fixed-window counter per limit, in Redis when the gateway has one (at most one round trip
- * per limit, all limits in parallel, concurrent requests of a key batched), in memory otherwise. Answers 429 with Retry-After, and sets the RateLimit headers of
- * draft-ietf-httpapi-ratelimit-headers-07 (`RateLimit-Policy`, `RateLimit`) on every response.
+ * per limit, all limits in parallel, concurrent requests of a key batched), in memory otherwise. Answers 429 with
+ * Retry-After, and sets the RateLimit headers of draft-ietf-httpapi-ratelimit-headers-07 (`RateLimit-Policy`,
+ * `RateLimit`) on every response.
  */
 export function createRateLimit(route: string, config: RateLimitConfig, state: SharedState | undefined): RequestPolicy {
   const localPoints = (limit: number, replicas: number) => Math.max(1, Math.floor(limit / replicas))
