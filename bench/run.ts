@@ -1,9 +1,10 @@
-// `npm run bench`: throughput and latency side by side in one run: straight to the upstream, through a minimal
-// @fastify/http-proxy app, through Portico, and through nginx when it is installed. Then route matching with 10 and
-// 10 000 routes. Ratios, not absolute numbers, are what to compare between machines.
+// `npm run bench`: throughput, latency and the proxy's CPU time per request side by side in one run: straight to the
+// upstream, through a minimal @fastify/http-proxy app, through Portico (plain route, and the full chain in a second
+// process), and through nginx when it is installed. Then route matching with 10 and 10 000 routes. Ratios, not absolute
+// numbers, are what to compare between machines.
 import autocannon from 'autocannon'
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort } from '../test/support/ports.js'
@@ -37,11 +38,27 @@ interface Round {
   p50: number
   p99: number
   errors: number
+  /** CPU time the proxy process spent per request, in µs; NaN where there is no such process (direct, nginx). */
+  cpuUs: number
 }
 
-async function load(url: string): Promise<Round> {
+/** User + system CPU time of a process so far, in ms (Linux /proc; NaN elsewhere). */
+function cpuMs(pid: number | undefined): number {
+  if (pid === undefined) return NaN
+  try {
+    // Fields 14 and 15 of /proc/<pid>/stat, in clock ticks of 10 ms; the command name (field 2) may hold spaces.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
+    return (Number(fields[11]) + Number(fields[12])) * 10
+  } catch {
+    return NaN
+  }
+}
+
+async function load(url: string, pid: number | undefined): Promise<Round> {
+  const before = cpuMs(pid)
   const result = await autocannon({ url, connections, duration: seconds })
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx }
+  const cpuUs = ((cpuMs(pid) - before) * 1000) / result.requests.total
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx, cpuUs }
 }
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0
@@ -105,23 +122,24 @@ try {
   // The full chain's limits and breaker live in a Redis of the bench's own.
   const redisPort = await freePort()
   children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
-  // Two Portico processes, one per target, so that the paired runs below compare two processes alike. Access logs off
-  // (warn level), as a throughput-minded operator would run it; readiness comes from the admin port.
-  const startPortico = async (): Promise<number> => {
+  // Two Portico processes, one per target, so that each one's CPU time and JIT state are its own target's. Access logs
+  // off (warn level), as a throughput-minded operator would run it; readiness comes from the admin port.
+  const startPortico = async (): Promise<{ port: number; pid: number | undefined }> => {
     const [port, adminPort] = [await freePort(), await freePort()]
-    children.push(spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1', '--log-level', 'warn'], { cwd: root, stdio: 'inherit', env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}` } }))
+    const child = spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1', '--log-level', 'warn'], { cwd: root, stdio: 'inherit', env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}` } })
+    children.push(child)
     await until(async () => {
       const ready = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { components: { state: { status: string } } }
       return ready.components.state.status === 'ok'
     })
-    return port
+    return { port, pid: child.pid }
   }
-  const [plainPort, chainPort] = [await startPortico(), await startPortico()]
-  const targets: [string, string][] = [
-    ['direct', `${upstreamUrl}/api/items`],
-    ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`],
-    ['portico', `http://127.0.0.1:${plainPort}/api/items`],
-    ['portico+redis chain', `http://127.0.0.1:${chainPort}/chain/items`],
+  const [plainPortico, chainPortico] = [await startPortico(), await startPortico()]
+  const targets: [name: string, url: string, pid: number | undefined][] = [
+    ['direct', `${upstreamUrl}/api/items`, undefined],
+    ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
+    ['portico', `http://127.0.0.1:${plainPortico.port}/api/items`, plainPortico.pid],
+    ['portico+redis chain', `http://127.0.0.1:${chainPortico.port}/chain/items`, chainPortico.pid],
   ]
   let nginx: string | undefined
   try {
@@ -135,44 +153,30 @@ try {
     const child = spawn(nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' })
     children.push(child)
     await until(async () => (await fetch(`http://127.0.0.1:${port}/api/items`)).ok)
-    targets.push(['nginx', `http://127.0.0.1:${port}/api/items`])
+    targets.push(['nginx', `http://127.0.0.1:${port}/api/items`, undefined])
   }
 
-  // Two cores carry the load generator, the upstream and the proxy: single runs swing by ±20 %. Rounds interleave the
-  // targets so each sees the same conditions, and the median round counts.
+  // Two cores carry the load generator, the upstream and the proxy, and the machine's speed swings from second to
+  // second: single runs move by ±20 %. Rounds interleave the targets so each sees the same conditions, and the median
+  // round counts. CPU time per request is what a request costs the proxy process itself, whatever else the machine does.
   for (const [, url] of targets) await autocannon({ url, connections, duration: 1 }) // warm pools and JIT
   const rounds = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
-  for (let round = 0; round < roundCount; round++) for (const [name, url] of targets) rounds.get(name)?.push(await load(url))
+  for (let round = 0; round < roundCount; round++) for (const [name, url, pid] of targets) rounds.get(name)?.push(await load(url, pid))
   const results = targets.map(([name]) => {
     const runs = rounds.get(name) ?? []
-    return { name, rps: median(runs.map((r) => r.rps)), p50: median(runs.map((r) => r.p50)), p99: median(runs.map((r) => r.p99)), errors: runs.reduce((n, r) => n + r.errors, 0) }
+    const middle = (pick: (r: Round) => number) => median(runs.map(pick))
+    return { name, rps: middle((r) => r.rps), p50: middle((r) => r.p50), p99: middle((r) => r.p99), cpuUs: middle((r) => r.cpuUs), errors: runs.reduce((n, r) => n + r.errors, 0) }
   })
-  const baseline = results.find((r) => r.name === 'fastify-http-proxy')?.rps ?? 1
-  const plain = results.find((r) => r.name === 'portico')?.rps ?? 1
+  const baseline = results.find((r) => r.name === 'fastify-http-proxy') ?? results[0]
+  const plain = results.find((r) => r.name === 'portico') ?? results[0]
+  const ratio = (a: number, b: number | undefined) => (Number.isFinite(a / (b ?? NaN)) ? (a / (b ?? NaN)).toFixed(2) : '-')
   console.log(`\n${connections} connections, median of ${roundCount} interleaved rounds of ${seconds} s, one machine (${process.version})`)
-  console.log('target                 req/s     p50 ms  p99 ms  errors  vs fastify-http-proxy  vs portico')
+  console.log('target                 req/s     p50 ms  p99 ms  errors  cpu µs/req  req/s vs fastify-http-proxy  vs portico  cpu vs portico')
   for (const r of results) {
+    const cpu = Number.isFinite(r.cpuUs) ? r.cpuUs.toFixed(1) : '-'
     console.log(
-      `${r.name.padEnd(22)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${(r.rps / baseline).toFixed(2).padStart(20)}  ${(r.rps / plain).toFixed(2).padStart(10)}`,
+      `${r.name.padEnd(22)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${cpu.padStart(10)}  ${ratio(r.rps, baseline?.rps).padStart(26)}  ${ratio(r.rps, plain?.rps).padStart(10)}  ${ratio(r.cpuUs, plain?.cpuUs).padStart(14)}`,
     )
-  }
-  // The machine's speed itself swings from second to second here, so the rounds above carry that noise into their
-  // ratios. Paired runs load two targets at once, half the connections each: both see the same machine, and the
-  // ratio of their req/s is the ratio of what a request costs each of them.
-  const paired = async (baseline: string, candidate: string): Promise<number[]> => {
-    const urlOf = (name: string): string => targets.find(([n]) => n === name)?.[1] ?? ''
-    const ratios: number[] = []
-    for (let round = 0; round < roundCount; round++) {
-      const run = (url: string) => autocannon({ url, connections: connections / 2, duration: seconds })
-      const [b, c] = await Promise.all([run(urlOf(baseline)), run(urlOf(candidate))])
-      ratios.push(c.requests.average / b.requests.average)
-    }
-    return ratios
-  }
-  console.log(`\npaired runs (two targets loaded at once, ${connections / 2} connections each, median of ${roundCount} rounds of ${seconds} s)`)
-  for (const [baseline, candidate] of [['fastify-http-proxy', 'portico'], ['portico', 'portico+redis chain']] as const) {
-    const ratios = await paired(baseline, candidate)
-    console.log(`${candidate} vs ${baseline}: ${median(ratios).toFixed(2)}  (rounds: ${ratios.map((r) => r.toFixed(2)).join(' ')})`)
   }
 
   const small = matchCost(10)

@@ -65,13 +65,18 @@ interface Forwarding {
   instance: Instance
   upstream: ForwardOptions
   done: (() => void) | undefined
-  /** Set while an attempt with policies waits for reply-from's answer. */
+  /** Set while an attempt with policies waits for reply-from's answer: its outcome, or a failure its breaker counts. */
   settle: ((result: AttemptResult) => void) | undefined
+  fail: ((failure: CountedFailure<AttemptResult>) => void) | undefined
+  /** Set while a closed breaker waits to hear how a request it let through went. */
+  record: ((failed: boolean) => void) | undefined
 }
 
 interface RouteReplyOptions {
   /** A forward that reply-from answers itself. */
   readonly forward: FastifyReplyFromHooks
+  /** The same, telling a closed breaker how it went on the way. */
+  readonly observed: FastifyReplyFromHooks
   /** An attempt whose outcome goes to the route's policies (breaker, retry, outliers) before the client sees it. */
   readonly attempt: FastifyReplyFromHooks
 }
@@ -150,7 +155,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   // ── The request's way through the gateway ───────────────────────────────────────────────────────────────
-  // Callback style, not async: most routes have no rate limit, and a promise per request costs throughput.
+  // Callback style, not async: a promise per request costs throughput, and most requests need none.
   function routeRequest(request: GatewayRequest, reply: FastifyReply, done: (error?: Error) => void): void {
     let matched: Matched
     try {
@@ -161,14 +166,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     // 2. Rate limit: may answer 429 before any upstream is chosen.
     const limitRate = matched.route.limitRate
     if (!limitRate) return handOver(request, reply, matched, done)
-    limitRate(request, reply).then(() => {
-      // Outside fastify's hook runner now: what the rest of the chain throws must not become an unhandled rejection.
+    limitRate(request, reply, (error) => {
+      if (error) return done(error)
+      // Possibly outside fastify's hook runner now: what the rest of the chain throws must not get lost.
       try {
         handOver(request, reply, matched, done)
       } catch (error) {
         if (!reply.sent) reply.send(error)
       }
-    }, done)
+    })
   }
 
   // 1. Match: the normalised path against the live table (one read; a reload never changes a request midway).
@@ -213,6 +219,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       // Only least-request reads the in-flight counts.
       done: upgrade || route.loadBalancer !== 'least-request' ? undefined : inFlight.start(instance.origin),
       settle: undefined,
+      fail: undefined,
+      record: undefined,
     }
     ;(reply.raw as ServerResponse & { [kForwarding]?: Forwarding })[kForwarding] = forwarding
     reply.raw.on('close', onClientClose)
@@ -220,8 +228,9 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     done()
   }
 
-  // 5. Forward with the route's timeouts. A route without upstream policies streams straight through; one with a
-  //    breaker, retries or outlier detection runs each attempt through them.
+  // 5. Forward with the route's timeouts. A route without upstream policies streams straight through, and so does one
+  //    whose only policy is a closed breaker, which just hears how it went. Otherwise each attempt runs through the
+  //    policies (breaker, retry, outliers) before the client sees it.
   //    http-proxy's own per-request options are not used: a per-route object of ours keeps reply-from on one shape.
   //    Returns nothing, so fastify leaves the answer to reply-from or forwardWithPolicies. (A returned promise that
   //    resolves before the upstream body has gone out makes fastify answer a second time, with an empty body; a
@@ -229,9 +238,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   function forward(request: GatewayRequest, reply: FastifyReply): void {
     const forwarding = forwardingOf(request)
     const { route } = forwarding
-    if (!route.breaker && !route.retry && !route.outliers) {
-      reply.from(request.url, route.replyOptions.forward)
-      return
+    if (!route.retry && !route.outliers) {
+      if (!route.breaker) return void reply.from(request.url, route.replyOptions.forward)
+      forwarding.record = route.breaker.observe()
+      if (forwarding.record) return void reply.from(request.url, route.replyOptions.observed)
     }
     forwardWithPolicies(request, reply, forwarding).catch((error: Error) => {
       if (!reply.sent) reply.send(error)
@@ -249,27 +259,21 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       tried.add(instance.id)
       const timeout = Math.max(1, Math.min(route.timeout.responseMs, deadline - Date.now()))
       const send = () =>
-        new Promise<AttemptResult>((resolve) => {
+        new Promise<AttemptResult>((resolve, reject) => {
           forwarding.settle = resolve
+          forwarding.fail = reject
           reply.from(request.url, timeout === route.timeout.responseMs ? route.replyOptions.attempt : { ...route.replyOptions.attempt, timeout })
         })
       let result: AttemptResult
       try {
-        // The breaker counts what it is told is a failure: errors and the configured statuses.
-        result = route.breaker
-          ? await route.breaker.run(async () => {
-              const outcome = await send()
-              if (isFailure(outcome, route.circuitBreaker?.failureStatuses)) throw new CountedFailure(outcome)
-              return outcome
-            })
-          : await send()
+        result = route.breaker ? await route.breaker.run(send) : await send()
       } catch (error) {
         if (error instanceof CountedFailure) result = error.outcome as AttemptResult
         else if (error instanceof GatewayError) return void sendProblem(reply, error) // circuit_open: no upstream call
         else throw error
       }
+      if (forwarding.upstream.aborted) return discard(result, reply) // the client is gone: no verdict on the instance
       route.outliers?.record(instance.id, !isFailure(result, SERVER_ERRORS), route.instances().length)
-      if (forwarding.upstream.aborted) return discard(result, reply) // the client is gone
 
       const next =
         retry && attempt < retry.attempts && isRetryable(result, retry) && isReplayable(request, retry.methods) && Date.now() < deadline
@@ -329,20 +333,26 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // policy that never asks for one turns that off. Retries are the route's `retry` policy's business.
   function replyOptionsFor(timeout: number): RouteReplyOptions {
     const forward = { getUpstream: upstreamOrigin, rewriteRequestHeaders, rewriteHeaders: clientResponseHeaders, onError, retryDelay: noRetry, timeout }
+    const observed = {
+      ...forward,
+      onResponse: (request: GatewayRequest, reply: FastifyReply, res: Extract<AttemptResult, { kind: 'response' }>['res']) => {
+        const forwarding = forwardingOf(request)
+        recordOutcome(forwarding, forwarding.route.circuitBreaker?.failureStatuses.has(res.statusCode) ?? false)
+        reply.send(res.stream)
+      },
+      onError: (reply: FastifyReply, context: { error: Error }) => {
+        recordOutcome(forwardingOf(reply.request), true)
+        onError(reply, context)
+      },
+    }
     const attempt = {
       ...forward,
-      onResponse: (request: GatewayRequest, _reply: FastifyReply, res: Extract<AttemptResult, { kind: 'response' }>['res']) => settle(request, { kind: 'response', res }),
-      onError: (reply: FastifyReply, { error }: { error: Error }) => settle(reply.request, { kind: 'error', error }),
+      onResponse: (request: GatewayRequest, _reply: FastifyReply, res: Extract<AttemptResult, { kind: 'response' }>['res']) => settleAttempt(forwardingOf(request), { kind: 'response', res }),
+      onError: (reply: FastifyReply, { error }: { error: Error }) => settleAttempt(forwardingOf(reply.request), { kind: 'error', error }),
     }
-    return { forward, attempt } as unknown as RouteReplyOptions
+    return { forward, observed, attempt } as unknown as RouteReplyOptions
   }
 
-  function settle(request: GatewayRequest, result: AttemptResult): void {
-    const forwarding = forwardingOf(request)
-    const resolve = forwarding.settle
-    forwarding.settle = undefined
-    resolve?.(result)
-  }
   // ─────────────────────────────────────────────────────────────────────────────────────────────────────────
 
   const proxyOptions = {
@@ -402,11 +412,35 @@ function hashKeyFor(route: LiveRoute, request: FastifyRequest): string | undefin
   return route.loadBalancer === 'consistent-hash' ? hashKeyOf(route.hashOn, request.ip, request.headers) : undefined
 }
 
-/** One listener for every response (no closure per request): ends the in-flight count, aborts for a gone client. */
+/**
+ * One listener for every response (no closure per request): ends the in-flight count; for a client gone before its
+ * answer, aborts the upstream request and ends what waits for it (reply-from may never call back for it).
+ */
 function onClientClose(this: ServerResponse & { [kForwarding]?: Forwarding }): void {
   const forwarding = this[kForwarding]
-  forwarding?.done?.()
-  if (!this.writableFinished) forwarding?.upstream.abort(CLIENT_GONE)
+  if (!forwarding) return
+  forwarding.done?.()
+  if (this.writableFinished) return
+  forwarding.upstream.abort(CLIENT_GONE)
+  recordOutcome(forwarding, false)
+  settleAttempt(forwarding, { kind: 'error', error: CLIENT_GONE })
+}
+
+/**
+ * Ends an attempt's wait. The breaker counts what it is told is a failure: errors and the configured statuses, but not
+ * a client that went away.
+ */
+function settleAttempt(forwarding: Forwarding, result: AttemptResult): void {
+  const { settle: resolve, fail, route } = forwarding
+  forwarding.settle = forwarding.fail = undefined
+  if (route.breaker && !forwarding.upstream.aborted && isFailure(result, route.circuitBreaker?.failureStatuses)) fail?.(new CountedFailure(result))
+  else resolve?.(result)
+}
+
+function recordOutcome(forwarding: Forwarding, failed: boolean): void {
+  const record = forwarding.record
+  forwarding.record = undefined
+  record?.(failed && !forwarding.upstream.aborted)
 }
 
 function forwardingOf(request: GatewayRequest): Forwarding {

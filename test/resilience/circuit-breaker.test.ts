@@ -1,6 +1,8 @@
+import type { IncomingMessage } from 'node:http'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
-import { makeRoutesDir, spawnGateway, type GatewayProcess } from '../support/gateway.js'
+import { makeRoutesDir, spawnGateway, startGateway, type GatewayProcess } from '../support/gateway.js'
+import { freePort } from '../support/ports.js'
 import { timeUntil, waitFor } from '../support/poll.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 import { startUpstream } from '../support/upstream.js'
@@ -125,5 +127,44 @@ describe('breakers while Redis is away (own Redis)', () => {
     await redis.start()
     await waitFor(async () => (await get(`${b.url}/local`)).code === 'circuit_open', { timeoutMs: 10_000, intervalMs: 100, what: 'B to learn the open state' })
     expect((await get(`${a.url}/local`)).code).toBe('circuit_open')
+  })
+})
+
+describe('what a breaker counts (one process, no Redis)', () => {
+  const options = '{ errorThresholdPercentage: 50, volumeThreshold: 3, window: 10s, resetTimeout: 20s }'
+
+  it('counts an upstream that cannot be reached: 502 until the breaker opens, then 503 circuit_open', async () => {
+    const port = await freePort() // nothing listens there
+    const gateway = await startGateway({ 'cb.yaml': breakerRoute('down', `http://127.0.0.1:${port}`, options) })
+    try {
+      for (let i = 0; i < 3; i++) expect((await get(`${gateway.url}/down`)).code).toBe('upstream_unreachable')
+      expect((await get(`${gateway.url}/down`)).code).toBe('circuit_open')
+    } finally {
+      await gateway.close()
+    }
+  })
+
+  it('does not count a client that went away before the upstream answered', async () => {
+    let slow = true
+    const gone: IncomingMessage[] = []
+    const upstream = await startUpstream('slow', (req, res) => {
+      if (!slow) return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok')
+      // Holds the request until the gateway gives it up on the client's behalf.
+      req.socket.once('close', () => gone.push(req))
+    })
+    const gateway = await startGateway({ 'cb.yaml': breakerRoute('slow', upstream.url, options) })
+    try {
+      for (let i = 0; i < 4; i++) {
+        await expect(request(`${gateway.url}/slow`, { signal: AbortSignal.timeout(100) })).rejects.toThrow()
+        await waitFor(() => gone.length === i + 1, { what: 'the gateway to abort the upstream request' })
+      }
+      slow = false
+      const answer = await get(`${gateway.url}/slow`)
+      expect(answer.status).toBe(200)
+      expect(answer.text).toBe('ok')
+    } finally {
+      await gateway.close()
+      await upstream.close()
+    }
   })
 })

@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { makeRoutesDir, spawnGateway, startGateway, type GatewayProcess, type TestGateway } from '../support/gateway.js'
@@ -46,6 +47,59 @@ describe('a rate limit shared by three replicas', () => {
       expect(body.code).toBe('rate_limited')
       expect(Number(response.headers['retry-after'])).toBeGreaterThan(3000)
       expect(response.headers['content-type']).toMatch(/^application\/problem\+json/)
+    }
+  })
+})
+
+describe('a busy key on three replicas under concurrent load (own Redis)', () => {
+  const limit = 3000
+  let redis: TestRedis
+  let upstream: Upstream
+  let replicas: GatewayProcess[]
+  beforeAll(async () => {
+    redis = await startRedis()
+    upstream = await startUpstream('busy')
+    const dir = await makeRoutesDir({ 'r.yaml': limited('busy', upstream.url, `{ key: route, limits: [{ limit: ${limit}, window: 1h }] }`) })
+    replicas = await Promise.all([0, 1, 2].map(() => spawnGateway(dir, { REDIS_URL: redis.url })))
+    for (const replica of replicas) await waitFor(async () => (await replicasSeen(replica.adminUrl)).replicas === 3, { timeoutMs: 10_000, what: 'the replicas to count each other' })
+  })
+  afterAll(async () => {
+    await Promise.all((replicas ?? []).map((r) => r.stop('SIGKILL')))
+    await redis?.stop()
+    await upstream?.close()
+  })
+
+  it('admits exactly the limit, with far fewer Redis commands than requests, then 429 on every replica', async () => {
+    const client = new Redis(redis.url)
+    // rate-limiter-flexible counts with one script call (EVALSHA, EVAL the first time) per increment.
+    const evalCalls = async () => {
+      const stats = await client.info('commandstats')
+      return ['eval', 'evalsha'].reduce((sum, command) => sum + Number(stats.match(new RegExp(`cmdstat_${command}:calls=(\\d+)`))?.[1] ?? 0), 0)
+    }
+    const evalsBefore = await evalCalls()
+    const statuses = new Map<number, number>()
+    let sent = 0
+    const deadline = Date.now() + 20_000
+    // 16 clients per replica, each sending one request after another, 1.2 × limit in all.
+    const load = async (url: string) => {
+      while (sent < limit * 1.2 && Date.now() < deadline) {
+        sent++
+        const response = await request(`${url}/busy`)
+        await response.body.dump()
+        statuses.set(response.statusCode, (statuses.get(response.statusCode) ?? 0) + 1)
+      }
+    }
+    await Promise.all(replicas.flatMap((replica) => Array.from({ length: 16 }, () => load(replica.url))))
+
+    expect(sent).toBeGreaterThanOrEqual(limit * 1.2)
+    expect(Object.fromEntries(statuses)).toEqual({ 200: limit, 429: sent - limit })
+    expect(upstream.requests).toHaveLength(limit)
+    expect((await evalCalls()) - evalsBefore).toBeLessThan(sent / 2)
+    client.disconnect()
+    for (const replica of replicas) {
+      const response = await request(`${replica.url}/busy`)
+      await response.body.dump()
+      expect(response.statusCode).toBe(429)
     }
   })
 })

@@ -18,6 +18,8 @@ interface BreakerMessage {
   readonly from: string
 }
 
+const COUNTED = new Error('the request counts as a failure')
+
 /** A failed attempt the breaker should count, carrying what the caller still needs (e.g. the upstream response). */
 export class CountedFailure<T> extends Error {
   constructor(readonly outcome: T) {
@@ -31,6 +33,11 @@ export interface RouteBreaker {
    * open, or while it is half-open and another replica holds the fleet's single probe.
    */
   run<T>(attempt: () => Promise<T>): Promise<T>
+  /**
+   * For a request that goes ahead while the breaker is closed: the function to call once with how it went, so the
+   * breaker counts it without standing in the response's way. Undefined when the breaker is not closed (use `run`).
+   */
+  observe(): ((failed: boolean) => void) | undefined
   state(): { state: 'closed' | 'open' | 'half-open'; openUntil: number | undefined }
   stop(): void
 }
@@ -188,19 +195,34 @@ export function createRouteBreaker(route: string, config: CircuitBreakerConfig, 
     })
   }
 
+  // opossum refuses a call itself while half-open with its one trial call under way.
+  const openAsCircuitOpen = (error: unknown): never => {
+    throw (error as { code?: string }).code === 'EOPENBREAKER' ? circuitOpen() : error
+  }
+  async function probe<T>(attempt: () => Promise<T>): Promise<T> {
+    const taken = await state?.redis.eval(TAKE_PROBE, 2, keys.state, keys.probe, state.replicaId, Math.max(1_000, config.resetTimeoutMs)).catch(() => 1)
+    if (taken !== 1) throw circuitOpen()
+    return (await breaker.fire(attempt).catch(openAsCircuitOpen)) as T
+  }
+
   return {
-    async run(attempt) {
-      if (breaker.opened) throw circuitOpen()
-      if (breaker.halfOpen && state?.isUp()) {
-        const probe = await state.redis.eval(TAKE_PROBE, 2, keys.state, keys.probe, state.replicaId, Math.max(1_000, config.resetTimeoutMs)).catch(() => 1)
-        if (probe !== 1) throw circuitOpen()
-      }
-      try {
-        return (await breaker.fire(attempt)) as Awaited<ReturnType<typeof attempt>>
-      } catch (error) {
-        if ((error as { code?: string }).code === 'EOPENBREAKER') throw circuitOpen()
-        throw error
-      }
+    run(attempt) {
+      if (breaker.opened) return Promise.reject(circuitOpen())
+      if (breaker.halfOpen && state?.isUp()) return probe(attempt)
+      return breaker.fire(attempt).catch(openAsCircuitOpen) as ReturnType<typeof attempt>
+    },
+    observe() {
+      if (!breaker.closed) return undefined
+      let end: ((failed: boolean) => void) | undefined
+      // opossum runs the action at once, so `end` is set when fire returns.
+      breaker
+        .fire(() =>
+          new Promise<void>((resolve, reject) => {
+            end = (failed) => (failed ? reject(COUNTED) : resolve())
+          }),
+        )
+        .catch(() => undefined) // counted by opossum; nothing waits for it
+      return end
     },
     state: () => ({ state: breaker.opened ? 'open' : breaker.halfOpen ? 'half-open' : 'closed', openUntil }),
     stop() {

@@ -2,15 +2,16 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
 import { GatewayError } from '../../errors.js'
 import type { SharedState } from '../../state/shared-state.js'
-import { BatchedConsume } from './batched-consume.js'
+import { SharedConsume } from './shared-consume.js'
 import type { RateLimitConfig } from './schema.js'
 
-export type RequestPolicy = (request: FastifyRequest, reply: FastifyReply) => Promise<void>
+/** Calls `next` with nothing to go on, or with the error to answer: at once when it can, so most requests make no promise. */
+export type RequestPolicy = (request: FastifyRequest, reply: FastifyReply, next: (error?: Error) => void) => void
 
 interface Window {
   readonly limit: number
   readonly windowMs: number
-  readonly shared: BatchedConsume | undefined
+  readonly shared: SharedConsume | undefined
   local: RateLimiterMemory
   localReplicas: number
 }
@@ -24,9 +25,9 @@ interface Outcome {
 
 /**
  * A route's rate limit: one fixed-window counter per limit, in Redis when the gateway has one (at most one round trip
- * per limit, all limits in parallel, concurrent requests of a key batched), in memory otherwise. Answers 429 with
- * Retry-After, and sets the RateLimit headers of draft-ietf-httpapi-ratelimit-headers-07 (`RateLimit-Policy`,
- * `RateLimit`) on every response.
+ * per limit, all limits in parallel, a busy key's requests batched and leased: see SharedConsume), in memory
+ * otherwise. Answers 429 with Retry-After, and sets the RateLimit headers of draft-ietf-httpapi-ratelimit-headers-07
+ * (`RateLimit-Policy`, `RateLimit`) on every response.
  */
 export function createRateLimit(route: string, config: RateLimitConfig, state: SharedState | undefined): RequestPolicy {
   const localPoints = (limit: number, replicas: number) => Math.max(1, Math.floor(limit / replicas))
@@ -37,8 +38,10 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
       windowMs,
       // `{route}` is a hash tag: with Redis Cluster every key of a route lands in one slot.
       shared: state
-        ? new BatchedConsume(
+        ? new SharedConsume(
             new RateLimiterRedis({ storeClient: state.redis, points: limit, duration: windowMs / 1000, keyPrefix: `portico:rl:{${route}}:${windowMs}`, rejectIfRedisNotReady: true }),
+            state.redis,
+            () => state.liveReplicas(),
           )
         : undefined,
       local: new RateLimiterMemory({ points: state ? localPoints(limit, replicas) : limit, duration: windowMs / 1000 }),
@@ -70,16 +73,17 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
     return window.local
   }
 
-  const consume = async (window: Window, key: string): Promise<Outcome | undefined> => {
-    const outcome = (res: RateLimiterRes, limit: number): Outcome => ({ limit, windowMs: window.windowMs, remaining: res.remainingPoints, resetMs: res.msBeforeNext })
-    const over = (res: RateLimiterRes, limit: number): never => {
-      throw Object.assign(new GatewayError('rate_limited', `More than ${limit} requests in ${window.windowMs / 1000} s`), { outcome: outcome(res, limit) })
-    }
-    if (!window.shared) return outcome(await window.local.consume(key).catch((res: RateLimiterRes) => over(res, window.limit)), window.limit)
+  const outcome = (window: Window, res: RateLimiterRes, limit = window.limit): Outcome => ({ limit, windowMs: window.windowMs, remaining: res.remainingPoints, resetMs: res.msBeforeNext })
+  const over = (window: Window, res: RateLimiterRes, limit = window.limit): never => {
+    throw Object.assign(new GatewayError('rate_limited', `More than ${limit} requests in ${window.windowMs / 1000} s`), { outcome: outcome(window, res, limit) })
+  }
+
+  const consume = async (window: Window, key: string, taken = window.shared?.take(key)): Promise<Outcome | undefined> => {
+    if (!taken) return outcome(window, await window.local.consume(key).catch((res: RateLimiterRes) => over(window, res)))
     try {
-      return outcome(await window.shared.consume(key), window.limit)
+      return outcome(window, await taken)
     } catch (error) {
-      if (error instanceof RateLimiterRes) return over(error, window.limit)
+      if (error instanceof RateLimiterRes) return over(window, error)
       switch (config.onRedisDown) {
         case 'open':
           return undefined
@@ -87,8 +91,7 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
           throw new GatewayError('state_unavailable', 'Rate limits are unavailable while Redis is unreachable', { cause: error })
         case 'local': {
           const share = localShare(window)
-          const limit = share.points
-          return outcome(await share.consume(key).catch((res: RateLimiterRes) => over(res, limit)), limit)
+          return outcome(window, await share.consume(key).catch((res: RateLimiterRes) => over(window, res, share.points)), share.points)
         }
       }
     }
@@ -105,26 +108,37 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
     })
   }
 
-  const only = windows.length === 1 ? windows[0] : undefined
-  return async function rateLimit(request, reply) {
-    const key = keyOf(request)
-    let tightest: Outcome | undefined
-    if (only) {
-      // One limit is the common case: no need to gather several answers.
-      try {
-        tightest = await consume(only, key)
-      } catch (error) {
-        throw refusal([error])
-      }
-    } else {
-      const results = await Promise.allSettled(windows.map((w) => consume(w, key)))
-      const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []))
-      if (refused.length > 0) throw refusal(refused)
-      for (const r of results) if (r.status === 'fulfilled' && r.value && (!tightest || r.value.remaining < tightest.remaining)) tightest = r.value
-    }
-    if (!tightest) return
+  const setHeaders = (reply: FastifyReply, tightest: Outcome) => {
     reply.header('ratelimit-policy', policyHeader)
     reply.header('ratelimit', header(tightest))
+  }
+  const only = windows.length === 1 ? windows[0] : undefined
+  return function rateLimit(request, reply, next) {
+    const key = keyOf(request)
+    if (only) {
+      // One limit is the common case, and a place leased from Redis answers at once.
+      const taken = only.shared?.take(key)
+      if (taken instanceof RateLimiterRes) {
+        setHeaders(reply, outcome(only, taken))
+        return next()
+      }
+      consume(only, key, taken).then(
+        (tightest) => {
+          if (tightest) setHeaders(reply, tightest)
+          next()
+        },
+        (error: unknown) => next(refusal([error]) as Error),
+      )
+      return
+    }
+    Promise.allSettled(windows.map((w) => consume(w, key))).then((results) => {
+      const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []))
+      if (refused.length > 0) return next(refusal(refused) as Error)
+      let tightest: Outcome | undefined
+      for (const r of results) if (r.status === 'fulfilled' && r.value && (!tightest || r.value.remaining < tightest.remaining)) tightest = r.value
+      if (tightest) setHeaders(reply, tightest)
+      next()
+    }, next)
   }
 }
 
