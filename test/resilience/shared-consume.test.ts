@@ -75,17 +75,17 @@ describe('SharedConsume (real Redis)', () => {
   })
 
   it('leases places to a busy key: most requests pass without Redis, and the limit still admits exactly its count', async () => {
-    const { limiter, sent } = countingLimiter(redis, 2000, unique('lease'))
+    const { limiter, sent } = countingLimiter(redis, 4000, unique('lease'))
     const shared = new SharedConsume(limiter, redis, one)
-    const { admitted, refused } = await drive([shared], 'k', 202, 10, 5)
+    const { admitted, refused } = await drive([shared], 'k', 220, 20, 5)
 
-    expect(admitted.map((r) => r.consumedPoints)).toEqual(Array.from({ length: 2000 }, (_, i) => i + 1))
-    expect(admitted.map((r) => r.remainingPoints)).toEqual(Array.from({ length: 2000 }, (_, i) => 1999 - i))
-    expect(refused).toHaveLength(20)
-    expect(sent.length).toBeLessThan(202 / 2)
-    expect(Math.max(...sent)).toBeGreaterThan(10) // a lease, not a batch: no turn has more than 10 requests
-    // The reserved end (at least the last tenth) went request by request, a turn's batch at a time.
-    expect(sent.slice(-22)).toEqual(Array.from({ length: 22 }, () => 10))
+    expect(admitted.map((r) => r.consumedPoints)).toEqual(Array.from({ length: 4000 }, (_, i) => i + 1))
+    expect(admitted.map((r) => r.remainingPoints)).toEqual(Array.from({ length: 4000 }, (_, i) => 3999 - i))
+    expect(refused).toHaveLength(400)
+    expect(sent.length).toBeLessThan(220 / 2)
+    expect(Math.max(...sent)).toBeGreaterThan(20) // a lease, not a batch: no turn has more than 20 requests
+    // The reserved end (at least the last tenth) went request by request, a turn's batch at a time; so did the refused.
+    expect(sent.slice(-40)).toEqual(Array.from({ length: 40 }, () => 20))
   })
 
   it('never leases past a fair part of what is left: two replicas on one key admit exactly the limit between them', async () => {
@@ -93,22 +93,22 @@ describe('SharedConsume (real Redis)', () => {
     const { limiter: limiterB, sent: sentB } = countingLimiter(redis, 4000, prefix)
     const two = () => 2
     const replicas = [new SharedConsume(limiterA, redis, two), new SharedConsume(limiterB, redis, two)]
-    const { admitted, refused } = await drive(replicas, 'k', 240, 20, 5)
+    const { admitted, refused } = await drive(replicas, 'k', 120, 40, 5)
 
     expect(admitted.map((r) => r.consumedPoints).sort((a, b) => a - b)).toEqual(Array.from({ length: 4000 }, (_, i) => i + 1))
     expect(refused).toHaveLength(800)
-    // Both leased (a lease is bigger than a replica's 10 requests of a turn), and no increment was more than a batch of
-    // 10 and a quarter of what was left.
-    expect(Math.max(...sentA)).toBeGreaterThan(10)
-    expect(Math.max(...sentB)).toBeGreaterThan(10)
-    expect(Math.max(...sentA, ...sentB)).toBeLessThanOrEqual(10 + 4000 / 4)
+    // Both leased (a lease is bigger than a replica's 20 requests of a turn), and no increment was more than a batch of
+    // 20 and a quarter of what was left.
+    expect(Math.max(...sentA)).toBeGreaterThan(20)
+    expect(Math.max(...sentB)).toBeGreaterThan(20)
+    expect(Math.max(...sentA, ...sentB)).toBeLessThanOrEqual(20 + 4000 / 4)
   })
 
   it('gives an idle lease back, so another replica can still use those places', async () => {
     const { limiter: limiterA } = countingLimiter(redis, 3000, unique('giveback'))
     const { limiter: limiterB } = countingLimiter(redis, 3000, prefix)
     const [a, b] = [new SharedConsume(limiterA, redis, one), new SharedConsume(limiterB, redis, one)]
-    const fromA = await drive([a], 'k', 30, 10, 5)
+    const fromA = await drive([a], 'k', 30, 20, 5)
     const leased = Number(await redis.get(`${prefix}:k`)) - fromA.admitted.length
     expect(leased).toBeGreaterThan(0)
 
@@ -128,13 +128,13 @@ describe('SharedConsume (real Redis)', () => {
     const { limiter } = countingLimiter(redis, 3000, unique('window'))
     const shared = new SharedConsume(limiter, redis, one)
     // 'renewed' goes idle first, so its places are on their way back before those of 'same'.
-    await drive([shared], 'renewed', 30, 10, 5)
-    expect(Number(await redis.get(`${prefix}:renewed`))).toBeGreaterThan(300)
+    await drive([shared], 'renewed', 30, 20, 5)
+    expect(Number(await redis.get(`${prefix}:renewed`))).toBeGreaterThan(600)
     // As if 'renewed' had expired and a new window had started with other replicas' 7 requests.
     await redis.set(`${prefix}:renewed`, 7, 'EX', 3600)
-    await drive([shared], 'same', 30, 10, 5)
+    await drive([shared], 'same', 30, 20, 5)
 
-    await waitFor(async () => Number(await redis.get(`${prefix}:same`)) === 300, { what: "the idle lease of 'same' given back" })
+    await waitFor(async () => Number(await redis.get(`${prefix}:same`)) === 600, { what: "the idle lease of 'same' given back" })
     expect(Number(await redis.get(`${prefix}:renewed`))).toBe(7)
   })
 
