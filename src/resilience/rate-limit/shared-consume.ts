@@ -103,12 +103,8 @@ export class SharedConsume {
     })
   }
 
-  #hasLease(state: KeyState, now: number): boolean {
-    return state.next <= state.last && now < state.windowEnds
-  }
-
   #fromLease(state: KeyState, now: number): RateLimiterRes | undefined {
-    if (!this.#hasLease(state, now)) return undefined
+    if (state.next > state.last || now >= state.windowEnds) return undefined
     const place = state.next++
     return new RateLimiterRes(this.#limiter.points - place, Math.round(state.windowEnds - now), place, false)
   }
@@ -148,8 +144,9 @@ export class SharedConsume {
     const batch = served === 0 ? state.waiting : state.waiting.slice(served)
     state.waiting = []
     if (batch.length === 0) return
-    const lease = this.#leaseSize(state, batch.length, now)
-    state.leaseInFlight ||= lease > 0
+    // Here the lease is used up (or from a window gone by), so a new one may come.
+    const lease = this.#leaseSize(state, batch.length)
+    if (lease > 0) state.leaseInFlight = true
     const limit = this.#limiter.points
     const answer = (counted: RateLimiterRes) => {
       const first = counted.consumedPoints - batch.length - lease + 1
@@ -189,9 +186,9 @@ export class SharedConsume {
   }
 
   /** Spare places to take along: the key's rate times LEASE_MS, within its fair part of what is left. */
-  #leaseSize(state: KeyState, batchSize: number, now: number): number {
+  #leaseSize(state: KeyState, batchSize: number): number {
     const { rate, fleetRate, counted } = state
-    if (state.leaseInFlight || this.#hasLease(state, now) || rate === undefined || rate < MIN_RATE || fleetRate === undefined || counted === undefined) return 0
+    if (state.leaseInFlight || rate === undefined || rate < MIN_RATE || fleetRate === undefined || counted === undefined) return 0
     const limit = this.#limiter.points
     const reserve = Math.ceil(Math.max(limit * RESERVE_SHARE, fleetRate * RESERVE_MS))
     const leasable = limit - counted - batchSize - reserve
