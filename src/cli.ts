@@ -1,11 +1,10 @@
 #!/usr/bin/env node
-import { readdir, readFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
+import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig } from './config.js'
-import { displayPath } from './routes/file-provider.js'
 import { mergeRouteSources } from './routes/merge.js'
 import { formatRouteFileError } from './routes/parse.js'
+import { readRouteDir } from './routes/route-dir.js'
 import { createLogger, handleSignals, startPortico } from './server.js'
 
 const USAGE = `Usage:
@@ -65,20 +64,17 @@ async function validate(args: string[]): Promise<number> {
   const { positionals } = parseArgs({ args, options: {}, strict: true, allowPositionals: true })
   if (positionals.length > 1) throw new ConfigError('validate takes at most one directory')
   const dir = resolve(positionals[0] ?? process.env.PORTICO_ROUTES ?? './routes')
-  const names = (await readdir(dir).catch(() => {
+  const sources = await readRouteDir(dir).catch(() => {
     throw new ConfigError(`routes directory ${dir} does not exist`)
-  })).filter((n) => /\.ya?ml$/.test(n)).sort()
-  const sources = await Promise.all(
-    names.map(async (name) => ({ source: displayPath(join(dir, name)), text: await readFile(join(dir, name), 'utf8') })),
-  )
+  })
   const merged = mergeRouteSources(sources, new Map())
   const errors = merged.sources.flatMap((s) => s.errors)
   for (const error of errors) console.error(formatRouteFileError(error))
   if (errors.length > 0) {
-    console.error(`${errors.length} problem${errors.length === 1 ? '' : 's'} in ${merged.sources.filter((s) => s.errors.length > 0).length} of ${names.length} files`)
+    console.error(`${errors.length} problem${errors.length === 1 ? '' : 's'} in ${merged.sources.filter((s) => s.errors.length > 0).length} of ${sources.length} files`)
     return 1
   }
-  console.log(`ok: ${merged.routes.length} routes in ${names.length} files`)
+  console.log(`ok: ${merged.routes.length} routes in ${sources.length} files`)
   return 0
 }
 

@@ -1,4 +1,5 @@
 import { request } from 'undici'
+import { execFileSync } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -42,6 +43,27 @@ describe('portico validate', () => {
     ])
   })
 
+  it('reports every hostile file as file:line and still checks the others (a FIFO is refused unread)', async () => {
+    const dir = await makeRoutesDir({
+      'a-alias.yaml': 'routes: *nope\n',
+      'b-bomb.yaml': `a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nroutes: *c\n`,
+      'c-escape.yaml': 'routes:\n  - name: c\n    prefix: /c\n    service: c\n    "\\e]0;owned\\a": 1\n',
+      'e-good.yaml': 'routes:\n  - name: e\n    prefix: /e\n    service: e\n',
+    })
+    execFileSync('mkfifo', [join(dir, 'd-fifo.yaml')])
+    const result = await cli(['validate', dir])
+    expect(result.code).toBe(1)
+    const lines = result.stderr.trim().split('\n')
+    expect(lines).toEqual([
+      expect.stringMatching(/a-alias\.yaml:1: alias "\*nope" has no anchor "&nope" above it$/),
+      expect.stringMatching(/b-bomb\.yaml:1: aliases expand to more than 100 copies/),
+      expect.stringMatching(/c-escape\.yaml:5: routes\[0\]: unknown key "\\x1b\]0;owned\\x07"/),
+      expect.stringMatching(/d-fifo\.yaml:1: not a regular file/),
+      '4 problems in 4 of 5 files',
+    ])
+    expect(result.stderr).not.toContain('\u001b')
+  })
+
   it('validates the shipped routes directory', async () => {
     const result = await cli(['validate', 'routes'])
     expect(result.stderr).toBe('')
@@ -67,6 +89,25 @@ describe('portico start', () => {
     expect(result.stderr).toMatch(/--port: "70000"/)
     const fromEnv = await cli(['start'], { PORTICO_PORT: 'x' })
     expect(fromEnv.stderr).toMatch(/PORTICO_PORT: "x" is not a port number/)
+  })
+})
+
+describe('a route file that cannot be parsed', () => {
+  it('never stops the gateway: it starts with the file present and lives through the file being written', async () => {
+    const good = await startUpstream('good')
+    const routesDir = await makeRoutesDir({ 'good.yaml': `routes:\n  - name: good\n    prefix: /good\n    upstreams: [${good.url}]\n`, 'typo.yaml': 'routes: *nope\n' })
+    const gateway = await spawnGateway(routesDir)
+    try {
+      expect((await request(`${gateway.url}/good`)).statusCode).toBe(200)
+      await writeFile(join(routesDir, 'bomb.yaml'), '%YAML 1.1\n---\na: &a {<<: *a}\nroutes: []\n')
+      await waitFor(() => gateway.output().includes('bomb.yaml:3: alias \\"*a\\" is inside the value it refers to'), { what: 'the refusal to be logged' })
+      expect(gateway.child.exitCode).toBe(null)
+      expect((await request(`${gateway.url}/good`)).statusCode).toBe(200)
+      expect(gateway.output()).toContain('typo.yaml:1: alias \\"*nope\\" has no anchor')
+    } finally {
+      await gateway.stop('SIGKILL')
+      await good.close()
+    }
   })
 })
 

@@ -1,42 +1,20 @@
 import { watch } from 'node:fs'
-import { readdir, readFile } from 'node:fs/promises'
-import { isAbsolute, join, relative } from 'node:path'
-import type { RouteProvider } from './watcher.js'
 import type { RouteSource } from './merge.js'
-
-const ROUTE_FILE = /\.ya?ml$/
+import type { RouteProvider } from './watcher.js'
+import { readRouteDir } from './route-dir.js'
 
 /**
  * Emits the whole routes directory as a snapshot whenever anything in it changes. It only reads and emits; the
  * watcher validates. Watching the directory (not each file) also catches editors that save by rename.
  */
-/** The path as the operator would type it: relative to the working directory when below it. */
-export function displayPath(path: string): string {
-  const relativePath = relative(process.cwd(), path)
-  return relativePath === '' || relativePath.startsWith('..') || isAbsolute(relativePath) ? path : relativePath
-}
-
 export function createFileProvider(dir: string): RouteProvider {
   let emitSnapshot: ((sources: RouteSource[]) => void) | undefined
   let reading: Promise<void> | undefined
   let again = false
 
   const read = async (): Promise<void> => {
-    const names = (await readdir(dir)).filter((n) => ROUTE_FILE.test(n)).sort()
-    const sources = await Promise.all(
-      names.map(async (name): Promise<RouteSource | undefined> => {
-        const path = join(dir, name)
-        const source = displayPath(path)
-        try {
-          return { source, text: await readFile(path, 'utf8') }
-        } catch (error) {
-          // A file removed between readdir and readFile is simply gone; the next event re-reads.
-          if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-          return { source, text: '', readError: `cannot read file: ${(error as Error).message}` }
-        }
-      }),
-    )
-    emitSnapshot?.(sources.filter((s) => s !== undefined))
+    const sources = await readRouteDir(dir)
+    emitSnapshot?.(sources)
   }
   // Coalesce bursts of events: at most one read runs, and one more follows it if anything changed meanwhile.
   const refresh = async (): Promise<void> => {

@@ -1,5 +1,5 @@
 import { Ajv, type ErrorObject } from 'ajv'
-import { LineCounter, parseDocument, isMap, isScalar, type Document, type Node } from 'yaml'
+import { LineCounter, parseDocument, isAlias, isMap, isScalar, visit, type Document, type Node } from 'yaml'
 import type { CircuitBreakerConfig } from '../resilience/circuit-breaker/schema.js'
 import { toRateLimitConfig, type RateLimitConfig } from '../resilience/rate-limit/schema.js'
 import type { RetryConfig } from '../resilience/retry/schema.js'
@@ -40,7 +40,11 @@ export interface RouteFileError {
   readonly message: string
 }
 
-export const formatRouteFileError = (e: RouteFileError): string => `${e.file}:${e.line}: ${e.message}`
+/** `file:line: message`, with control characters from the file shown escaped, never sent to a terminal as they are. */
+export const formatRouteFileError = (e: RouteFileError): string => `${e.file}:${e.line}: ${e.message}`.replace(CONTROL_CHARACTERS, escapeControl)
+
+const CONTROL_CHARACTERS = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g
+const escapeControl = (c: string): string => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`
 
 export const DEFAULT_CONNECT_TIMEOUT = '5s'
 export const DEFAULT_RESPONSE_TIMEOUT = '30s'
@@ -50,19 +54,56 @@ ajv.addKeyword({ keyword: 'patternMessage', schemaType: 'string' })
 const validateRouteFile = ajv.compile<RouteFileSpec>(RouteFileSchema)
 
 /**
+ * Bounds on one route file, so that no file an operator (or a fuzzer) can write takes the gateway's memory or time.
+ * A real route file is a few kilobytes with a handful of anchors.
+ */
+export const ROUTE_FILE_LIMITS = {
+  /** Bytes of text; larger files are refused unread. */
+  bytes: 1024 * 1024,
+  /** YAML nodes (every scalar, list and map). */
+  nodes: 200_000,
+  /** Anchors plus aliases: yaml resolves each alias by scanning them all. */
+  anchorsAndAliases: 1_000,
+  /** How many times the data behind aliases may be copied out (yaml's guard against alias bombs). */
+  aliasExpansion: 100,
+} as const
+
+/**
  * Parses and validates one route file. Pure: text in, routes or errors out. A file with any error yields no routes,
- * so that a half-valid edit never goes live.
+ * so that a half-valid edit never goes live. Never throws: whatever the text, the answer is routes or
+ * `file:line: message` errors.
  */
 export function parseRouteFile(file: string, text: string): { routes: RouteDefinition[]; errors: RouteFileError[] } {
+  try {
+    return parseBoundedRouteFile(file, text)
+  } catch (error) {
+    // A YAML or validation corner nobody foresaw: the file is refused, the gateway lives on.
+    return { routes: [], errors: [{ file, line: 1, message: `cannot be read as a route file: ${firstLine(error instanceof Error ? error.message : String(error))}` }] }
+  }
+}
+
+function parseBoundedRouteFile(file: string, text: string): { routes: RouteDefinition[]; errors: RouteFileError[] } {
+  const fail = (errors: RouteFileError[]) => ({ routes: [], errors })
+  const size = Buffer.byteLength(text)
+  if (size > ROUTE_FILE_LIMITS.bytes) {
+    return fail([{ file, line: 1, message: `file is ${size} bytes; a route file may be at most ${ROUTE_FILE_LIMITS.bytes} bytes (split it into several files)` }])
+  }
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
   const lineAt = (offset: number): number => lineCounter.linePos(offset).line
-  const fail = (errors: RouteFileError[]) => ({ routes: [], errors })
 
   if (doc.errors.length > 0) {
     return fail(doc.errors.map((e) => ({ file, line: lineAt(e.pos[0]), message: firstLine(e.message) })))
   }
-  const data: unknown = doc.toJS()
+  const structureErrors = aliasAndSizeErrors(doc, lineAt)
+  if (structureErrors.length > 0) return fail(structureErrors.map((e) => ({ file, ...e })))
+  let data: unknown
+  try {
+    data = doc.toJS({ maxAliasCount: ROUTE_FILE_LIMITS.aliasExpansion })
+  } catch (error) {
+    const message = (error as Error).message
+    return fail([{ file, line: 1, message: /excessive alias count/i.test(message) ? `aliases expand to more than ${ROUTE_FILE_LIMITS.aliasExpansion} copies of their data` : firstLine(message) }])
+  }
   if (data === null || data === undefined) return fail([{ file, line: 1, message: 'file is empty: expected a top-level "routes:" list' }])
   if (!validateRouteFile(data)) {
     return fail(sortByLine((validateRouteFile.errors ?? []).filter(isUseful).map((e) => schemaError(file, doc, lineAt, e))))
@@ -217,6 +258,39 @@ function keyLine(doc: Document, lineAt: (offset: number) => number, path: (strin
     if (pair && isScalar(pair.key) && pair.key.range) return lineAt(pair.key.range[0])
   }
   return lineOf(doc, lineAt, path)
+}
+
+/**
+ * What yaml would only find while converting, or not at all: an alias with no anchor before it, an alias inside the
+ * node it refers to (a cycle), and more nodes or anchors than any route file needs. One pass in document order.
+ */
+function aliasAndSizeErrors(doc: Document, lineAt: (offset: number) => number): { line: number; message: string }[] {
+  const errors: { line: number; message: string }[] = []
+  const anchors = new Map<string, unknown>()
+  let nodes = 0
+  let anchorsAndAliases = 0
+  const lineOfNode = (node: { range?: [number, number, number] | null }) => (node.range ? lineAt(node.range[0]) : 1)
+  visit(doc, (_key, node, path) => {
+    if (node === null) return undefined // an empty document
+    if (++nodes > ROUTE_FILE_LIMITS.nodes) {
+      errors.push({ line: lineOfNode(node as Node), message: `more than ${ROUTE_FILE_LIMITS.nodes} values in one file` })
+      return visit.BREAK
+    }
+    const anchor = (node as { anchor?: string }).anchor
+    if (anchor === undefined && !isAlias(node)) return undefined
+    if (++anchorsAndAliases > ROUTE_FILE_LIMITS.anchorsAndAliases) {
+      errors.push({ line: lineOfNode(node as Node), message: `more than ${ROUTE_FILE_LIMITS.anchorsAndAliases} anchors and aliases in one file` })
+      return visit.BREAK
+    }
+    if (anchor !== undefined) anchors.set(anchor, node)
+    if (isAlias(node)) {
+      const target = anchors.get(node.source)
+      if (target === undefined) errors.push({ line: lineOfNode(node), message: `alias "*${node.source}" has no anchor "&${node.source}" above it` })
+      else if (path.includes(target as never)) errors.push({ line: lineOfNode(node), message: `alias "*${node.source}" is inside the value it refers to` })
+    }
+    return undefined
+  })
+  return errors
 }
 
 function firstLine(message: string): string {
