@@ -8,8 +8,8 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort } from '../test/support/ports.js'
-import { parseRouteFile, type RouteDefinition } from '../src/routes/parse.js'
-import { RouteTable } from '../src/routes/route-table.js'
+import { parseRouteFile, type RouteDefinition } from '../src/config/parse-route-file.js'
+import { RouteTable } from '../src/config/route-table.js'
 
 const root = new URL('..', import.meta.url).pathname
 const seconds = Number(process.env.BENCH_SECONDS ?? 3)

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { ConfigError, loadConfig } from './config.js'
-import { mergeRouteSources } from './routes/merge.js'
-import { formatRouteFileError } from './routes/parse.js'
-import { readRouteDir } from './routes/route-dir.js'
+import { ConfigError, loadConfig } from './kernel/process-config.js'
+import { mergeRouteSources } from './config/merge-sources.js'
+import { formatRouteFileError } from './config/parse-route-file.js'
+import { readRouteDir } from './config/providers/route-dir.js'
 import { createLogger, handleSignals, startPortico } from './server.js'
 
 const USAGE = `Usage:

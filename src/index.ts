@@ -1,5 +1,5 @@
-export { loadConfig, type PorticoConfig } from './config.js'
-export { GatewayError, GatewayErrors, type GatewayErrorCode, type Problem } from './errors.js'
+export { loadConfig, type PorticoConfig } from './kernel/process-config.js'
+export { GatewayError, GatewayErrors, type GatewayErrorCode, type Problem } from './kernel/errors.js'
 export { startPortico, type RunningPortico } from './server.js'
 export { register, type RegisterOptions, type Registration } from './register/index.js'
-export { parseRouteFile, type RouteDefinition, type RouteFileError } from './routes/parse.js'
+export { parseRouteFile, type RouteDefinition, type RouteFileError } from './config/parse-route-file.js'

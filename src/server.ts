@@ -1,13 +1,13 @@
 import { pino, type Logger } from 'pino'
 import { access } from 'node:fs/promises'
 import { createAdminServer } from './admin/admin-server.js'
-import { HealthRegistry } from './admin/health.js'
-import { ConfigError, type PorticoConfig } from './config.js'
-import { createGateway, type Gateway } from './proxy/gateway.js'
+import { HealthRegistry } from './admin/health-registry.js'
+import { ConfigError, type PorticoConfig } from './kernel/process-config.js'
+import { createGateway, describePolicies, type Gateway } from './proxy/gateway.js'
 import { createConsulClient } from './discovery/consul-client.js'
 import { ConsulDiscovery } from './discovery/consul-discovery.js'
-import { createConsulRouteProvider } from './discovery/consul-route-provider.js'
-import { createFileProvider } from './routes/file-provider.js'
+import { createConsulRouteProvider } from './config/providers/consul-route-provider.js'
+import { createFileProvider } from './config/providers/file-provider.js'
 import { createSharedState } from './state/shared-state.js'
 import { GatewayMetrics } from './observability/metrics.js'
 
@@ -35,7 +35,11 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   const discovery = new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) })
   // Its sources are read at scrape time, when the gateway exists.
   const metrics = new GatewayMetrics({
-    breakers: () => gateway.routes.current().table.routes.flatMap((r) => (r.breaker ? [{ route: r.name, state: r.breaker.state().state }] : [])),
+    breakers: () =>
+      gateway.routes.current().table.routes.flatMap((r) => {
+        const breaker = describePolicies(r).circuitBreaker as { state: 'closed' | 'open' | 'half-open' } | undefined
+        return breaker ? [{ route: r.name, state: breaker.state }] : []
+      }),
     discovery: () => discovery.health(),
     sharedState: () => (state ? state.health() : { status: 'ok' }),
     routes: () => {

@@ -1,10 +1,10 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { timingSafeEqual } from 'node:crypto'
-import { GatewayError } from '../errors.js'
-import { installProblemResponses, sendProblem } from '../proxy/problem-responses.js'
-import type { LiveRoute } from '../proxy/gateway.js'
-import type { RouteWatcher } from '../routes/watcher.js'
-import type { HealthRegistry } from './health.js'
+import { GatewayError } from '../kernel/errors.js'
+import { installProblemResponses, sendProblem } from '../http/problem-responses.js'
+import { describePolicies, type LiveRoute } from '../proxy/gateway.js'
+import type { RouteWatcher } from '../config/route-watcher.js'
+import type { HealthRegistry } from './health-registry.js'
 import type { Registry } from 'prom-client'
 
 export interface AdminOptions {
@@ -59,12 +59,7 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
         loadBalancer: route.loadBalancer,
         websocket: route.websocket,
         source: route.source,
-        policies: {
-          rateLimit: route.rateLimit ?? null,
-          circuitBreaker: route.breaker ? route.breaker.state() : null,
-          retry: route.retry ? { attempts: route.retry.attempts, budgetPercent: route.retry.budgetPercent } : null,
-          ejected: route.outliers ? route.outliers.ejected() : null,
-        },
+        policies: describePolicies(route),
         instances: route.instances().map((i) => ({ id: i.id, origin: i.origin, weight: i.weight, tags: i.tags })),
       })),
       sources: live.sources,

@@ -1,8 +1,10 @@
-import type { HashOn, LoadBalancerKind } from '../routes/parse.js'
 import type { Instance } from './instance.js'
 
+export const LOAD_BALANCERS = ['round-robin', 'least-request', 'random', 'consistent-hash'] as const
+export type LoadBalancerKind = (typeof LOAD_BALANCERS)[number]
+
 export interface PickContext {
-  /** Consistent-hash key (client IP or header value); ignored by other balancers. */
+  /** Consistent-hash key (see request-key.ts); ignored by other balancers. */
   readonly hashKey?: string | undefined
   /** Instances already tried by this request; picked only when nothing else is left. */
   readonly exclude?: ReadonlySet<string> | undefined
@@ -77,7 +79,7 @@ export function createBalancer(kind: LoadBalancerKind, deps: BalancerDeps): Pick
         let bestScore = -Infinity
         const key = hashKey ?? ''
         for (const instance of candidates) {
-          const unit = (fnv1a(`${key}\u0000${instance.id}`) + 1) / 4_294_967_297
+          const unit = (mix32(fnv1a(`${key}\u0000${instance.id}`)) + 1) / 4_294_967_297
           const score = -instance.weight / Math.log(unit)
           if (score > bestScore) {
             best = instance
@@ -87,13 +89,6 @@ export function createBalancer(kind: LoadBalancerKind, deps: BalancerDeps): Pick
         return best
       }
   }
-}
-
-/** The hash key a consistent-hash route uses for this request. */
-export function hashKeyOf(hashOn: HashOn, ip: string, headers: Readonly<Record<string, string | string[] | undefined>>): string {
-  if (hashOn.kind === 'ip') return ip
-  const value = headers[hashOn.header]
-  return Array.isArray(value) ? value.join(',') : (value ?? '')
 }
 
 function totalWeight(instances: readonly Instance[]): number {
@@ -110,6 +105,20 @@ function weightedAt(instances: readonly Instance[], position: number): Instance 
     if (slot < 0) return instance
   }
   return instances[instances.length - 1] as Instance
+}
+
+/**
+ * murmur3's finaliser. FNV-1a alone leaves keys that differ in their last characters (instance ids such as `app-1`,
+ * `app-2`) close together, which skewed the split to 50/25/25; mixed, every output bit depends on every input bit.
+ */
+function mix32(hash: number): number {
+  let h = hash
+  h ^= h >>> 16
+  h = Math.imul(h, 0x85ebca6b)
+  h ^= h >>> 13
+  h = Math.imul(h, 0xc2b2ae35)
+  h ^= h >>> 16
+  return h >>> 0
 }
 
 function fnv1a(text: string): number {

@@ -13,3 +13,11 @@ export interface Instance {
 export function staticInstance(url: string): Instance {
   return { id: url, origin: url, weight: 1, tags: [], meta: {} }
 }
+
+/** Where a `service:` route's instances come from (Consul); static routes need none. */
+export interface ServiceInstances {
+  /** The instances of `service` now; an empty list when none pass their checks. */
+  instances(service: string): readonly Instance[]
+  /** Called on each route table swap with the services the table references. */
+  follow(services: ReadonlySet<string>): void
+}

@@ -2,7 +2,7 @@ import Consul from 'consul'
 import { EventEmitter } from 'node:events'
 import { readFileSync } from 'node:fs'
 import { Agent as HttpsAgent } from 'node:https'
-import type { ConsulConnection } from '../config.js'
+import type { ConsulConnection } from '../kernel/process-config.js'
 
 /** One entry of `/v1/health/service/<name>`, reduced to what we read. */
 export interface HealthEntry {

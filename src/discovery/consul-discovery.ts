@@ -1,8 +1,8 @@
-import type { FastifyBaseLogger } from 'fastify'
+import type { Logger } from '../kernel/logger.js'
 import type { Instance } from '../balancer/instance.js'
-import type { ComponentHealth } from '../admin/health.js'
-import type { ServiceInstances } from '../proxy/gateway.js'
-import { backoffDelay, pause } from './backoff.js'
+import type { ComponentHealth } from '../kernel/health.js'
+import type { ServiceInstances } from '../balancer/instance.js'
+import { backoffDelay, pause } from '../kernel/backoff.js'
 import type { ConsulClient } from './consul-client.js'
 import { nextIndex, toInstances } from './to-instances.js'
 
@@ -18,7 +18,7 @@ interface ServiceWatch {
 
 export interface ConsulDiscoveryOptions {
   readonly client: ConsulClient
-  readonly logger: FastifyBaseLogger
+  readonly logger: Logger
   /** How long Consul holds a blocking query open. */
   readonly waitSeconds?: number
 }

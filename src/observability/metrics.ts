@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric, type MetricValueWithName } from 'prom-client'
-import type { ComponentHealth } from '../admin/health.js'
+import type { ComponentHealth } from '../kernel/health.js'
 
 export interface MetricsSources {
   /** Per route: its breaker's state, when it has one. */

@@ -1,6 +1,6 @@
 import { Transform, type TransformCallback } from 'node:stream'
 
-export const BODY_TOO_LARGE = 'PORTICO_BODY_TOO_LARGE'
+import { BODY_TOO_LARGE } from '../kernel/upstream-errors.js'
 
 /**
  * Passes a streamed body through and fails it once it exceeds `maxBytes`: a chunked body has no Content-Length to

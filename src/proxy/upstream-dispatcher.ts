@@ -5,14 +5,14 @@ import { Agent, Dispatcher } from 'undici'
  * What a route adds (its connect timeout, and aborting when the client goes away) travels with the request headers
  * under this symbol key: undici only reads string keys, so it never reaches the upstream.
  */
-export const kForwardOptions = Symbol('portico.forwardOptions')
+export const kAttemptSignal = Symbol('portico.attemptSignal')
 
 /**
  * One forward attempt's link to its upstream request, handed to undici as the request's `signal`. undici takes an
  * EventEmitter-style signal (`once`/`removeListener`); this one is two fields, where an AbortController's EventTarget
  * cost more per request than the whole routing step.
  */
-export class ForwardOptions {
+export class AttemptSignal {
   readonly connectTimeoutMs: number
   aborted = false
   reason: Error | undefined
@@ -67,15 +67,15 @@ export class UpstreamDispatcher extends Dispatcher {
   }
 
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const forward = (options.headers as Record<symbol, ForwardOptions | undefined> | undefined)?.[kForwardOptions]
-    return this.#agentFor(forward?.connectTimeoutMs ?? 5_000).dispatch(options, handler)
+    const signal = (options.headers as Record<symbol, AttemptSignal | undefined> | undefined)?.[kAttemptSignal]
+    return this.#agentFor(signal?.connectTimeoutMs ?? 5_000).dispatch(options, handler)
   }
 
-  /** reply-from calls this; the route's ForwardOptions become the request's abort signal. */
+  /** reply-from calls this; the attempt's AttemptSignal becomes the request's abort signal. */
   override request(...args: Parameters<Dispatcher['request']>): ReturnType<Dispatcher['request']> {
     const options = args[0] as Dispatcher.RequestOptions & { signal?: unknown }
-    const forward = (options.headers as Record<symbol, ForwardOptions | undefined> | undefined)?.[kForwardOptions]
-    if (forward) options.signal = forward
+    const signal = (options.headers as Record<symbol, AttemptSignal | undefined> | undefined)?.[kAttemptSignal]
+    if (signal) options.signal = signal
     return (super.request as (...a: unknown[]) => ReturnType<Dispatcher['request']>)(...args)
   }
 

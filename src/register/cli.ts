@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util'
-import { ConfigError } from '../config.js'
+import { ConfigError } from '../kernel/process-config.js'
 import { register } from './register.js'
 
 /** `portico register`: registers a service not written in Node, runs until killed, deregisters on exit. */

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os'
-import { consulConnection, type ConsulConnection } from '../config.js'
-import { backoffDelay, pause } from '../discovery/backoff.js'
+import { consulConnection, type ConsulConnection } from '../kernel/process-config.js'
+import { backoffDelay, pause } from '../kernel/backoff.js'
 import { createConsulClient, type ConsulClient, type ServiceRegistration } from '../discovery/consul-client.js'
 
 export interface HealthCheckOptions {

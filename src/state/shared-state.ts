@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis'
 import { randomUUID } from 'node:crypto'
-import type { FastifyBaseLogger } from 'fastify'
-import type { ComponentHealth } from '../admin/health.js'
+import type { Logger } from '../kernel/logger.js'
+import type { ComponentHealth } from '../kernel/health.js'
 
 /**
  * The Redis connection the replicas share state through, and what this replica knows about the others.
@@ -24,7 +24,7 @@ const REPLICAS_KEY = 'portico:replicas'
 
 export interface SharedStateOptions {
   readonly url: string
-  readonly logger: FastifyBaseLogger
+  readonly logger: Logger
   readonly commandTimeoutMs?: number
   /** How often a replica announces itself; a replica unheard for 3 intervals no longer counts. */
   readonly heartbeatMs?: number

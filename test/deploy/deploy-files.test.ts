@@ -2,8 +2,8 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parse, parseAllDocuments } from 'yaml'
 import { describe, expect, it } from 'vitest'
-import { mergeRouteSources } from '../../src/routes/merge.js'
-import { publishedRouteSchema } from '../../src/routes/published-schema.js'
+import { mergeRouteSources } from '../../src/config/merge-sources.js'
+import { publishedRouteSchema } from '../../src/config/published-schema.js'
 import { ROOT } from '../support/gateway.js'
 
 const read = (path: string) => readFile(join(ROOT, path), 'utf8')

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { HealthEntry } from '../../src/discovery/consul-client.js'
-import { routeSourceFromMeta } from '../../src/discovery/consul-route-provider.js'
+import { routeSourceFromMeta } from '../../src/config/providers/consul-route-provider.js'
 import { nextIndex, toInstances } from '../../src/discovery/to-instances.js'
 
 const entry = (service: Partial<HealthEntry['Service']>, node: Partial<HealthEntry['Node']> = {}): HealthEntry => ({

@@ -2,7 +2,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process'
 import { mkdtemp, rm, writeFile, unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { loadConfig, type Flags } from '../../src/config.js'
+import { loadConfig, type Flags } from '../../src/kernel/process-config.js'
 import { createLogger, startPortico, type RunningPortico } from '../../src/server.js'
 import { waitFor } from './poll.js'
 

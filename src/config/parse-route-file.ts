@@ -1,0 +1,299 @@
+import { Ajv, type ErrorObject } from 'ajv'
+import { LineCounter, parseDocument, isAlias, isMap, isScalar, visit, type Document, type Node } from 'yaml'
+import type { LoadBalancerKind } from '../balancer/balancer.js'
+import { parseRequestKey, type RequestKey } from '../balancer/request-key.js'
+import { parseDuration } from '../kernel/duration.js'
+import { POLICIES } from '../policies/index.js'
+import { RouteFileSchema, type RouteFileSpec, type RouteSpec } from './route-schema.js'
+
+export type RouteTarget =
+  | { readonly kind: 'static'; readonly upstreams: readonly string[] }
+  | { readonly kind: 'service'; readonly service: string }
+
+/** A validated route with its defaults applied: what the route table is built from. */
+export interface RouteDefinition {
+  readonly name: string
+  readonly prefix: string
+  readonly rewritePrefix: string | undefined
+  readonly target: RouteTarget
+  readonly methods: ReadonlySet<string> | undefined
+  readonly timeout: { readonly connectMs: number; readonly responseMs: number }
+  readonly loadBalancer: LoadBalancerKind
+  readonly hashOn: RequestKey
+  readonly websocket: boolean
+  readonly preserveHost: boolean
+  /** Each policy's config (its defaults applied) under its route-file key, in the order of POLICIES. */
+  readonly policies: ReadonlyMap<string, unknown>
+  /** Where the route was defined, for messages and the admin API. */
+  readonly source: { readonly file: string; readonly line: number }
+}
+
+/** One problem in one file, printed as `file:line: message`. */
+export interface RouteFileError {
+  readonly file: string
+  readonly line: number
+  readonly message: string
+}
+
+/** `file:line: message`, with control characters from the file shown escaped, never sent to a terminal as they are. */
+export const formatRouteFileError = (e: RouteFileError): string => `${e.file}:${e.line}: ${e.message}`.replace(CONTROL_CHARACTERS, escapeControl)
+
+const CONTROL_CHARACTERS = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g
+const escapeControl = (c: string): string => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`
+
+export const DEFAULT_CONNECT_TIMEOUT = '5s'
+export const DEFAULT_RESPONSE_TIMEOUT = '30s'
+
+const ajv = new Ajv({ allErrors: true, verbose: true, strict: true })
+ajv.addKeyword({ keyword: 'patternMessage', schemaType: 'string' })
+const validateRouteFile = ajv.compile<RouteFileSpec>(RouteFileSchema)
+
+/**
+ * Bounds on one route file, so that no file an operator (or a fuzzer) can write takes the gateway's memory or time.
+ * A real route file is a few kilobytes with a handful of anchors.
+ */
+export const ROUTE_FILE_LIMITS = {
+  /** Bytes of text; larger files are refused unread. */
+  bytes: 1024 * 1024,
+  /** YAML nodes (every scalar, list and map). */
+  nodes: 200_000,
+  /** Anchors plus aliases: yaml resolves each alias by scanning them all. */
+  anchorsAndAliases: 1_000,
+  /** How many times the data behind aliases may be copied out (yaml's guard against alias bombs). */
+  aliasExpansion: 100,
+} as const
+
+/**
+ * Parses and validates one route file. Pure: text in, routes or errors out. A file with any error yields no routes,
+ * so that a half-valid edit never goes live. Never throws: whatever the text, the answer is routes or
+ * `file:line: message` errors.
+ */
+export function parseRouteFile(file: string, text: string): { routes: RouteDefinition[]; errors: RouteFileError[] } {
+  try {
+    return parseBoundedRouteFile(file, text)
+  } catch (error) {
+    // A YAML or validation corner nobody foresaw: the file is refused, the gateway lives on.
+    return { routes: [], errors: [{ file, line: 1, message: `cannot be read as a route file: ${firstLine(error instanceof Error ? error.message : String(error))}` }] }
+  }
+}
+
+function parseBoundedRouteFile(file: string, text: string): { routes: RouteDefinition[]; errors: RouteFileError[] } {
+  const fail = (errors: RouteFileError[]) => ({ routes: [], errors })
+  const size = Buffer.byteLength(text)
+  if (size > ROUTE_FILE_LIMITS.bytes) {
+    return fail([{ file, line: 1, message: `file is ${size} bytes; a route file may be at most ${ROUTE_FILE_LIMITS.bytes} bytes (split it into several files)` }])
+  }
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true })
+  const lineAt = (offset: number): number => lineCounter.linePos(offset).line
+
+  if (doc.errors.length > 0) {
+    return fail(doc.errors.map((e) => ({ file, line: lineAt(e.pos[0]), message: firstLine(e.message) })))
+  }
+  const structureErrors = aliasAndSizeErrors(doc, lineAt)
+  if (structureErrors.length > 0) return fail(structureErrors.map((e) => ({ file, ...e })))
+  let data: unknown
+  try {
+    data = doc.toJS({ maxAliasCount: ROUTE_FILE_LIMITS.aliasExpansion })
+  } catch (error) {
+    const message = (error as Error).message
+    return fail([{ file, line: 1, message: /excessive alias count/i.test(message) ? `aliases expand to more than ${ROUTE_FILE_LIMITS.aliasExpansion} copies of their data` : firstLine(message) }])
+  }
+  if (data === null || data === undefined) return fail([{ file, line: 1, message: 'file is empty: expected a top-level "routes:" list' }])
+  if (!validateRouteFile(data)) {
+    return fail(sortByLine((validateRouteFile.errors ?? []).filter(isUseful).map((e) => schemaError(file, doc, lineAt, e))))
+  }
+
+  const errors: RouteFileError[] = []
+  const routes: RouteDefinition[] = []
+  const seenNames = new Map<string, number>()
+  const seenPrefixes = new Map<string, number>()
+  data.routes.forEach((spec, index) => {
+    const line = lineOf(doc, lineAt, ['routes', index])
+    const routeErrors = crossFieldErrors(spec).map((message) => ({ file, line, message: `route "${spec.name}": ${message}` }))
+    const nameLine = seenNames.get(spec.name)
+    if (nameLine !== undefined) routeErrors.push({ file, line, message: `route name "${spec.name}" is already used at line ${nameLine}` })
+    const prefixLine = seenPrefixes.get(spec.prefix)
+    if (prefixLine !== undefined) {
+      routeErrors.push({ file, line, message: `prefix "${spec.prefix}" is already routed at line ${prefixLine}` })
+    }
+    seenNames.set(spec.name, line)
+    seenPrefixes.set(spec.prefix, line)
+    errors.push(...routeErrors)
+    if (routeErrors.length === 0) routes.push(toDefinition(spec, { file, line }))
+  })
+  return errors.length > 0 ? fail(errors) : { routes, errors: [] }
+}
+
+function crossFieldErrors(spec: RouteSpec): string[] {
+  const errors: string[] = []
+  if ((spec.upstreams === undefined) === (spec.service === undefined)) {
+    errors.push('needs exactly one of "upstreams" (a list of URLs) and "service" (a Consul service name)')
+  }
+  if (spec.hashOn !== undefined && spec.loadBalancer !== 'consistent-hash') {
+    errors.push('"hashOn" only applies with "loadBalancer: consistent-hash"')
+  }
+  for (const config of policyConfigs(spec).values()) if (typeof config === 'string') errors.push(config)
+  return errors
+}
+
+/** Each policy the route sets, by key, with its defaults applied (or the sentence that refuses it). */
+function policyConfigs(spec: RouteSpec): Map<string, unknown> {
+  const configs = new Map<string, unknown>()
+  const specs = spec as Readonly<Record<string, unknown>>
+  for (const policy of POLICIES) if (specs[policy.key] !== undefined) configs.set(policy.key, policy.toConfig(specs[policy.key]))
+  return configs
+}
+
+function toDefinition(spec: RouteSpec, source: { file: string; line: number }): RouteDefinition {
+  return {
+    name: spec.name,
+    prefix: spec.prefix,
+    rewritePrefix: spec.rewritePrefix,
+    target:
+      spec.service !== undefined
+        ? { kind: 'service', service: spec.service }
+        : { kind: 'static', upstreams: (spec.upstreams ?? []).map((u) => u.replace(/\/$/, '')) },
+    methods: spec.methods && new Set(spec.methods),
+    timeout: {
+      connectMs: parseDuration(spec.timeout?.connect ?? DEFAULT_CONNECT_TIMEOUT),
+      responseMs: parseDuration(spec.timeout?.response ?? DEFAULT_RESPONSE_TIMEOUT),
+    },
+    loadBalancer: spec.loadBalancer ?? 'round-robin',
+    hashOn: parseRequestKey(spec.hashOn ?? 'ip'),
+    websocket: spec.websocket ?? false,
+    preserveHost: spec.preserveHost ?? false,
+    policies: policyConfigs(spec),
+    source,
+  }
+}
+
+// anyOf/union branches repeat what their members already said; the member errors are the useful ones.
+const isUseful = (e: ErrorObject): boolean => e.keyword !== 'anyOf'
+
+function schemaError(file: string, doc: Document, lineAt: (offset: number) => number, e: ErrorObject): RouteFileError {
+  const path = e.instancePath.split('/').slice(1).map((p) => (/^\d+$/.test(p) ? Number(p) : p.replaceAll('~1', '/').replaceAll('~0', '~')))
+  const where = describePath(path)
+  const prefix = where === '' ? '' : `${where}: `
+  switch (e.keyword) {
+    case 'additionalProperties': {
+      const key = String(e.params.additionalProperty)
+      const allowed = Object.keys((e.parentSchema as { properties?: object }).properties ?? {})
+      const hint = closest(key, allowed)
+      return {
+        file,
+        line: keyLine(doc, lineAt, path, key),
+        message: `${prefix}unknown key "${key}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${allowed.join(', ')}`,
+      }
+    }
+    case 'required':
+      return { file, line: lineOf(doc, lineAt, path), message: `${prefix}missing required key "${String(e.params.missingProperty)}"` }
+    case 'pattern': {
+      const custom = (e.parentSchema as { patternMessage?: string }).patternMessage
+      return { file, line: lineOf(doc, lineAt, path), message: `${prefix}${JSON.stringify(e.data)} ${custom ?? e.message ?? 'is invalid'}` }
+    }
+    case 'const': {
+      const allowed = ((e.parentSchema as { const?: unknown }).const)
+      return { file, line: lineOf(doc, lineAt, path), message: `${prefix}${JSON.stringify(e.data)} is not allowed (expected ${JSON.stringify(allowed)})` }
+    }
+    default:
+      return { file, line: lineOf(doc, lineAt, path), message: `${prefix}${e.message ?? 'is invalid'}` }
+  }
+}
+
+/** Union members each report a `const` mismatch; one line listing the choices reads better. */
+function sortByLine(errors: RouteFileError[]): RouteFileError[] {
+  const merged = new Map<string, RouteFileError>()
+  for (const e of errors) {
+    const unionChoice = /^(.*?): (".*?") is not allowed \(expected (".*?")\)$/.exec(e.message)
+    if (unionChoice) {
+      const key = `${e.line}:${unionChoice[1]}`
+      const previous = merged.get(key)
+      const choices = previous ? `${previous.message.replace(/^.*one of /, '')}, ${unionChoice[3]}` : unionChoice[3]
+      merged.set(key, { ...e, message: `${unionChoice[1]}: ${unionChoice[2]} must be one of ${choices}` })
+    } else {
+      merged.set(`${merged.size}:${e.message}`, e)
+    }
+  }
+  return [...merged.values()].sort((a, b) => a.line - b.line)
+}
+
+function describePath(path: (string | number)[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? p : `.${p}`)).join('')
+}
+
+function lineOf(doc: Document, lineAt: (offset: number) => number, path: (string | number)[]): number {
+  for (let depth = path.length; depth >= 0; depth--) {
+    const node = doc.getIn(path.slice(0, depth), true) as Node | undefined
+    if (node?.range) return lineAt(node.range[0])
+  }
+  return 1
+}
+
+function keyLine(doc: Document, lineAt: (offset: number) => number, path: (string | number)[], key: string): number {
+  const map = path.length === 0 ? doc.contents : doc.getIn(path, true)
+  if (isMap(map)) {
+    const pair = map.items.find((item) => isScalar(item.key) && item.key.value === key)
+    if (pair && isScalar(pair.key) && pair.key.range) return lineAt(pair.key.range[0])
+  }
+  return lineOf(doc, lineAt, path)
+}
+
+/**
+ * What yaml would only find while converting, or not at all: an alias with no anchor before it, an alias inside the
+ * node it refers to (a cycle), and more nodes or anchors than any route file needs. One pass in document order.
+ */
+function aliasAndSizeErrors(doc: Document, lineAt: (offset: number) => number): { line: number; message: string }[] {
+  const errors: { line: number; message: string }[] = []
+  const anchors = new Map<string, unknown>()
+  let nodes = 0
+  let anchorsAndAliases = 0
+  const lineOfNode = (node: { range?: [number, number, number] | null }) => (node.range ? lineAt(node.range[0]) : 1)
+  visit(doc, (_key, node, path) => {
+    if (node === null) return undefined // an empty document
+    if (++nodes > ROUTE_FILE_LIMITS.nodes) {
+      errors.push({ line: lineOfNode(node as Node), message: `more than ${ROUTE_FILE_LIMITS.nodes} values in one file` })
+      return visit.BREAK
+    }
+    const anchor = (node as { anchor?: string }).anchor
+    if (anchor === undefined && !isAlias(node)) return undefined
+    if (++anchorsAndAliases > ROUTE_FILE_LIMITS.anchorsAndAliases) {
+      errors.push({ line: lineOfNode(node as Node), message: `more than ${ROUTE_FILE_LIMITS.anchorsAndAliases} anchors and aliases in one file` })
+      return visit.BREAK
+    }
+    if (anchor !== undefined) anchors.set(anchor, node)
+    if (isAlias(node)) {
+      const target = anchors.get(node.source)
+      if (target === undefined) errors.push({ line: lineOfNode(node), message: `alias "*${node.source}" has no anchor "&${node.source}" above it` })
+      else if (path.includes(target as never)) errors.push({ line: lineOfNode(node), message: `alias "*${node.source}" is inside the value it refers to` })
+    }
+    return undefined
+  })
+  return errors
+}
+
+function firstLine(message: string): string {
+  return message.split('\n')[0]?.replace(/ at line \d+, column \d+:?$/, '') ?? message
+}
+
+/** The allowed key an operator most likely meant, by edit distance; none when nothing is close. */
+function closest(key: string, candidates: string[]): string | undefined {
+  let best: { name: string; distance: number } | undefined
+  for (const name of candidates) {
+    const distance = editDistance(key.toLowerCase(), name.toLowerCase())
+    if (distance <= 2 && (!best || distance < best.distance)) best = { name, distance }
+  }
+  return best?.name
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    previous = current
+  }
+  return previous[b.length] ?? 0
+}

@@ -1,0 +1,120 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { LOAD_BALANCERS } from '../balancer/balancer.js'
+import { REQUEST_KEY_HEADER_PATTERN } from '../balancer/request-key.js'
+import { CircuitBreakerSchema } from '../policies/circuit-breaker/schema.js'
+import { OutlierDetectionSchema } from '../policies/outlier-detection/schema.js'
+import { RateLimitSchema } from '../policies/rate-limit/schema.js'
+import { RetrySchema } from '../policies/retry/schema.js'
+import { DURATION_PATTERN } from '../kernel/duration.js'
+
+/**
+ * The route file format. Every field has a description (editors show it) and, where optional, its default.
+ * `patternMessage` is ours: the sentence an operator reads when a pattern does not match.
+ * Policy keys bring their schemas from their own folders under src/policies: one line each below, so that RouteSpec
+ * stays statically typed (the list of policies that act is src/policies/index.ts).
+ */
+const Duration = (description: string, defaultValue: string) =>
+  Type.String({ pattern: DURATION_PATTERN, patternMessage: 'must be a duration such as 500ms, 5s, 1m or 1h', description, default: defaultValue })
+
+const PATH_PATTERN = '^/([^/\\s?#%]+(/[^/\\s?#%]+)*)?$'
+
+export const TimeoutSchema = Type.Object(
+  {
+    connect: Type.Optional(Duration('How long to wait for a TCP connection to an instance.', '5s')),
+    response: Type.Optional(
+      Duration('How long to wait for the response headers, and then between two chunks of the body.', '30s'),
+    ),
+  },
+  { additionalProperties: false, description: 'Per-route timeouts. A timeout answers 504 upstream_timeout.' },
+)
+
+export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE'] as const
+
+export const RouteSchema = Type.Object(
+  {
+    name: Type.String({
+      pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$',
+      patternMessage: 'must be 1-63 letters, digits, dots, dashes or underscores, starting with a letter or digit',
+      description: 'Unique name of the route; appears in logs, metrics and the admin API.',
+    }),
+    prefix: Type.String({
+      pattern: PATH_PATTERN,
+      patternMessage: 'must start with "/", have no trailing slash, no empty segment, no "?", "#", "%" or space',
+      description:
+        'Path prefix this route serves. Matches the prefix itself and anything below it (`/api` matches `/api` and `/api/x`, never `/apix`). The longest matching prefix wins.',
+    }),
+    upstreams: Type.Optional(
+      Type.Array(
+        Type.String({
+          pattern: '^https?://[^/?#\\s]+/?$',
+          patternMessage: 'must be an origin such as http://10.0.0.5:8080 (no path)',
+        }),
+        { minItems: 1, uniqueItems: true, description: 'Static upstream instances. Exactly one of `upstreams` and `service`.' },
+      ),
+    ),
+    service: Type.Optional(
+      Type.String({
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$',
+        patternMessage: 'must be a Consul service name',
+        description: 'Consul service whose passing instances serve this route. Exactly one of `upstreams` and `service`.',
+      }),
+    ),
+    rewritePrefix: Type.Optional(
+      Type.String({
+        pattern: '^/([^/\\s?#%]+(/[^/\\s?#%]+)*/?)?$',
+        patternMessage: 'must be a path starting with "/"',
+        description: 'Replaces the matched prefix before forwarding (`prefix: /api/users`, `rewritePrefix: /` sends `/api/users/7` as `/7`). Default: the path is forwarded unchanged.',
+      }),
+    ),
+    methods: Type.Optional(
+      Type.Array(Type.Union(HTTP_METHODS.map((m) => Type.Literal(m))), {
+        minItems: 1,
+        uniqueItems: true,
+        description: 'Allowed methods; others answer 405. Default: all.',
+      }),
+    ),
+    timeout: Type.Optional(TimeoutSchema),
+    loadBalancer: Type.Optional(
+      Type.Union(LOAD_BALANCERS.map((b) => Type.Literal(b)), {
+        default: 'round-robin',
+        description:
+          'How an instance is picked: round-robin (weighted), least-request (power of two choices on in-flight requests), random (weighted), consistent-hash (on `hashOn`).',
+      }),
+    ),
+    hashOn: Type.Optional(
+      Type.String({
+        pattern: `^(ip|${REQUEST_KEY_HEADER_PATTERN})$`,
+        patternMessage: 'must be "ip" or "header:<Header-Name>"',
+        default: 'ip',
+        description: 'Key of consistent-hash balancing: the client IP or a request header (requests without it hash by IP). Only with `loadBalancer: consistent-hash`.',
+      }),
+    ),
+    websocket: Type.Optional(Type.Boolean({ default: false, description: 'Allow WebSocket upgrades on this route.' })),
+    rateLimit: Type.Optional(RateLimitSchema),
+    circuitBreaker: Type.Optional(CircuitBreakerSchema),
+    retry: Type.Optional(RetrySchema),
+    outlierDetection: Type.Optional(OutlierDetectionSchema),
+    preserveHost: Type.Optional(
+      Type.Boolean({
+        default: false,
+        description: 'Send the client\'s Host header upstream. Default: the instance\'s host; the client\'s is in X-Forwarded-Host.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+)
+
+export const RouteFileSchema = Type.Object(
+  {
+    routes: Type.Array(RouteSchema, { description: 'The routes of this file.' }),
+  },
+  {
+    additionalProperties: false,
+    $id: 'https://portico.dev/schema/routes.schema.json',
+    title: 'Portico route file',
+    description: 'A Portico route file (routes/*.yaml). Edits apply live; a file with an error is refused on its own.',
+  },
+)
+
+export type RouteSpec = Static<typeof RouteSchema>
+export type RouteFileSpec = Static<typeof RouteFileSchema>

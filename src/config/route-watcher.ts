@@ -1,0 +1,106 @@
+import type { Logger } from '../kernel/logger.js'
+import { mergeRouteSources, type RouteSource, type SourceStatus } from './merge-sources.js'
+import { formatRouteFileError, type RouteDefinition } from './parse-route-file.js'
+import type { RouteProvider } from './providers/provider.js'
+import { RouteTable } from './route-table.js'
+
+/** What is live: the table every request reads, and the state of each source behind it. */
+export interface LiveRoutes<R extends RouteDefinition> {
+  readonly table: RouteTable<R>
+  readonly sources: readonly SourceStatus[]
+  readonly version: number
+  readonly appliedAt: Date
+}
+
+export interface RouteWatcherOptions<R extends RouteDefinition> {
+  /** In priority order: earlier providers win name and prefix conflicts. */
+  readonly providers: readonly RouteProvider[]
+  /** Turns validated definitions into live routes (balancers, instance sources). Called once per change. */
+  readonly compile: (routes: readonly RouteDefinition[]) => readonly R[]
+  readonly logger: Logger
+  /** Quiet time after the last event before a change is applied; editors write files in several steps. */
+  readonly debounceMs?: number
+  readonly onSwap?: (live: LiveRoutes<R>) => void
+}
+
+/**
+ * The one place where route configuration becomes live: collects provider snapshots, debounces them, validates and
+ * merges, and swaps the table in one assignment. In-flight requests keep the route they matched.
+ */
+export class RouteWatcher<R extends RouteDefinition> {
+  readonly #options: RouteWatcherOptions<R>
+  readonly #snapshots = new Map<string, readonly RouteSource[]>()
+  readonly #abort = new AbortController()
+  #lastGood: ReadonlyMap<string, readonly RouteDefinition[]> = new Map()
+  #lastInput = ''
+  #timer: NodeJS.Timeout | undefined
+  #live: LiveRoutes<R>
+
+  constructor(options: RouteWatcherOptions<R>) {
+    this.#options = options
+    this.#live = { table: new RouteTable<R>([]), sources: [], version: 0, appliedAt: new Date() }
+  }
+
+  current(): LiveRoutes<R> {
+    return this.#live
+  }
+
+  /** Resolves when every provider has emitted once and that first table is live. */
+  async start(): Promise<void> {
+    await Promise.all(
+      this.#options.providers.map((provider) =>
+        provider.start((sources) => this.#receive(provider.name, sources), this.#abort.signal),
+      ),
+    )
+    this.#apply()
+  }
+
+  /** Forces every provider to re-read (SIGHUP) and applies the result at once. */
+  async reload(): Promise<void> {
+    await Promise.all(this.#options.providers.map((p) => p.refresh?.()))
+    this.#apply()
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer)
+    this.#abort.abort()
+  }
+
+  #receive(provider: string, sources: RouteSource[]): void {
+    this.#snapshots.set(provider, sources)
+    if (this.#live.version === 0) return // start() applies the first complete set
+    clearTimeout(this.#timer)
+    this.#timer = setTimeout(() => this.#apply(), this.#options.debounceMs ?? 50)
+  }
+
+  #apply(): void {
+    clearTimeout(this.#timer)
+    const sources = this.#options.providers.flatMap((p) => this.#snapshots.get(p.name) ?? [])
+    const input = JSON.stringify(sources)
+    if (input === this.#lastInput) return
+    this.#lastInput = input
+
+    const merged = mergeRouteSources(sources, this.#lastGood)
+    let routes: readonly R[]
+    try {
+      routes = this.#options.compile(merged.routes)
+    } catch (error) {
+      this.#options.logger.error({ err: error }, 'route table could not be built; the previous table stays live')
+      return
+    }
+    this.#lastGood = merged.lastGood
+    this.#live = { table: new RouteTable(routes), sources: merged.sources, version: this.#live.version + 1, appliedAt: new Date() }
+
+    const { logger } = this.#options
+    for (const status of merged.sources) {
+      for (const error of status.errors) {
+        logger.error(
+          { source: status.source, kept: status.state },
+          `${formatRouteFileError(error)}${status.state === 'last-good' ? ' (its last good version stays live)' : ''}`,
+        )
+      }
+    }
+    logger.info({ version: this.#live.version, routes: routes.length, refused: merged.sources.filter((s) => s.state !== 'applied').length }, 'route table applied')
+    this.#options.onSwap?.(this.#live)
+  }
+}

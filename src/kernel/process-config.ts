@@ -1,0 +1,108 @@
+import { resolve } from 'node:path'
+import { parseDuration } from './duration.js'
+
+/** Everything the gateway process is configured with: flags win over env vars, env vars over defaults. */
+export interface PorticoConfig {
+  readonly host: string
+  readonly port: number
+  readonly adminHost: string
+  readonly adminPort: number
+  readonly routesDir: string
+  readonly adminToken: string | undefined
+  readonly trustProxy: boolean | number | string
+  readonly maxBodyBytes: number
+  readonly drainTimeoutMs: number
+  readonly logLevel: string
+  readonly redisUrl: string | undefined
+  /** Consul is used when a route names a `service:`; these say how to reach it. */
+  readonly consul: ConsulConnection
+  /** Opt-in: services may publish their own routes through Consul service meta (`portico-prefix`). */
+  readonly consulRoutes: boolean
+}
+
+export interface ConsulConnection {
+  readonly address: string
+  readonly token: string | undefined
+  readonly secure: boolean
+  readonly caFile: string | undefined
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+export type Flags = Readonly<Record<string, string | boolean | undefined>>
+type Env = Readonly<Record<string, string | undefined>>
+
+export function loadConfig(flags: Flags, env: Env = process.env): PorticoConfig {
+  const pick = (flag: string, variable: string): string | undefined => {
+    const value = flags[flag]
+    if (typeof value === 'string') return value
+    const fromEnv = env[variable]
+    return fromEnv === undefined || fromEnv === '' ? undefined : fromEnv
+  }
+  const source = (flag: string, variable: string) => (typeof flags[flag] === 'string' ? `--${flag}` : variable)
+
+  return {
+    host: pick('host', 'PORTICO_HOST') ?? '0.0.0.0',
+    port: port(pick('port', 'PORTICO_PORT') ?? '8080', source('port', 'PORTICO_PORT')),
+    adminHost: pick('admin-host', 'PORTICO_ADMIN_HOST') ?? '127.0.0.1',
+    adminPort: port(pick('admin-port', 'PORTICO_ADMIN_PORT') ?? '9901', source('admin-port', 'PORTICO_ADMIN_PORT')),
+    routesDir: resolve(pick('routes', 'PORTICO_ROUTES') ?? './routes'),
+    adminToken: env.PORTICO_ADMIN_TOKEN || undefined,
+    trustProxy: trustProxy(pick('trust-proxy', 'PORTICO_TRUST_PROXY')),
+    maxBodyBytes: bytes(pick('max-body', 'PORTICO_MAX_BODY') ?? '10mb', source('max-body', 'PORTICO_MAX_BODY')),
+    drainTimeoutMs: duration(pick('drain-timeout', 'PORTICO_DRAIN_TIMEOUT') ?? '25s', source('drain-timeout', 'PORTICO_DRAIN_TIMEOUT')),
+    logLevel: pick('log-level', 'PORTICO_LOG_LEVEL') ?? 'info',
+    redisUrl: env.REDIS_URL || undefined,
+    consul: consulConnection(env),
+    consulRoutes: (pick('consul-routes', 'PORTICO_CONSUL_ROUTES') ?? (flags['consul-routes'] === true ? 'true' : 'false')) === 'true',
+  }
+}
+
+/** The standard Consul variables, as the consul CLI reads them (the npm client reads none of them). */
+export function consulConnection(env: Env): ConsulConnection {
+  const raw = env.CONSUL_HTTP_ADDR || '127.0.0.1:8500'
+  const secureByEnv = env.CONSUL_HTTP_SSL === 'true' || env.CONSUL_HTTP_SSL === '1'
+  const withScheme = /^https?:\/\//.test(raw) ? raw : `${secureByEnv ? 'https' : 'http'}://${raw}`
+  let url: URL
+  try {
+    url = new URL(withScheme)
+  } catch {
+    throw new ConfigError(`CONSUL_HTTP_ADDR: "${raw}" is not an address (expected host:port or http(s)://host:port)`)
+  }
+  return {
+    address: `${url.protocol}//${url.host}`,
+    token: env.CONSUL_HTTP_TOKEN || undefined,
+    secure: url.protocol === 'https:',
+    caFile: env.CONSUL_CACERT || undefined,
+  }
+}
+
+function port(text: string, from: string): number {
+  const value = Number(text)
+  if (!/^\d+$/.test(text) || value > 65535) throw new ConfigError(`${from}: "${text}" is not a port number (0-65535)`)
+  return value
+}
+
+function duration(text: string, from: string): number {
+  try {
+    return parseDuration(text)
+  } catch (error) {
+    throw new ConfigError(`${from}: ${(error as Error).message}`)
+  }
+}
+
+function bytes(text: string, from: string): number {
+  const match = /^(\d+)(b|kb|mb|gb)?$/i.exec(text)
+  if (!match) throw new ConfigError(`${from}: "${text}" is not a size (use e.g. 1048576, 512kb, 10mb)`)
+  const unit = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 }[(match[2] ?? 'b').toLowerCase() as 'b']
+  return Number(match[1]) * unit
+}
+
+function trustProxy(text: string | undefined): boolean | number | string {
+  if (text === undefined || text === 'false') return false
+  if (text === 'true') return true
+  if (/^\d+$/.test(text)) return Number(text)
+  return text // addresses or CIDRs, comma separated, as fastify takes them
+}

@@ -1,0 +1,55 @@
+import { GatewayError } from './errors.js'
+
+/** The code a streamed request body fails with once it passes the gateway's limit. */
+export const BODY_TOO_LARGE = 'PORTICO_BODY_TOO_LARGE'
+/** The code of the error an attempt ends with when its client went away. */
+export const CLIENT_GONE = 'PORTICO_CLIENT_GONE'
+
+// undici's and reply-from's error codes, by what they mean for the gateway.
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET'])
+const RESPONSE_TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'])
+const TIMEOUTS = new Set([...RESPONSE_TIMEOUTS, 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'])
+// An upstream that broke HTTP (a control character in a header value, say) fails undici's parser: an HTTPParserError,
+// or a length mismatch once undici has seen a Content-Length.
+const BAD_RESPONSE_CODES = new Set(['FST_REPLY_FROM_BAD_GATEWAY', 'UND_ERR_INFO', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'])
+const CLIENT_FAULTS = new Set([BODY_TOO_LARGE, CLIENT_GONE])
+
+const hasCode = (error: unknown, set: ReadonlySet<string>): boolean => errorCodes(error).some((c) => set.has(c))
+
+/** The attempt never reached a working connection (refused, reset, unreachable, connect timeout). */
+export const isConnectError = (error: unknown): boolean => hasCode(error, CONNECT_ERRORS)
+/** The upstream took longer than the response timeout to answer. */
+export const isResponseTimeout = (error: unknown): boolean => hasCode(error, RESPONSE_TIMEOUTS)
+/** The client caused it (went away, sent too much): it says nothing about the upstream, so no policy counts it. */
+export const isClientFault = (error: unknown): boolean => hasCode(error, CLIENT_FAULTS)
+
+/** What a failed forward means for the client: reply-from's and undici's errors mapped onto our codes. */
+export function classifyUpstreamFailure(error: unknown, instance: string, timeout: { readonly connectMs: number; readonly responseMs: number }): GatewayError {
+  if (error instanceof GatewayError) return error
+  const codes = errorCodes(error)
+  if (codes.includes(BODY_TOO_LARGE)) return new GatewayError('payload_too_large', `The streamed body exceeded the gateway's limit; ${instance} did not get it whole`, { cause: error })
+  if (codes.some((c) => TIMEOUTS.has(c))) {
+    return codes.includes('UND_ERR_CONNECT_TIMEOUT')
+      ? new GatewayError('upstream_timeout', `No connection to ${instance} within ${timeout.connectMs} ms`, { cause: error })
+      : new GatewayError('upstream_timeout', `No response from ${instance} within ${timeout.responseMs} ms`, { cause: error })
+  }
+  if (codes.some((c) => BAD_RESPONSE_CODES.has(c)) || [...causesOf(error)].some((e) => e.name === 'HTTPParserError')) return new GatewayError('upstream_bad_response', `${instance} sent an invalid response`, { cause: error })
+  const reason = codes.find((c) => /^E[A-Z]+$/.test(c)) ?? codes.at(-1) ?? 'error'
+  return new GatewayError('upstream_unreachable', `${instance} could not be reached (${reason})`, { cause: error })
+}
+
+/** The `code` of an error and of each of its causes, outermost first. */
+export function errorCodes(error: unknown): string[] {
+  const codes: string[] = []
+  for (const e of causesOf(error)) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string') codes.push(code)
+    if (e instanceof AggregateError) codes.push(...e.errors.flatMap(errorCodes))
+  }
+  return codes
+}
+
+/** An error and its causes, outermost first (at most 8 deep). */
+function* causesOf(error: unknown): Generator<Error> {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) yield e
+}

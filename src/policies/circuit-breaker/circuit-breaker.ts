@@ -1,0 +1,297 @@
+import CircuitBreaker from 'opossum'
+import { GatewayError } from '../../kernel/errors.js'
+import type { Logger } from '../../kernel/logger.js'
+import { isClientFault } from '../../kernel/upstream-errors.js'
+import type { SharedState } from '../../state/shared-state.js'
+import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
+import { CircuitBreakerSchema, toCircuitBreakerConfig, type CircuitBreakerConfig, type CircuitBreakerSpec } from './schema.js'
+
+const CHANNEL = 'portico:breakers'
+/** Version of the pub/sub message format. Messages without `v` are version 1 (replicas before it was written). */
+const MESSAGE_VERSION = 1
+// The fleet's single probe: only once the fleet-wide open period is over, and only one replica at a time.
+const TAKE_PROBE = `if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2], 'NX') then return 1 end
+return 0`
+const BUCKETS = 10
+
+interface BreakerMessage {
+  readonly v: typeof MESSAGE_VERSION
+  readonly route: string
+  readonly event: 'open' | 'close'
+  readonly until?: number | undefined
+  readonly from: string
+}
+
+/**
+ * A breaker message as another replica (or anything else with access to the channel) published it; undefined for
+ * whatever is not a message of a version this replica reads. Never throws: the channel is input like any other.
+ */
+export function parseBreakerMessage(text: string): BreakerMessage | undefined {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  if (typeof value !== 'object' || value === null) return undefined
+  const { v = MESSAGE_VERSION, route, event, until, from } = value as Record<string, unknown>
+  if (v !== MESSAGE_VERSION || typeof route !== 'string' || typeof from !== 'string' || (event !== 'open' && event !== 'close')) return undefined
+  if (until !== undefined && (typeof until !== 'number' || !Number.isFinite(until))) return undefined
+  return { v: MESSAGE_VERSION, route, event, until, from }
+}
+
+const COUNTED = new Error('the request counts as a failure')
+
+export const circuitBreakerPolicy: PolicyKind<CircuitBreakerSpec, CircuitBreakerConfig> = {
+  key: 'circuitBreaker',
+  schema: CircuitBreakerSchema,
+  toConfig: toCircuitBreakerConfig,
+  create: (route, config, { state, logger }) => {
+    const breaker = createRouteBreaker(route, config, state, logger)
+    return { wrap: breaker.wrap, describe: breaker.state, stop: breaker.stop }
+  },
+}
+
+export interface RouteBreaker {
+  /**
+   * The breaker around a route's attempts: an attempt goes ahead while the breaker is closed (counted from its
+   * handler, never held up), is refused with 503 circuit_open while it is open, or while it is half-open and another
+   * replica (or request) holds the fleet's single probe.
+   */
+  readonly wrap: AttemptWrapper
+  readonly state: () => { state: 'closed' | 'open' | 'half-open'; openUntil: number | undefined }
+  readonly stop: () => void
+}
+
+/** Tells the breaker how an attempt went, passing the outcome on unchanged. */
+class CountedAttempt implements AttemptHandler {
+  constructor(
+    readonly record: (failed: boolean) => void,
+    readonly failureStatuses: ReadonlySet<number>,
+    readonly downstream: AttemptHandler,
+  ) {}
+
+  onResponse(ex: PolicyExchange, res: UpstreamResponse): void {
+    this.record(this.failureStatuses.has(res.statusCode))
+    this.downstream.onResponse(ex, res)
+  }
+
+  onError(ex: PolicyExchange, error: Error): void {
+    // A client that went away, or sent too much, says nothing about the upstream.
+    this.record(!isClientFault(error))
+    this.downstream.onError(ex, error)
+  }
+}
+
+/**
+ * opossum's breaker per route and replica, with its counts and state shared through Redis. Opossum keeps no
+ * cross-process state (its maintainers declined it, opossum#675), so this module adds it:
+ * - each replica adds its successes and failures to time-bucketed Redis hashes, off the request path (every flush);
+ * - any replica that sees the fleet's numbers cross the threshold opens the breaker everywhere: a state key with a TTL
+ *   of resetTimeout (for replicas that start later) and a pub/sub message (for the ones running);
+ * - in half-open, a Redis lock lets exactly one probe through across the fleet; its success closes every replica,
+ *   its failure re-opens every replica;
+ * - without Redis every replica keeps working on its own opossum state and resyncs when Redis returns.
+ */
+export function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: CircuitBreakerConfig, state: SharedState | undefined, logger: Logger): RouteBreaker {
+  const breaker = new CircuitBreaker((attempt: () => Promise<unknown>) => attempt(), {
+    timeout: false, // the forward call has its own timeouts
+    errorThresholdPercentage: config.errorThresholdPercentage,
+    volumeThreshold: config.volumeThreshold,
+    resetTimeout: config.resetTimeoutMs,
+    rollingCountTimeout: config.windowMs,
+    rollingCountBuckets: BUCKETS,
+    // Neither is read here; with them on, opossum keeps every latency of the window and sorts them all each second.
+    rollingPercentilesEnabled: false,
+    enableSnapshots: false,
+  })
+  const keys = {
+    state: `portico:cb:{${route}}:open`,
+    probe: `portico:cb:{${route}}:probe`,
+    bucket: (start: number) => `portico:cb:{${route}}:counts:${start}`,
+  }
+  const bucketMs = Math.max(100, Math.floor(config.windowMs / BUCKETS))
+  let openUntil: number | undefined
+  let applyingRemote = false
+  let pending = { successes: 0, failures: 0 }
+
+  breaker.on('success', () => pending.successes++)
+  breaker.on('failure', () => pending.failures++)
+  breaker.on('open', () => {
+    openUntil = Date.now() + config.resetTimeoutMs
+    if (!applyingRemote) void announceOpen()
+    logger.warn({ route, openUntil: new Date(openUntil).toISOString(), remote: applyingRemote }, 'circuit breaker open')
+  })
+  breaker.on('close', () => {
+    openUntil = undefined
+    if (!applyingRemote) void announceClose()
+    logger.info({ route, remote: applyingRemote }, 'circuit breaker closed')
+  })
+
+  const remotely = (change: () => void) => {
+    applyingRemote = true
+    try {
+      change()
+    } finally {
+      applyingRemote = false
+    }
+  }
+
+  async function announceOpen(): Promise<void> {
+    if (!state?.isUp()) return
+    const until = openUntil ?? Date.now() + config.resetTimeoutMs
+    try {
+      await state.redis
+        .multi()
+        .set(keys.state, String(until), 'PX', Math.max(1, until - Date.now()))
+        .del(keys.probe)
+        .publish(CHANNEL, JSON.stringify({ v: MESSAGE_VERSION, route, event: 'open', until, from: state.replicaId } satisfies BreakerMessage))
+        .exec()
+    } catch {
+      // Redis went away: the other replicas decide on their own until it is back.
+    }
+  }
+
+  async function announceClose(): Promise<void> {
+    if (!state?.isUp()) return
+    try {
+      const now = Date.now()
+      const buckets = Array.from({ length: BUCKETS + 1 }, (_, i) => keys.bucket(Math.floor(now / bucketMs) * bucketMs - i * bucketMs))
+      await state.redis
+        .multi()
+        .del(keys.state, keys.probe, ...buckets)
+        .publish(CHANNEL, JSON.stringify({ v: MESSAGE_VERSION, route, event: 'close', from: state.replicaId } satisfies BreakerMessage))
+        .exec()
+    } catch {
+      // as above
+    }
+  }
+
+  /** Adds this replica's counts to the fleet's, then acts on the fleet's numbers and state. */
+  async function flush(): Promise<void> {
+    if (!state?.isUp()) return
+    const counts = pending
+    pending = { successes: 0, failures: 0 }
+    const now = Date.now()
+    const current = Math.floor(now / bucketMs) * bucketMs
+    const window = Array.from({ length: BUCKETS }, (_, i) => keys.bucket(current - i * bucketMs))
+    try {
+      const multi = state.redis.multi()
+      if (counts.successes + counts.failures > 0) {
+        multi.hincrby(keys.bucket(current), 's', counts.successes).hincrby(keys.bucket(current), 'f', counts.failures).pexpire(keys.bucket(current), config.windowMs * 2)
+      }
+      for (const key of window) multi.hmget(key, 's', 'f')
+      multi.pttl(keys.state)
+      const results = (await multi.exec()) ?? []
+      const stateTtl = Number(results.at(-1)?.[1] ?? -2)
+      let successes = 0
+      let failures = 0
+      for (const [, value] of results.slice(results.length - 1 - BUCKETS, -1)) {
+        const [s, f] = value as [string | null, string | null]
+        successes += Number(s ?? 0)
+        failures += Number(f ?? 0)
+      }
+      const volume = successes + failures
+      if (stateTtl > 0 && breaker.closed) {
+        // Opened elsewhere (we missed the message, or started later).
+        remotely(() => breaker.open())
+        openUntil = Date.now() + stateTtl
+      } else if (stateTtl < 0 && breaker.opened && (openUntil ?? 0) - Date.now() > 100) {
+        // Opened here while Redis was away: tell the fleet now that it is back.
+        await announceOpen()
+      } else if (breaker.closed && volume >= config.volumeThreshold && (failures * 100) / volume >= config.errorThresholdPercentage) {
+        breaker.open() // announces itself
+      }
+    } catch {
+      // Counts of this flush are lost while Redis is away; the local breaker still sees every request.
+    }
+  }
+
+  let unreadableLoggedAt = 0
+  const onMessage = (channel: string, text: string) => {
+    if (channel !== CHANNEL) return
+    const message = parseBreakerMessage(text)
+    if (!message) {
+      // Dropped; logged at most once a minute per route, so a flood of junk cannot flood the log either.
+      if (Date.now() - unreadableLoggedAt > 60_000) {
+        unreadableLoggedAt = Date.now()
+        logger.warn({ route, channel, message: text.slice(0, 200) }, 'dropped an unreadable breaker message (unknown format or version)')
+      }
+      return
+    }
+    if (message.route !== route || message.from === state?.replicaId) return
+    if (message.event === 'open') {
+      // Already open here: start the reset timer over, so no replica probes before the fleet's open period ends.
+      remotely(() => {
+        if (breaker.opened) breaker.close()
+        breaker.open()
+      })
+      openUntil = message.until
+    } else {
+      remotely(() => breaker.close())
+    }
+  }
+  if (state) {
+    state.subscriber.on('message', onMessage)
+    void state.subscriber.subscribe(CHANNEL).catch(() => undefined)
+  }
+  const timer = setInterval(() => void flush(), Math.min(200, bucketMs))
+  timer.unref()
+
+  const circuitOpen = () => {
+    const remainingMs = Math.max(0, (openUntil ?? Date.now()) - Date.now())
+    return new GatewayError('circuit_open', `The breaker of route "${route}" is open; the upstream is not called`, {
+      headers: { 'retry-after': String(Math.max(1, Math.ceil(remainingMs / 1000))) },
+    })
+  }
+
+  /**
+   * Admits one attempt: the function to call once with how it went, or undefined when opossum refuses it (open, or
+   * half-open with its one trial under way). opossum runs the action at once, so `end` is set when fire returns.
+   */
+  const admit = (): ((failed: boolean) => void) | undefined => {
+    let end: ((failed: boolean) => void) | undefined
+    breaker
+      .fire(() =>
+        new Promise<void>((resolve, reject) => {
+          end = (failed) => (failed ? reject(COUNTED) : resolve())
+        }),
+      )
+      .catch(() => undefined) // counted by opossum; nothing waits for it
+    return end
+  }
+  // The probe can last no longer than its timeouts: a replica that dies holding the lock holds up the fleet no longer.
+  const probeLockMs = Math.max(1_000, timeout.connectMs + timeout.responseMs)
+
+  const wrap: AttemptWrapper = (next: Send): Send => {
+    const send = (ex: PolicyExchange, handler: AttemptHandler) => {
+      const record = admit()
+      if (!record) return handler.onError(ex, circuitOpen())
+      next(ex, new CountedAttempt(record, config.failureStatuses, handler))
+    }
+    return function circuitBreaker(ex, handler) {
+      // A request that started before a reload replaced this breaker finishes without it.
+      if (breaker.isShutdown) return next(ex, handler)
+      if (breaker.opened) return handler.onError(ex, circuitOpen())
+      if (breaker.halfOpen && state?.isUp()) {
+        state.redis.eval(TAKE_PROBE, 2, keys.state, keys.probe, state.replicaId, probeLockMs).then(
+          (taken) => (taken === 1 ? send(ex, handler) : handler.onError(ex, circuitOpen())),
+          () => send(ex, handler), // Redis went away: this replica decides alone
+        )
+        return
+      }
+      send(ex, handler)
+    }
+  }
+
+  return {
+    wrap,
+    state: () => ({ state: breaker.opened ? 'open' : breaker.halfOpen ? 'half-open' : 'closed', openUntil }),
+    stop() {
+      clearInterval(timer)
+      state?.subscriber.off('message', onMessage)
+      breaker.shutdown()
+    },
+  }
+}

@@ -1,0 +1,103 @@
+import type { TSchema } from '@sinclair/typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Readable } from 'node:stream'
+import type { Instance } from '../balancer/instance.js'
+import type { Logger } from '../kernel/logger.js'
+import type { SharedState } from '../state/shared-state.js'
+
+/** An upstream's answer as reply-from hands it over: status and headers already copied onto the reply. */
+export interface UpstreamResponse {
+  readonly statusCode: number
+  readonly headers: IncomingHttpHeaders
+  readonly stream: Readable
+}
+
+/**
+ * What a policy sees of one request. The proxy's Exchange implements it: one object per request, of fixed shape.
+ * Policies keep their per-request state in their own handler objects, never on the exchange.
+ */
+export interface PolicyExchange {
+  readonly request: FastifyRequest
+  readonly reply: FastifyReply
+  /** The instance of the attempt under way (or about to be made). */
+  readonly instance: Instance
+  /** Attempts made so far, this one included. */
+  readonly attempt: number
+  /** The client went away: nothing more may be sent upstream for this request. */
+  readonly clientGone: boolean
+  /** How long the attempt under way may wait for its answer; sent upstream as X-Portico-Timeout-Ms. */
+  timeoutMs: number
+  /** Another instance for a retry, none of `tried` while others are left; undefined when the route has none. */
+  pickAnother(tried: ReadonlySet<string>): Instance | undefined
+  /** Starts the next attempt's bookkeeping on `instance`: in-flight counts and the upstream abort follow it here. */
+  switchTo(instance: Instance): void
+  /** Runs `cleanup` once when the request ends, however it ends: answered, failed, or the client gone. */
+  onEnd(cleanup: () => void): void
+  /** Drops an attempt's response that will not reach the client, with the headers already copied from it. */
+  discard(res: UpstreamResponse): void
+}
+
+/** How an upstream attempt ended. Exactly one of the two is called per attempt (undici's dispatch handler, pared down). */
+export interface AttemptHandler {
+  onResponse(ex: PolicyExchange, res: UpstreamResponse): void
+  onError(ex: PolicyExchange, error: Error): void
+}
+
+/** Sends one attempt upstream and reports to `handler`. */
+export type Send = (ex: PolicyExchange, handler: AttemptHandler) => void
+
+/** An upstream policy: wraps the send of every attempt of a route (undici's interceptors). Composed once per route. */
+export type AttemptWrapper = (next: Send) => Send
+
+/**
+ * A request policy, run before an instance is picked: calls `next()` to go on, `next(error)` to answer with a gateway
+ * error, or answers itself and never calls `next`. Callback style: most requests should need no promise.
+ */
+export type RequestGuard = (ex: PolicyExchange, next: (error?: Error) => void) => void
+
+/** What a policy knows of its route. */
+export interface PolicyRoute {
+  readonly name: string
+  readonly timeout: { readonly connectMs: number; readonly responseMs: number }
+}
+
+export interface PolicyDeps {
+  /** Redis-shared state; without it a policy holds per process, in memory. */
+  readonly state: SharedState | undefined
+  readonly logger: Logger
+}
+
+/** One route's live instance of a policy. Every part is optional: a policy fills the slots it needs. */
+export interface RoutePolicy {
+  readonly guard?: RequestGuard
+  readonly wrap?: AttemptWrapper
+  /** Narrows the instances that may get traffic (e.g. without ejected outliers). */
+  readonly filterInstances?: (instances: readonly Instance[]) => readonly Instance[]
+  /** What the admin API and metrics show of it now. */
+  describe?(): Record<string, unknown>
+  /** Releases timers and subscriptions; called once the route no longer uses this policy. */
+  stop?(): void
+}
+
+/**
+ * A route-file key and everything behind it: its schema, the one place its defaults are applied, and its factory.
+ * Adding a policy is one folder with one of these, plus one line in POLICIES and one in the route schema.
+ */
+export interface PolicyKind<Spec, Config> {
+  /** The route-file key, e.g. `rateLimit`. */
+  readonly key: string
+  readonly schema: TSchema
+  /** Spec (as validated by the schema) to config, defaults applied; a string says why the spec cannot be used. */
+  toConfig(spec: Spec): Config | string
+  create(route: PolicyRoute, config: Config, deps: PolicyDeps): RoutePolicy
+}
+
+// Each kind checks its own Spec and Config; the list of them is heterogeneous.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyPolicyKind = PolicyKind<any, any>
+
+/** A config as text that is equal for equal configs, Sets and Maps included: a changed field always tells. */
+export function fingerprint(config: unknown): string {
+  return JSON.stringify(config, (_key, value: unknown) => (value instanceof Set ? [...(value as Set<unknown>)] : value instanceof Map ? [...(value as Map<unknown, unknown>)] : value))
+}

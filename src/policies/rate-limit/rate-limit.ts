@@ -1,0 +1,158 @@
+import type { FastifyReply } from 'fastify'
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
+import { readRequestKey } from '../../balancer/request-key.js'
+import { GatewayError } from '../../kernel/errors.js'
+import type { SharedState } from '../../state/shared-state.js'
+import type { PolicyKind, RequestGuard } from '../policy.js'
+import { SharedConsume } from './shared-consume.js'
+import { RateLimitSchema, toRateLimitConfig, type RateLimitConfig, type RateLimitSpec } from './schema.js'
+
+export const rateLimitPolicy: PolicyKind<RateLimitSpec, RateLimitConfig> = {
+  key: 'rateLimit',
+  schema: RateLimitSchema,
+  toConfig: toRateLimitConfig,
+  create: (route, config, { state }) => ({
+    guard: createRateLimit(route.name, config, state),
+    describe: () => ({ key: config.key, limits: config.limits, onRedisDown: config.onRedisDown }),
+  }),
+}
+
+interface Window {
+  readonly limit: number
+  readonly windowMs: number
+  readonly shared: SharedConsume | undefined
+  local: RateLimiterMemory
+  localReplicas: number
+}
+
+interface Outcome {
+  readonly limit: number
+  readonly windowMs: number
+  readonly remaining: number
+  readonly resetMs: number
+  /** Gives the place back when another window refuses the request. */
+  readonly giveBack: (() => void) | undefined
+}
+
+/**
+ * A route's rate limit: one fixed-window counter per limit, in Redis when the gateway has one (at most one round trip
+ * per limit, all limits in parallel, a busy key's requests batched and leased: see SharedConsume), in memory
+ * otherwise. Answers 429 with Retry-After, and sets the RateLimit headers of draft-ietf-httpapi-ratelimit-headers-07
+ * (`RateLimit-Policy`, `RateLimit`) on every response.
+ */
+export function createRateLimit(route: string, config: RateLimitConfig, state: SharedState | undefined): RequestGuard {
+  const localPoints = (limit: number, replicas: number) => Math.max(1, Math.floor(limit / replicas))
+  const windows: Window[] = config.limits.map(({ limit, windowMs }) => {
+    const replicas = state ? state.liveReplicas() : 1
+    return {
+      limit,
+      windowMs,
+      // `{route}` is a hash tag: with Redis Cluster every key of a route lands in one slot.
+      shared: state
+        ? new SharedConsume(
+            new RateLimiterRedis({ storeClient: state.redis, points: limit, duration: windowMs / 1000, keyPrefix: `portico:rl:{${route}}:${windowMs}`, rejectIfRedisNotReady: true }),
+            state.redis,
+            () => state.liveReplicas(),
+          )
+        : undefined,
+      local: new RateLimiterMemory({ points: state ? localPoints(limit, replicas) : limit, duration: windowMs / 1000 }),
+      localReplicas: replicas,
+    }
+  })
+  const policyHeader = config.limits.map((l) => `${l.limit};w=${l.windowMs / 1000}`).join(', ')
+
+  /** This replica's share while Redis is away; re-sized when the replica count changed. */
+  const localShare = (window: Window): RateLimiterMemory => {
+    const replicas = state?.liveReplicas() ?? 1
+    if (replicas !== window.localReplicas) {
+      window.local = new RateLimiterMemory({ points: localPoints(window.limit, replicas), duration: window.windowMs / 1000 })
+      window.localReplicas = replicas
+    }
+    return window.local
+  }
+
+  const outcome = (window: Window, res: RateLimiterRes, limit = window.limit, giveBack?: () => void): Outcome => ({
+    limit,
+    windowMs: window.windowMs,
+    remaining: res.remainingPoints,
+    resetMs: res.msBeforeNext,
+    giveBack,
+  })
+  const over = (window: Window, res: RateLimiterRes, limit = window.limit): never => {
+    throw Object.assign(new GatewayError('rate_limited', `More than ${limit} requests in ${window.windowMs / 1000} s`), { outcome: outcome(window, res, limit) })
+  }
+
+  const consume = async (window: Window, key: string, taken = window.shared?.take(key)): Promise<Outcome | undefined> => {
+    if (!taken) {
+      const local = window.local
+      return outcome(window, await local.consume(key).catch((res: RateLimiterRes) => over(window, res)), window.limit, () => void local.reward(key, 1))
+    }
+    try {
+      const res = await taken
+      return outcome(window, res, window.limit, () => window.shared?.giveBack(key, res))
+    } catch (error) {
+      if (error instanceof RateLimiterRes) return over(window, error)
+      switch (config.onRedisDown) {
+        case 'open':
+          return undefined
+        case 'closed':
+          throw new GatewayError('state_unavailable', 'Rate limits are unavailable while Redis is unreachable', { cause: error })
+        case 'local': {
+          const share = localShare(window)
+          return outcome(window, await share.consume(key).catch((res: RateLimiterRes) => over(window, res, share.points)), share.points, () => void share.reward(key, 1))
+        }
+      }
+    }
+  }
+
+  /** The 429 for the refusals of one request: Retry-After from the limit that frees up last. */
+  const refusal = (refused: unknown[]): unknown => {
+    const limited = refused.filter((e): e is GatewayError & { outcome: Outcome } => e instanceof GatewayError && 'outcome' in e)
+    if (limited.length === 0) return refused[0]
+    const worst = limited.reduce((a, b) => (a.outcome.resetMs >= b.outcome.resetMs ? a : b))
+    const retryAfter = Math.max(1, Math.ceil(worst.outcome.resetMs / 1000))
+    return new GatewayError('rate_limited', `${worst.message}; retry in ${retryAfter} s`, {
+      headers: { 'retry-after': String(retryAfter), 'ratelimit-policy': policyHeader, ratelimit: header({ ...worst.outcome, remaining: 0 }) },
+    })
+  }
+
+  const setHeaders = (reply: FastifyReply, tightest: Outcome) => {
+    reply.header('ratelimit-policy', policyHeader)
+    reply.header('ratelimit', header(tightest))
+  }
+  const only = windows.length === 1 ? windows[0] : undefined
+  return function rateLimit(ex, next) {
+    const { request, reply } = ex
+    const key = readRequestKey(config.key, request.ip, request.headers)
+    if (only) {
+      // One limit is the common case, and a place leased from Redis answers at once.
+      const taken = only.shared?.take(key)
+      if (taken instanceof RateLimiterRes) {
+        setHeaders(reply, outcome(only, taken))
+        return next()
+      }
+      consume(only, key, taken).then(
+        (tightest) => {
+          if (tightest) setHeaders(reply, tightest)
+          next()
+        },
+        (error: unknown) => next(refusal([error]) as Error),
+      )
+      return
+    }
+    Promise.allSettled(windows.map((w) => consume(w, key))).then((results) => {
+      const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []))
+      if (refused.length > 0) {
+        // A refused request uses up nothing: the windows that admitted it get their place back.
+        for (const r of results) if (r.status === 'fulfilled') r.value?.giveBack?.()
+        return next(refusal(refused) as Error)
+      }
+      let tightest: Outcome | undefined
+      for (const r of results) if (r.status === 'fulfilled' && r.value && (!tightest || r.value.remaining < tightest.remaining)) tightest = r.value
+      if (tightest) setHeaders(reply, tightest)
+      next()
+    }, next)
+  }
+}
+
+const header = (o: Outcome): string => `limit=${o.limit}, remaining=${o.remaining}, reset=${Math.max(0, Math.ceil(o.resetMs / 1000))}`

@@ -1,0 +1,140 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { ServerResponse } from 'node:http'
+import type { InFlight, Pick } from '../balancer/balancer.js'
+import type { Instance } from '../balancer/instance.js'
+import { readRequestKey } from '../balancer/request-key.js'
+import type { RouteDefinition } from '../config/parse-route-file.js'
+import { CLIENT_GONE } from '../kernel/upstream-errors.js'
+import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamResponse } from '../policies/policy.js'
+import type { KeyedPolicy } from '../policies/policy-registry.js'
+import { AttemptSignal } from './upstream-dispatcher.js'
+
+/** A route as requests use it: its definition, compiled once per table with its balancer and its policies. */
+export interface LiveRoute extends RouteDefinition {
+  readonly pick: Pick
+  /** The instances that may get traffic now (discovered, less what policies filter out). */
+  readonly instances: () => readonly Instance[]
+  /** Request guards in order, or null: a route without any goes straight to picking an instance. */
+  readonly guards: readonly RequestGuard[] | null
+  /** The route's attempt wrappers folded around the plain send; the plain send itself when it has none. */
+  readonly send: Send
+  /** Set on least-request routes: the counts the balancer reads. */
+  readonly inFlight: InFlight | undefined
+  /** reply-from's options for this route: built once, the same shape on every route, never copied per request. */
+  readonly replyOptions: object
+  /** The live policies, under their route-file keys. */
+  readonly livePolicies: readonly KeyedPolicy[]
+}
+
+/** What every request of one gateway shares. */
+export interface GatewaySettings {
+  readonly trustProxy: boolean
+  readonly maxBodyBytes: number
+}
+
+export const kExchange = Symbol('portico.exchange')
+export type ExchangeRequest = FastifyRequest & { [kExchange]?: Exchange }
+type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange }
+
+const NO_INSTANCE: Instance = Object.freeze({ id: '', origin: '', weight: 0, tags: [], meta: {} })
+const CLIENT_GONE_ERROR = Object.assign(new Error('the client went away before the upstream answered'), { code: CLIENT_GONE })
+
+/**
+ * One request's way through the gateway, one object of fixed shape (every field set here): the route it matched, the
+ * instance of the attempt under way and that attempt's link upstream, and what must happen when it ends.
+ */
+export class Exchange implements PolicyExchange {
+  readonly request: ExchangeRequest
+  readonly reply: FastifyReply
+  readonly route: LiveRoute
+  readonly settings: GatewaySettings
+  /** Path and query to send upstream. */
+  readonly upstreamUrl: string
+  instance: Instance = NO_INSTANCE
+  attempt = 0
+  timeoutMs: number
+  clientGone = false
+  signal: AttemptSignal | undefined = undefined
+  /** Where the attempt under way reports; cleared once it has reported, so it reports once. */
+  handler: AttemptHandler | undefined = undefined
+  /** fastify's pre-handler callback: the guards and the pick end here. */
+  proceed: (error?: Error) => void
+  /** Guards call this to go on; set only on routes with guards. */
+  readonly next: ((error?: Error) => void) | undefined
+  guardIndex = 0
+  #inFlightDone: (() => void) | undefined = undefined
+  #cleanups: (() => void)[] | undefined = undefined
+  #ended = false
+
+  constructor(request: ExchangeRequest, reply: FastifyReply, route: LiveRoute, upstreamUrl: string, settings: GatewaySettings, proceed: (error?: Error) => void, next: ((ex: Exchange, error?: Error) => void) | undefined) {
+    this.request = request
+    this.reply = reply
+    this.route = route
+    this.settings = settings
+    this.upstreamUrl = upstreamUrl
+    this.timeoutMs = route.timeout.responseMs
+    this.proceed = proceed
+    this.next = next && ((error) => next(this, error))
+    request[kExchange] = this
+    ;(reply.raw as ExchangeResponse)[kExchange] = this
+    reply.raw.on('close', onResponseClose)
+  }
+
+  /** The consistent-hash key of this request; undefined on other balancers. */
+  hashKey(): string | undefined {
+    const { route, request } = this
+    return route.loadBalancer === 'consistent-hash' ? readRequestKey(route.hashOn, request.ip, request.headers) : undefined
+  }
+
+  pickAnother(tried: ReadonlySet<string>): Instance | undefined {
+    return this.route.pick(this.route.instances(), { exclude: tried, hashKey: this.hashKey() })
+  }
+
+  /** The one place an attempt's instance changes: the in-flight count moves with it, and a new upstream link starts. */
+  switchTo(instance: Instance): void {
+    this.#inFlightDone?.()
+    // A WebSocket upgrade holds its connection far longer than a request: least-request counts requests.
+    this.#inFlightDone = this.request.headers.upgrade === undefined ? this.route.inFlight?.start(instance.origin) : undefined
+    this.instance = instance
+    this.attempt++
+    this.signal = new AttemptSignal(this.route.timeout.connectMs)
+  }
+
+  onEnd(cleanup: () => void): void {
+    ;(this.#cleanups ??= []).push(cleanup)
+  }
+
+  discard(res: UpstreamResponse): void {
+    res.stream.on('error', () => undefined).destroy()
+    for (const name of Object.keys(res.headers)) this.reply.removeHeader(name)
+  }
+
+  /** The response closed: answered, or the client went away first (then the attempt under way ends here). */
+  end(clientGone: boolean): void {
+    if (this.#ended) return
+    this.#ended = true
+    if (clientGone) {
+      this.clientGone = true
+      this.signal?.abort(CLIENT_GONE_ERROR)
+      // reply-from may never call back for a request whose client is gone: what waits for the attempt hears it now.
+      const handler = this.handler
+      this.handler = undefined
+      handler?.onError(this, CLIENT_GONE_ERROR)
+    }
+    this.#inFlightDone?.()
+    this.#inFlightDone = undefined
+    const cleanups = this.#cleanups
+    if (cleanups) for (const cleanup of cleanups) cleanup()
+  }
+}
+
+/** One listener for every response (no closure per request). */
+function onResponseClose(this: ExchangeResponse): void {
+  this[kExchange]?.end(!this.writableFinished)
+}
+
+export function exchangeOf(request: FastifyRequest): Exchange {
+  const ex = (request as ExchangeRequest)[kExchange]
+  if (!ex) throw new Error('request reached the forward step without a route')
+  return ex
+}

@@ -1,0 +1,110 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { Readable } from 'node:stream'
+import type { RouteTable } from '../config/route-table.js'
+import { GatewayError } from '../kernel/errors.js'
+import { limitBody } from './body-limit.js'
+import { Exchange, exchangeOf, type GatewaySettings, type LiveRoute } from './exchange.js'
+import { normalizePath } from './normalize-path.js'
+import { deliver } from './send.js'
+
+/** What the request path reads of its gateway on every request. */
+export interface RequestPathContext extends GatewaySettings {
+  readonly table: () => RouteTable<LiveRoute>
+  readonly draining: () => boolean
+}
+
+/**
+ * The request's way through the gateway, in the order it runs: match → guards → pick (the pre-handler), then send
+ * (the handler). Callback style: a promise per request costs throughput, and most requests need none. The steps are
+ * module-level functions of the request's Exchange; only the entry points close over the gateway (once).
+ */
+export function createRequestPath(context: RequestPathContext) {
+  return {
+    admit(request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void {
+      let ex: Exchange
+      try {
+        ex = matchRoute(context, request, reply, done)
+      } catch (error) {
+        return done(error as Error)
+      }
+      runGuards(ex)
+    },
+    forward,
+  }
+}
+
+/** 1. Match: the normalised path against the live table (one read; a reload never changes a request midway). */
+function matchRoute(context: RequestPathContext, request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): Exchange {
+  // A request on a kept-alive connection while draining: send the client elsewhere.
+  if (context.draining()) throw new GatewayError('shutting_down', 'The gateway is draining; retry on another replica', { headers: { connection: 'close' } })
+  const [rawPath = '/', query] = splitQuery(request.url)
+  const path = normalizePath(rawPath)
+  if (path === undefined) throw new GatewayError('bad_path', `The path ${JSON.stringify(rawPath)} is not a valid absolute path`)
+  const match = context.table().match(path)
+  if (!match) throw new GatewayError('no_route', `No route serves ${path}`)
+  const { route } = match
+  const ex = new Exchange(request, reply, route, query === undefined ? match.upstreamPath : `${match.upstreamPath}?${query}`, context, done, route.guards === null ? undefined : continueGuards)
+  if (route.methods && !route.methods.has(request.method)) {
+    throw new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, { headers: { allow: [...route.methods].join(', ') } })
+  }
+  if (isWebSocketUpgrade(request) && !route.websocket) throw new GatewayError('websocket_not_allowed', `Route "${route.name}" does not accept WebSocket upgrades`)
+  const declaredLength = request.headers['content-length']
+  if (declaredLength !== undefined && Number(declaredLength) > context.maxBodyBytes) {
+    throw new GatewayError('payload_too_large', `The body is ${declaredLength} bytes; the gateway accepts at most ${context.maxBodyBytes}`)
+  }
+  if (declaredLength === undefined && request.body instanceof Readable) request.body = request.body.pipe(limitBody(context.maxBodyBytes))
+  return ex
+}
+
+/** 2. Guards (rate limit, concurrency limit, …): each may answer before any upstream is chosen. */
+function runGuards(ex: Exchange): void {
+  const guards = ex.route.guards
+  if (guards === null || ex.guardIndex === guards.length) return pickInstance(ex)
+  const guard = guards[ex.guardIndex++] as NonNullable<typeof guards>[number]
+  guard(ex, ex.next as (error?: Error) => void)
+}
+
+function continueGuards(ex: Exchange, error?: Error): void {
+  if (error) return ex.proceed(error)
+  // Possibly outside fastify's hook runner now (a guard that waited): what the rest throws must not get lost.
+  try {
+    runGuards(ex)
+  } catch (thrown) {
+    if (!ex.reply.sent) ex.reply.send(thrown)
+  }
+}
+
+/** 3. Pick an instance; the exchange takes it (and its in-flight count). */
+function pickInstance(ex: Exchange): void {
+  const { route } = ex
+  const instance = route.pick(route.instances(), { hashKey: ex.hashKey() })
+  if (!instance) return ex.proceed(new GatewayError('no_instance', noInstanceDetail(route)))
+  ex.switchTo(instance)
+  // What the upstream gets (the WebSocket proxy reads it from here too).
+  ex.request.raw.url = ex.upstreamUrl
+  ex.proceed()
+}
+
+/**
+ * 4. Send, through the route's attempt wrappers (or none). Returns nothing, so fastify leaves the answer to the
+ * chain: a returned promise that resolves before the upstream body has gone out makes fastify answer a second time.
+ */
+function forward(request: FastifyRequest, _reply: FastifyReply): void {
+  const ex = exchangeOf(request)
+  ex.route.send(ex, deliver)
+}
+
+function noInstanceDetail(route: LiveRoute): string {
+  return route.target.kind === 'service'
+    ? `Service "${route.target.service}" of route "${route.name}" has no passing instance`
+    : `Route "${route.name}" has no upstream instance`
+}
+
+function splitQuery(url: string): [string, string | undefined] {
+  const index = url.indexOf('?')
+  return index === -1 ? [url, undefined] : [url.slice(0, index), url.slice(index + 1)]
+}
+
+export function isWebSocketUpgrade(request: FastifyRequest): boolean {
+  return request.headers.upgrade?.toLowerCase() === 'websocket'
+}

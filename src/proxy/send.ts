@@ -1,0 +1,77 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
+import { sendProblem } from '../http/problem-responses.js'
+import { GatewayError } from '../kernel/errors.js'
+import { classifyUpstreamFailure } from '../kernel/upstream-errors.js'
+import type { AttemptHandler, PolicyExchange, UpstreamResponse } from '../policies/policy.js'
+import { exchangeOf, type Exchange } from './exchange.js'
+import { clientResponseHeaders, upstreamRequestHeaders } from './forwarding-headers.js'
+import { kAttemptSignal, type AttemptSignal } from './upstream-dispatcher.js'
+
+/** The header that tells the upstream how long the gateway still waits for it (like Envoy's expected-rq-timeout). */
+export const TIMEOUT_HEADER = 'x-portico-timeout-ms'
+
+/**
+ * Sends one attempt through reply-from; the outcome goes to `handler`. The route's one options object carries
+ * module-level hooks that find the request's Exchange, so nothing is allocated per attempt.
+ */
+export function sendViaReplyFrom(ex: PolicyExchange, handler: AttemptHandler): void {
+  const exchange = ex as Exchange
+  exchange.handler = handler
+  const options = exchange.route.replyOptions as { timeout: number }
+  exchange.reply.from(exchange.upstreamUrl, exchange.timeoutMs === options.timeout ? options : { ...options, timeout: exchange.timeoutMs })
+}
+
+/** The end of every route's chain: the upstream's answer goes to the client, a failure as problem+json. */
+export const deliver: AttemptHandler = {
+  onResponse(ex, res) {
+    ex.reply.send(res.stream)
+  },
+  onError(ex, error) {
+    if (ex.clientGone || ex.reply.sent) return
+    const { route } = ex as Exchange
+    const failure = classifyUpstreamFailure(error, ex.instance.origin, route.timeout)
+    if (!(error instanceof GatewayError)) ex.request.log.warn({ route: route.name, instance: ex.instance.origin, code: failure.code, err: error }, failure.message)
+    sendProblem(ex.reply, failure)
+  },
+}
+
+/**
+ * reply-from's options for a route. reply-from retries a GET answered 503 up to 10 times on its own (and
+ * `maxRetriesOn503: 0` means 10): a retry policy that never asks for one turns that off; retries are the route's
+ * `retry` policy's business.
+ */
+export function replyOptionsFor(responseTimeoutMs: number): object {
+  return { getUpstream, rewriteRequestHeaders, rewriteHeaders: clientResponseHeaders, onResponse, onError, retryDelay: noRetry, timeout: responseTimeoutMs }
+}
+
+function getUpstream(request: FastifyRequest): string {
+  return exchangeOf(request).instance.origin
+}
+
+function rewriteRequestHeaders(request: FastifyRequest, headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const ex = exchangeOf(request)
+  const forwarded = upstreamRequestHeaders(request, headers, { trustProxy: ex.settings.trustProxy, preserveHost: ex.route.preserveHost }) as IncomingHttpHeaders & {
+    [kAttemptSignal]?: AttemptSignal
+  }
+  forwarded[TIMEOUT_HEADER] = String(ex.timeoutMs)
+  forwarded[kAttemptSignal] = ex.signal
+  return forwarded
+}
+
+function onResponse(request: FastifyRequest, _reply: FastifyReply, res: UpstreamResponse): void {
+  const ex = exchangeOf(request)
+  const handler = ex.handler
+  ex.handler = undefined
+  if (handler) handler.onResponse(ex, res)
+  else ex.discard(res) // the attempt already ended (its client went away)
+}
+
+function onError(reply: FastifyReply, { error }: { error: Error }): void {
+  const ex = exchangeOf(reply.request)
+  const handler = ex.handler
+  ex.handler = undefined
+  handler?.onError(ex, error)
+}
+
+const noRetry = (): null => null
