@@ -122,11 +122,13 @@ try {
   // The full chain's limits and breaker live in a Redis of the bench's own.
   const redisPort = await freePort()
   children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
-  // Two Portico processes, one per target, so that each one's CPU time and JIT state are its own target's. Access logs
-  // off (warn level), as a throughput-minded operator would run it; readiness comes from the admin port.
-  const startPortico = async (): Promise<{ port: number; pid: number | undefined }> => {
+  // One Portico process per target, so that each one's CPU time and JIT state are its own target's. As shipped: the
+  // default log level (its lines go to /dev/null, at the same cost as a terminal or a pipe), metrics on; one more at
+  // warn to show what the request log lines cost. BENCH_BASELINE=<another checkout, built> adds that build's plain and
+  // chain targets to the same run, for an A/B of a change. Readiness comes from the admin port.
+  const startPortico = async (cwd = root, logLevel = 'info'): Promise<{ port: number; pid: number | undefined }> => {
     const [port, adminPort] = [await freePort(), await freePort()]
-    const child = spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1', '--log-level', 'warn'], { cwd: root, stdio: 'inherit', env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}` } })
+    const child = spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1', '--log-level', logLevel], { cwd, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}` } })
     children.push(child)
     await until(async () => {
       const ready = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { components: { state: { status: string } } }
@@ -134,13 +136,20 @@ try {
     })
     return { port, pid: child.pid }
   }
-  const [plainPortico, chainPortico] = [await startPortico(), await startPortico()]
+  const [plainPortico, quietPortico, chainPortico] = [await startPortico(), await startPortico(root, 'warn'), await startPortico()]
   const targets: [name: string, url: string, pid: number | undefined][] = [
     ['direct', `${upstreamUrl}/api/items`, undefined],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
     ['portico', `http://127.0.0.1:${plainPortico.port}/api/items`, plainPortico.pid],
+    ['portico (log warn)', `http://127.0.0.1:${quietPortico.port}/api/items`, quietPortico.pid],
     ['portico+redis chain', `http://127.0.0.1:${chainPortico.port}/chain/items`, chainPortico.pid],
   ]
+  const baselineDir = process.env.BENCH_BASELINE
+  if (baselineDir) {
+    const [basePlain, baseChain] = [await startPortico(baselineDir), await startPortico(baselineDir)]
+    targets.push(['baseline portico', `http://127.0.0.1:${basePlain.port}/api/items`, basePlain.pid])
+    targets.push(['baseline chain', `http://127.0.0.1:${baseChain.port}/chain/items`, baseChain.pid])
+  }
   let nginx: string | undefined
   try {
     nginx = execFileSync('bash', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' }).trim().split('\n')[0]
@@ -171,6 +180,7 @@ try {
   const plain = results.find((r) => r.name === 'portico') ?? results[0]
   const ratio = (a: number, b: number | undefined) => (Number.isFinite(a / (b ?? NaN)) ? (a / (b ?? NaN)).toFixed(2) : '-')
   console.log(`\n${connections} connections, median of ${roundCount} interleaved rounds of ${seconds} s, one machine (${process.version})`)
+  console.log('portico targets run as shipped (log level info, metrics on), except "portico (log warn)"')
   console.log('target                 req/s     p50 ms  p99 ms  errors  cpu µs/req  req/s vs fastify-http-proxy  vs portico  cpu vs portico')
   for (const r of results) {
     const cpu = Number.isFinite(r.cpuUs) ? r.cpuUs.toFixed(1) : '-'

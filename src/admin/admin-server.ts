@@ -1,7 +1,7 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { timingSafeEqual } from 'node:crypto'
 import { GatewayError } from '../kernel/errors.js'
-import { installProblemResponses, sendProblem } from '../http/problem-responses.js'
+import { answerClientError, installProblemResponses, sendProblem } from '../http/problem-responses.js'
 import { describePolicies, type LiveRoute } from '../proxy/gateway.js'
 import type { RouteWatcher } from '../config/route-watcher.js'
 import type { HealthRegistry } from './health-registry.js'
@@ -19,7 +19,11 @@ export interface AdminOptions {
 
 /** The operator's port, apart from client traffic: liveness, readiness, and the live route table with its errors. */
 export function createAdminServer(options: AdminOptions): FastifyInstance {
-  const app = Fastify({ loggerInstance: options.logger.child({ component: 'admin' }), logController: new LogController({ disableRequestLogging: true }) }) as unknown as FastifyInstance
+  const app = Fastify({
+    loggerInstance: options.logger.child({ component: 'admin' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    clientErrorHandler: answerClientError,
+  }) as unknown as FastifyInstance
   installProblemResponses(app)
 
   const expected = options.token === undefined ? undefined : Buffer.from(`Bearer ${options.token}`)

@@ -2,6 +2,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { LOAD_BALANCERS } from '../balancer/balancer.js'
 import { REQUEST_KEY_HEADER_PATTERN } from '../balancer/request-key.js'
 import { CircuitBreakerSchema } from '../policies/circuit-breaker/schema.js'
+import { ConcurrencyLimitSchema } from '../policies/concurrency-limit/schema.js'
 import { OutlierDetectionSchema } from '../policies/outlier-detection/schema.js'
 import { RateLimitSchema } from '../policies/rate-limit/schema.js'
 import { RetrySchema } from '../policies/retry/schema.js'
@@ -91,6 +92,7 @@ export const RouteSchema = Type.Object(
     ),
     websocket: Type.Optional(Type.Boolean({ default: false, description: 'Allow WebSocket upgrades on this route.' })),
     rateLimit: Type.Optional(RateLimitSchema),
+    concurrencyLimit: Type.Optional(ConcurrencyLimitSchema),
     circuitBreaker: Type.Optional(CircuitBreakerSchema),
     retry: Type.Optional(RetrySchema),
     outlierDetection: Type.Optional(OutlierDetectionSchema),

@@ -1,10 +1,9 @@
 import type { Logger } from '../kernel/logger.js'
-import type { Instance } from '../balancer/instance.js'
+import type { Instance, ServiceInstances } from '../balancer/instance.js'
 import type { ComponentHealth } from '../kernel/health.js'
-import type { ServiceInstances } from '../balancer/instance.js'
-import { backoffDelay, pause } from '../kernel/backoff.js'
 import type { ConsulClient } from './consul-client.js'
-import { nextIndex, toInstances } from './to-instances.js'
+import { runBlockingQuery } from './blocking-query.js'
+import { toInstances } from './to-instances.js'
 
 interface ServiceWatch {
   readonly abort: AbortController
@@ -74,37 +73,22 @@ export class ConsulDiscovery implements ServiceInstances {
     const watch: ServiceWatch = { abort: new AbortController(), instances: [], stale: false, synced: false, lastError: undefined, updatedAt: undefined }
     this.#watches.set(service, watch)
     const { client, logger } = this.#options
-    const signal = watch.abort.signal
-    void (async () => {
-      let index = 0
-      let failures = 0
-      while (!signal.aborted) {
-        try {
-          const started = Date.now()
-          const result = await client.healthyInstances(service, { index, waitSeconds: this.#options.waitSeconds ?? 30, signal })
-          const previous = index
-          index = nextIndex(index, result.index)
-          watch.instances = Object.freeze(toInstances(result.value))
-          watch.updatedAt = new Date()
-          if (watch.stale) logger.info({ service }, 'consul reachable again: instances are current')
-          watch.stale = false
-          watch.synced = true
-          watch.lastError = undefined
-          failures = 0
-          // An answer that came back at once with the same index would spin; Consul asks clients to rate-limit that.
-          if (index === previous && Date.now() - started < 50) await pause(50, signal)
-        } catch (error) {
-          if (signal.aborted) return
-          failures++
-          // The agent that answers next may be another one, or restarted with its own index history: an old index
-          // could then block on changes that already happened. Start over with a plain read.
-          index = 0
-          watch.stale = true
-          watch.lastError = (error as Error).message
-          if (failures === 1) logger.warn({ service, err: error }, 'consul query failed: serving last known instances')
-          await pause(backoffDelay(failures, { baseMs: 100, capMs: 5_000 }), signal)
-        }
-      }
-    })()
+    void runBlockingQuery({
+      signal: watch.abort.signal,
+      read: (index, signal) => client.healthyInstances(service, { index, waitSeconds: this.#options.waitSeconds ?? 30, signal }),
+      onValue: (entries) => {
+        watch.instances = Object.freeze(toInstances(entries))
+        watch.updatedAt = new Date()
+        if (watch.stale) logger.info({ service }, 'consul reachable again: instances are current')
+        watch.stale = false
+        watch.synced = true
+        watch.lastError = undefined
+      },
+      onError: (error, failures) => {
+        watch.stale = true
+        watch.lastError = (error as Error).message
+        if (failures === 1) logger.warn({ service, err: error }, 'consul query failed: serving last known instances')
+      },
+    })
   }
 }

@@ -37,20 +37,24 @@ export function installProblemResponses(app: FastifyInstance): void {
   app.setNotFoundHandler((request, reply) =>
     sendProblem(reply, new GatewayError('no_route', `No route serves ${request.method} ${request.url.split('?')[0] ?? ''}`)),
   )
-  // Requests node's HTTP parser rejects never reach fastify: answer them in the same format before closing.
-  app.server.removeAllListeners('clientError')
-  app.server.on('clientError', (error: Error & { code?: string }, socket: Socket) => {
-    if (!socket.writable) return socket.destroy()
-    const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400
-    const body = JSON.stringify({
-      type: 'https://portico.dev/problems/bad-request',
-      title: STATUS_CODES[status],
-      status,
-      detail: `The request could not be parsed (${error.code ?? 'bad request'})`,
-      code: 'bad_request',
-    })
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-    )
-  })
+}
+
+/**
+ * fastify's `clientErrorHandler`: requests node's HTTP parser rejects never reach fastify's handlers, so they are
+ * answered here, in the same format and from the same table, before the connection closes. Nothing is written to a
+ * socket that has already sent part of a response (a pipelined request's answer in flight).
+ */
+export function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+  if (!socket.writable || (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) return void socket.destroy()
+  const problem = new GatewayError(CLIENT_ERROR_CODES[error.code ?? ''] ?? 'bad_request', `The request could not be parsed (${error.code ?? 'bad request'})`)
+  const body = JSON.stringify(toProblem(problem))
+  socket.end(
+    `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+  )
+}
+
+const CLIENT_ERROR_CODES: Readonly<Record<string, GatewayErrorCode>> = {
+  HPE_HEADER_OVERFLOW: 'header_too_large',
+  ERR_HTTP_REQUEST_TIMEOUT: 'request_timeout',
+  ERR_HTTP_HEADERS_TIMEOUT: 'request_timeout',
 }

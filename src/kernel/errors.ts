@@ -7,12 +7,15 @@ export const GatewayErrors = {
   no_route: { status: 404, title: 'No route matches this path' },
   method_not_allowed: { status: 405, title: 'The route does not allow this method' },
   bad_request: { status: 400, title: 'The request is malformed' },
+  header_too_large: { status: 431, title: 'The request headers are larger than the gateway accepts' },
+  request_timeout: { status: 408, title: 'The request was not received in time' },
   bad_path: { status: 400, title: 'The request path cannot be routed safely' },
   payload_too_large: { status: 413, title: 'The request body is larger than the gateway accepts' },
   websocket_not_allowed: { status: 400, title: 'The route does not allow WebSocket upgrades' },
   rate_limited: { status: 429, title: 'Too many requests' },
   no_instance: { status: 503, title: 'No healthy upstream instance is available' },
   circuit_open: { status: 503, title: 'The upstream circuit breaker is open' },
+  concurrency_limited: { status: 503, title: 'The route has as many requests in flight as it allows' },
   state_unavailable: { status: 503, title: 'Shared gateway state is unavailable' },
   shutting_down: { status: 503, title: 'The gateway is shutting down' },
   upstream_unreachable: { status: 502, title: 'The upstream could not be reached' },
@@ -39,7 +42,8 @@ export class GatewayError extends Error {
     this.name = 'GatewayError'
     this.code = code
     this.status = GatewayErrors[code].status
-    this.headers = options.headers ?? {}
+    // Every 503 says when to come back (RFC 9110 §10.2.3); one that knows better sets its own.
+    this.headers = this.status === 503 && options.headers?.['retry-after'] === undefined ? { ...options.headers, 'retry-after': '1' } : (options.headers ?? {})
   }
 }
 

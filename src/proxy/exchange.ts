@@ -101,6 +101,7 @@ export class Exchange implements PolicyExchange {
   }
 
   onEnd(cleanup: () => void): void {
+    if (this.#ended) return cleanup() // e.g. a slot granted after the client left
     ;(this.#cleanups ??= []).push(cleanup)
   }
 

@@ -7,7 +7,7 @@ import { staticInstance, type Instance, type ServiceInstances } from '../balance
 import type { RouteDefinition } from '../config/parse-route-file.js'
 import type { RouteProvider } from '../config/providers/provider.js'
 import { RouteWatcher } from '../config/route-watcher.js'
-import { installProblemResponses, problemCodeOf } from '../http/problem-responses.js'
+import { answerClientError, installProblemResponses, problemCodeOf } from '../http/problem-responses.js'
 import type { Logger } from '../kernel/logger.js'
 import { POLICIES } from '../policies/index.js'
 import type { AttemptWrapper, RequestGuard, Send } from '../policies/policy.js'
@@ -76,6 +76,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     // fastify's own 503 while closing is not problem+json; the request path answers instead.
     return503OnClosing: false,
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 8192 },
+    clientErrorHandler: answerClientError,
   }) as unknown as FastifyInstance
   installProblemResponses(app)
   const onResponse = options.onResponse

@@ -62,4 +62,35 @@ describe('balancers', () => {
       expect(pick([instance('a')], { exclude: new Set(['a']) })?.id).toBe('a')
     }
   })
+
+  describe('consistent-hash spread (instance ids that differ in one character)', () => {
+    const origins = ['http://127.0.0.1:9001', 'http://127.0.0.1:9002', 'http://127.0.0.1:9003']
+    const keys = Array.from({ length: 3000 }, (_, i) => `user-${i}`)
+    const shares = (set: Instance[]) => {
+      const pick = createBalancer('consistent-hash', { inFlight: new InFlight() })
+      const counts = count(keys.map((k) => pick(set, { hashKey: k })))
+      return Object.fromEntries(Object.entries(counts).map(([id, n]) => [id, (n * 100) / keys.length]))
+    }
+
+    it('gives each equal instance its third, within 5 points', () => {
+      for (const share of Object.values(shares(origins.map((o) => instance(o))))) expect(Math.abs(share - 100 / 3)).toBeLessThan(5)
+    })
+
+    it('honours weights 1:3:1', () => {
+      const spread = shares([instance(origins[0]!, 1), instance(origins[1]!, 3), instance(origins[2]!, 1)])
+      expect(Math.abs(spread[origins[0]!]! - 20)).toBeLessThan(5)
+      expect(Math.abs(spread[origins[1]!]! - 60)).toBeLessThan(5)
+      expect(Math.abs(spread[origins[2]!]! - 20)).toBeLessThan(5)
+    })
+
+    it('moves only the keys of an instance that leaves', () => {
+      const pick = createBalancer('consistent-hash', { inFlight: new InFlight() })
+      const all = origins.map((o) => instance(o))
+      const before = keys.map((k) => pick(all, { hashKey: k })?.id)
+      const after = keys.map((k) => pick(all.slice(0, 2), { hashKey: k })?.id)
+      keys.forEach((_k, i) => {
+        if (before[i] !== origins[2]) expect(after[i]).toBe(before[i])
+      })
+    })
+  })
 })

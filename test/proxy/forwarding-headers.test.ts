@@ -5,6 +5,7 @@ import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { clientResponseHeaders } from '../../src/proxy/forwarding-headers.js'
 import { startGateway, type TestGateway } from '../support/gateway.js'
+import { startUpstream, type Upstream } from '../support/upstream.js'
 
 describe('clientResponseHeaders', () => {
   it('removes hop-by-hop headers and adds the request id', () => {
@@ -55,5 +56,42 @@ describe('upstream header values through the gateway', () => {
       expect(response.headers['content-type']).toMatch(/^application\/problem\+json/)
       expect(body.code).toBe('upstream_bad_response')
     }
+  })
+})
+
+describe('the deadline travels upstream (X-Portico-Timeout-Ms)', () => {
+  let upstream: Upstream
+  let gateway: TestGateway
+  beforeAll(async () => {
+    upstream = await startUpstream('deadline')
+    gateway = await startGateway({
+      'r.yaml': `routes:
+  - name: plain
+    prefix: /plain
+    upstreams: [${upstream.url}]
+    timeout: { response: 2s }
+  - name: deadline
+    prefix: /deadline
+    upstreams: [${upstream.url}]
+    timeout: { response: 5s }
+    retry: { deadline: 1500ms }
+`,
+    })
+  })
+  afterAll(async () => {
+    await gateway?.close()
+    await upstream?.close()
+  })
+
+  const sentUpstream = async (path: string) => {
+    const response = await request(`${gateway.url}${path}`, { headers: { 'x-portico-timeout-ms': '999999' } })
+    return ((await response.body.json()) as { headers: Record<string, string> }).headers['x-portico-timeout-ms']
+  }
+
+  it('tells the upstream how long the gateway still waits, never what the client claimed', async () => {
+    expect(await sentUpstream('/plain')).toBe('2000')
+    const left = Number(await sentUpstream('/deadline'))
+    expect(left).toBeGreaterThan(1_000)
+    expect(left).toBeLessThanOrEqual(1_500)
   })
 })

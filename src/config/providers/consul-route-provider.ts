@@ -1,7 +1,7 @@
 import type { Logger } from '../../kernel/logger.js'
 import type { RouteSource } from '../merge-sources.js'
 import type { RouteProvider } from './provider.js'
-import { backoffDelay, pause } from '../../kernel/backoff.js'
+import { runBlockingQuery } from '../../discovery/blocking-query.js'
 import type { ConsulClient } from '../../discovery/consul-client.js'
 
 /** Services tagged with this publish their own route through service meta. */
@@ -30,38 +30,24 @@ export function createConsulRouteProvider(client: ConsulClient, logger: Logger, 
   return {
     name: 'consul-routes',
     async start(emit, signal) {
-      const read = async (index: number) => {
-        const catalog = await client.services({ index, waitSeconds, signal })
-        const tagged = Object.entries(catalog.value).filter(([, tags]) => tags.includes(ROUTE_TAG)).map(([name]) => name).sort()
-        const sources = await Promise.all(
+      let started = false
+      await runBlockingQuery({
+        signal,
+        read: async (index, signal) => {
+          const catalog = await client.services({ index, waitSeconds, signal })
+          const tagged = Object.entries(catalog.value).filter(([, tags]) => tags.includes(ROUTE_TAG)).map(([name]) => name).sort()
           // Registered instances, passing or not: a route is configuration, health is for the instances behind it.
-          tagged.map(async (service) => routeSourceFromMeta(service, await client.serviceMeta(service))),
-        )
-        emit(sources.filter((s): s is RouteSource => s !== undefined))
-        return catalog.index
-      }
-      let index = 0
-      try {
-        index = await read(0)
-      } catch (error) {
-        logger.warn({ err: error }, 'consul routes: catalog not reachable at start; no published routes until it is')
-        emit([])
-      }
-      void (async () => {
-        let failures = 0
-        while (!signal.aborted) {
-          try {
-            const next = await read(index)
-            index = next < index ? 0 : Math.max(1, next)
-            failures = 0
-          } catch (error) {
-            if (signal.aborted) return
-            index = 0 // as in consul-discovery.ts: after an outage, read afresh
-            if (++failures === 1) logger.warn({ err: error }, 'consul routes: catalog query failed; published routes stay as they were')
-            await pause(backoffDelay(failures, { capMs: 5_000 }), signal)
-          }
-        }
-      })()
+          const sources = await Promise.all(tagged.map(async (service) => routeSourceFromMeta(service, await client.serviceMeta(service))))
+          return { value: sources.filter((s): s is RouteSource => s !== undefined), index: catalog.index }
+        },
+        onValue: emit,
+        onError: (error, failures) => {
+          if (failures === 1) logger.warn({ err: error }, 'consul routes: catalog query failed; published routes stay as they were')
+          // Not reachable at start: the watcher waits for a first snapshot from every provider.
+          if (!started) emit([])
+        },
+      })
+      started = true
     },
   }
 }

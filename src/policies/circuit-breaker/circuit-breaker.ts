@@ -2,6 +2,7 @@ import CircuitBreaker from 'opossum'
 import { GatewayError } from '../../kernel/errors.js'
 import type { Logger } from '../../kernel/logger.js'
 import { isClientFault } from '../../kernel/upstream-errors.js'
+import { FleetCounters } from '../../state/fleet-counters.js'
 import type { SharedState } from '../../state/shared-state.js'
 import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
 import { CircuitBreakerSchema, toCircuitBreakerConfig, type CircuitBreakerConfig, type CircuitBreakerSpec } from './schema.js'
@@ -87,7 +88,7 @@ class CountedAttempt implements AttemptHandler {
 /**
  * opossum's breaker per route and replica, with its counts and state shared through Redis. Opossum keeps no
  * cross-process state (its maintainers declined it, opossum#675), so this module adds it:
- * - each replica adds its successes and failures to time-bucketed Redis hashes, off the request path (every flush);
+ * - each replica adds its successes and failures to the fleet's counters (FleetCounters), off the request path;
  * - any replica that sees the fleet's numbers cross the threshold opens the breaker everywhere: a state key with a TTL
  *   of resetTimeout (for replicas that start later) and a pub/sub message (for the ones running);
  * - in half-open, a Redis lock lets exactly one probe through across the fleet; its success closes every replica,
@@ -109,15 +110,21 @@ export function createRouteBreaker({ name: route, timeout }: PolicyRoute, config
   const keys = {
     state: `portico:cb:{${route}}:open`,
     probe: `portico:cb:{${route}}:probe`,
-    bucket: (start: number) => `portico:cb:{${route}}:counts:${start}`,
   }
-  const bucketMs = Math.max(100, Math.floor(config.windowMs / BUCKETS))
   let openUntil: number | undefined
   let applyingRemote = false
-  let pending = { successes: 0, failures: 0 }
+  // The fleet's counts, with the state key read in the same round trip: what the fleet decides on.
+  const counts = new FleetCounters({
+    state,
+    key: `portico:cb:{${route}}:counts`,
+    fields: ['s', 'f'],
+    windowMs: config.windowMs,
+    buckets: BUCKETS,
+    alongside: { add: (multi) => multi.pttl(keys.state), read: ([ttl]) => actOnFleet(Number(ttl ?? -2)) },
+  })
 
-  breaker.on('success', () => pending.successes++)
-  breaker.on('failure', () => pending.failures++)
+  breaker.on('success', () => counts.add('s'))
+  breaker.on('failure', () => counts.add('f'))
   breaker.on('open', () => {
     openUntil = Date.now() + config.resetTimeoutMs
     if (!applyingRemote) void announceOpen()
@@ -156,11 +163,9 @@ export function createRouteBreaker({ name: route, timeout }: PolicyRoute, config
   async function announceClose(): Promise<void> {
     if (!state?.isUp()) return
     try {
-      const now = Date.now()
-      const buckets = Array.from({ length: BUCKETS + 1 }, (_, i) => keys.bucket(Math.floor(now / bucketMs) * bucketMs - i * bucketMs))
       await state.redis
         .multi()
-        .del(keys.state, keys.probe, ...buckets)
+        .del(keys.state, keys.probe, ...counts.windowKeys())
         .publish(CHANNEL, JSON.stringify({ v: MESSAGE_VERSION, route, event: 'close', from: state.replicaId } satisfies BreakerMessage))
         .exec()
     } catch {
@@ -168,43 +173,19 @@ export function createRouteBreaker({ name: route, timeout }: PolicyRoute, config
     }
   }
 
-  /** Adds this replica's counts to the fleet's, then acts on the fleet's numbers and state. */
-  async function flush(): Promise<void> {
-    if (!state?.isUp()) return
-    const counts = pending
-    pending = { successes: 0, failures: 0 }
-    const now = Date.now()
-    const current = Math.floor(now / bucketMs) * bucketMs
-    const window = Array.from({ length: BUCKETS }, (_, i) => keys.bucket(current - i * bucketMs))
-    try {
-      const multi = state.redis.multi()
-      if (counts.successes + counts.failures > 0) {
-        multi.hincrby(keys.bucket(current), 's', counts.successes).hincrby(keys.bucket(current), 'f', counts.failures).pexpire(keys.bucket(current), config.windowMs * 2)
-      }
-      for (const key of window) multi.hmget(key, 's', 'f')
-      multi.pttl(keys.state)
-      const results = (await multi.exec()) ?? []
-      const stateTtl = Number(results.at(-1)?.[1] ?? -2)
-      let successes = 0
-      let failures = 0
-      for (const [, value] of results.slice(results.length - 1 - BUCKETS, -1)) {
-        const [s, f] = value as [string | null, string | null]
-        successes += Number(s ?? 0)
-        failures += Number(f ?? 0)
-      }
-      const volume = successes + failures
-      if (stateTtl > 0 && breaker.closed) {
-        // Opened elsewhere (we missed the message, or started later).
-        remotely(() => breaker.open())
-        openUntil = Date.now() + stateTtl
-      } else if (stateTtl < 0 && breaker.opened && (openUntil ?? 0) - Date.now() > 100) {
-        // Opened here while Redis was away: tell the fleet now that it is back.
-        await announceOpen()
-      } else if (breaker.closed && volume >= config.volumeThreshold && (failures * 100) / volume >= config.errorThresholdPercentage) {
-        breaker.open() // announces itself
-      }
-    } catch {
-      // Counts of this flush are lost while Redis is away; the local breaker still sees every request.
+  /** Acts on the fleet's numbers and state, as read at the counters' last flush. */
+  async function actOnFleet(stateTtl: number): Promise<void> {
+    const failures = counts.sum('f')
+    const volume = counts.sum('s') + failures
+    if (stateTtl > 0 && breaker.closed) {
+      // Opened elsewhere (we missed the message, or started later).
+      remotely(() => breaker.open())
+      openUntil = Date.now() + stateTtl
+    } else if (stateTtl < 0 && breaker.opened && (openUntil ?? 0) - Date.now() > 100) {
+      // Opened here while Redis was away: tell the fleet now that it is back.
+      await announceOpen()
+    } else if (breaker.closed && volume >= config.volumeThreshold && (failures * 100) / volume >= config.errorThresholdPercentage) {
+      breaker.open() // announces itself
     }
   }
 
@@ -236,8 +217,6 @@ export function createRouteBreaker({ name: route, timeout }: PolicyRoute, config
     state.subscriber.on('message', onMessage)
     void state.subscriber.subscribe(CHANNEL).catch(() => undefined)
   }
-  const timer = setInterval(() => void flush(), Math.min(200, bucketMs))
-  timer.unref()
 
   const circuitOpen = () => {
     const remainingMs = Math.max(0, (openUntil ?? Date.now()) - Date.now())
@@ -289,7 +268,7 @@ export function createRouteBreaker({ name: route, timeout }: PolicyRoute, config
     wrap,
     state: () => ({ state: breaker.opened ? 'open' : breaker.halfOpen ? 'half-open' : 'closed', openUntil }),
     stop() {
-      clearInterval(timer)
+      counts.stop()
       state?.subscriber.off('message', onMessage)
       breaker.shutdown()
     },

@@ -11,11 +11,12 @@ export const retryPolicy: PolicyKind<RetrySpec, RetryConfig> = {
   key: 'retry',
   schema: RetrySchema,
   toConfig: toRetryConfig,
-  create: (route, config, { logger }) => {
-    const budget = new RetryBudget(config.budgetPercent)
+  create: (route, config, { logger, state }) => {
+    const budget = new RetryBudget(config.budgetPercent, { state, route: route.name })
     return {
       wrap: retrying({ route, config, budget, logger }),
       describe: () => ({ attempts: config.attempts, budgetPercent: config.budgetPercent, deadlineMs: config.deadlineMs }),
+      stop: () => budget.stop(),
     }
   },
 }

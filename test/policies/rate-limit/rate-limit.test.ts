@@ -116,6 +116,8 @@ describe('rate limit keys (one replica with Redis)', () => {
           limited(`ip-${process.pid}`, upstream.url, '{ key: ip, limits: [{ limit: 2, window: 1h }] }'),
           limited(`key-${process.pid}`, upstream.url, '{ key: "header:X-Api-Key", limits: [{ limit: 1, window: 1h }] }').replace('routes:\n', ''),
           limited(`multi-${process.pid}`, upstream.url, '{ key: route, limits: [{ limit: 50, window: 1s }, { limit: 3, window: 1h }] }').replace('routes:\n', ''),
+          limited(`refused-${process.pid}`, upstream.url, '{ key: route, limits: [{ limit: 2, window: 1h }, { limit: 1, window: 1s }] }').replace('routes:\n', ''),
+          limited(`single-${process.pid}`, upstream.url, '{ limit: 2, window: 1h, key: "header:X-Api-Key" }').replace('routes:\n', ''),
         ].join(''),
       },
       {},
@@ -148,6 +150,40 @@ describe('rate limit keys (one replica with Redis)', () => {
   it('enforces every limit of a list', async () => {
     const path = `/multi-${process.pid}`
     expect([await status(path), await status(path), await status(path), await status(path)]).toEqual([200, 200, 200, 429])
+  })
+
+  it('takes nothing from the other windows for a request one window refuses', async () => {
+    const path = `/refused-${process.pid}`
+    // 1 per second and 2 per hour: the second request is refused by the 1 s window and must leave the hour alone.
+    expect([await status(path), await status(path)]).toEqual([200, 429])
+    await waitFor(async () => (await status(path)) === 200, { timeoutMs: 3_000, what: 'the second window to open (with the hour not used up)' })
+  })
+
+  it('takes the one-window form (limit, window, key) of the resilience issue', async () => {
+    const path = `/single-${process.pid}`
+    const asClient = (key: string) => status(path, { 'x-api-key': key })
+    expect([await asClient('k1'), await asClient('k1'), await asClient('k1'), await asClient('k2')]).toEqual([200, 200, 429, 200])
+    // a repeated header keys like its first value: repeating it evades nothing
+    expect(await status(path, { 'x-api-key': ['k1', 'k3'] as unknown as string })).toBe(429)
+  })
+})
+
+describe('a request one window refuses, without Redis', () => {
+  it('takes nothing from the other windows', async () => {
+    const upstream = await startUpstream('mem')
+    const gateway = await startGateway({ 'r.yaml': limited('mem', upstream.url, '{ key: route, limits: [{ limit: 2, window: 1h }, { limit: 1, window: 1s }] }') })
+    const status = async () => {
+      const response = await request(`${gateway.url}/mem`)
+      await response.body.dump()
+      return response.statusCode
+    }
+    try {
+      expect([await status(), await status()]).toEqual([200, 429])
+      await waitFor(async () => (await status()) === 200, { timeoutMs: 3_000, what: 'the second window to open (with the hour not used up)' })
+    } finally {
+      await gateway.close()
+      await upstream.close()
+    }
   })
 })
 

@@ -1,5 +1,6 @@
+import { Redis } from 'ioredis'
 import { request } from 'undici'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { startGateway, type TestGateway } from '../../support/gateway.js'
 import { waitFor } from '../../support/poll.js'
 import { startUpstream, type Upstream } from '../../support/upstream.js'
@@ -89,5 +90,43 @@ routes:
       await call('/eject')
       return broken.requests.length > seenBroken
     }, { timeoutMs: 3_000, what: 'the broken instance to be re-admitted' })
+  })
+})
+
+describe('a retry budget shared by two replicas through Redis', () => {
+  const redisUrl = inject('redisUrl')
+  const route = `budget-${process.pid}`
+  let first: Upstream, second: Upstream
+  let replicas: TestGateway[]
+  let redis: Redis
+  beforeAll(async () => {
+    first = await startUpstream('first', (_req, res) => res.writeHead(503).end('busy'))
+    second = await startUpstream('second', (_req, res) => res.writeHead(503).end('busy'))
+    const files = { 'r.yaml': `routes:\n  - name: ${route}\n    prefix: /budget\n    upstreams: [${first.url}, ${second.url}]\n    retry: { attempts: 2, on: [503], backoff: 1ms, budgetPercent: 20 }\n` }
+    replicas = await Promise.all([startGateway(files, {}, { REDIS_URL: redisUrl }), startGateway(files, {}, { REDIS_URL: redisUrl })])
+    redis = new Redis(redisUrl)
+  })
+  afterAll(async () => {
+    redis?.disconnect()
+    await Promise.all((replicas ?? []).map((r) => r.close()))
+    await Promise.all([first?.close(), second?.close()])
+  })
+
+  const hits = () => first.requests.length + second.requests.length
+  const fleetRetries = async () => {
+    const keys = await redis.keys(`portico:rb:{${route}}:counts:*`)
+    const values = await Promise.all(keys.map((k) => redis.hget(k, 'retries')))
+    return values.reduce((sum, v) => sum + Number(v ?? 0), 0)
+  }
+
+  it('lets the replicas together retry no more than the budget, not each its own', async () => {
+    for (let i = 0; i < 50; i++) await (await request(`${replicas[0]!.url}/budget`)).body.dump()
+    const retriesOfA = hits() - 50
+    expect(retriesOfA).toBe(3 + 10) // the minimum, plus 20 % of 50
+    await waitFor(async () => (await fleetRetries()) === retriesOfA, { what: 'replica A\'s retries to reach the fleet counters' })
+    const before = hits()
+    for (let i = 0; i < 10; i++) await (await request(`${replicas[1]!.url}/budget`)).body.dump()
+    // The fleet has 60 requests and 13 retries: 2 more fit (3 + 20 % of 60 = 15). On its own, B would allow 5.
+    expect(hits() - before - 10).toBeLessThanOrEqual(2)
   })
 })
