@@ -4,16 +4,12 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { startGateway, type TestGateway } from '../support/gateway.js'
+import { answer } from '../support/http.js'
 import { waitFor } from '../support/poll.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
 /** Defects found in the seams of the old request path; each test failed before the pipeline redesign. */
 
-const problemOf = async (url: string, init: Parameters<typeof request>[1] = {}) => {
-  const response = await request(url, init)
-  const text = await response.body.text()
-  return { status: response.statusCode, headers: response.headers, code: response.statusCode >= 400 ? (JSON.parse(text) as { code: string }).code : undefined, text }
-}
 
 describe('a client that goes away during a retry backoff', () => {
   let failing: Upstream, healthy: Upstream
@@ -101,16 +97,16 @@ describe('the breaker pub/sub channel carries junk', () => {
     for (const junk of ['not json', 'null', '42', '[]', '{"route":5}', `{"route":"${route}","event":"explode","from":"x"}`, `{"v":2,"route":"${route}","event":"open","from":"x"}`, `{"route":"${route}","event":"open","from":"x","until":"soon"}`]) {
       await publisher.publish('portico:breakers', junk)
     }
-    expect((await problemOf(`${gateway.url}/junk`)).status).toBe(200)
+    expect((await answer(`${gateway.url}/junk`)).status).toBe(200)
     // A replica from before the format had a version: no `v`.
     await publisher.publish('portico:breakers', JSON.stringify({ route, event: 'open', until: Date.now() + 30_000, from: 'older-replica' }))
     const refused = await waitFor(async () => {
-      const answer = await problemOf(`${gateway.url}/junk`)
-      return answer.code === 'circuit_open' ? answer : undefined
+      const refusal = await answer(`${gateway.url}/junk`)
+      return refusal.code === 'circuit_open' ? refusal : undefined
     }, { what: 'the breaker to open' })
     expect(refused.headers['retry-after']).toBeDefined()
     await publisher.publish('portico:breakers', JSON.stringify({ v: 1, route, event: 'close', from: 'newer-replica' }))
-    await waitFor(async () => (await problemOf(`${gateway.url}/junk`)).status === 200, { what: 'the breaker to close' })
+    await waitFor(async () => (await answer(`${gateway.url}/junk`)).status === 200, { what: 'the breaker to close' })
   })
 })
 
@@ -124,9 +120,9 @@ describe('answers of the gateway itself', () => {
   })
 
   it('every 503 carries Retry-After (no_instance)', async () => {
-    const answer = await problemOf(`${gateway.url}/nobody`)
-    expect(answer).toMatchObject({ status: 503, code: 'no_instance' })
-    expect(answer.headers['retry-after']).toBe('1')
+    const refusal = await answer(`${gateway.url}/nobody`)
+    expect(refusal).toMatchObject({ status: 503, code: 'no_instance' })
+    expect(refusal.headers['retry-after']).toBe('1')
   })
 
   it('answers oversized headers 431 header_too_large from the one error table', async () => {

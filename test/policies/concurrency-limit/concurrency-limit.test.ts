@@ -1,9 +1,10 @@
 import type { ServerResponse } from 'node:http'
-import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { SLOT_LEASE_MS } from '../../../src/policies/concurrency-limit/shared-slots.js'
 import { makeRoutesDir, spawnGateway, startGateway, type TestGateway } from '../../support/gateway.js'
+import { answer } from '../../support/http.js'
 import { waitFor } from '../../support/poll.js'
+import { routeFile } from '../../support/routes.js'
 import { startUpstream, type Upstream } from '../../support/upstream.js'
 
 /** An upstream that holds every request until `release()`, and tracks how many it holds at most. */
@@ -27,13 +28,7 @@ async function holdingUpstream(): Promise<Upstream & { held: () => number; most:
   })
 }
 
-const limitedRoute = (name: string, upstream: string, policy: string) => `routes:\n  - name: ${name}\n    prefix: /${name}\n    upstreams: [${upstream}]\n    concurrencyLimit: ${policy}\n`
-
-const answer = async (url: string, signal?: AbortSignal) => {
-  const response = await request(url, { signal })
-  const text = await response.body.text()
-  return { status: response.statusCode, retryAfter: response.headers['retry-after'], code: response.statusCode >= 400 ? (JSON.parse(text) as { code: string }).code : undefined }
-}
+const limitedRoute = (name: string, upstream: string, policy: string) => routeFile(name, `/${name}`, upstream, `concurrencyLimit: ${policy}`)
 
 describe('a concurrency limit shared by two replicas through Redis', () => {
   const redisUrl = inject('redisUrl')
@@ -56,7 +51,7 @@ describe('a concurrency limit shared by two replicas through Redis', () => {
     const settled: Awaited<(typeof answers)[number]>[] = []
     for (const a of answers) void a.then((r) => settled.push(r))
     await waitFor(() => upstream.held() === 3 && settled.length === 5, { what: 'three held upstream and five refused' })
-    expect(settled.every((r) => r.status === 503 && r.code === 'concurrency_limited' && r.retryAfter === '1')).toBe(true)
+    expect(settled.every((r) => r.status === 503 && r.code === 'concurrency_limited' && r.headers['retry-after'] === '1')).toBe(true)
     upstream.release()
     const all = await Promise.all(answers)
     expect(all.filter((r) => r.status === 200)).toHaveLength(3)
@@ -108,7 +103,7 @@ describe('a concurrency limit without Redis (per process)', () => {
 
   it('gives a slot back when its client goes away', async () => {
     const controller = new AbortController()
-    const gone = answer(`${gateway.url}/one`, controller.signal).catch(() => 'aborted')
+    const gone = answer(`${gateway.url}/one`, { signal: controller.signal }).catch(() => 'aborted')
     await waitFor(() => upstream.held() === 1, { what: 'the request to hold the slot' })
     expect((await answer(`${gateway.url}/one`)).code).toBe('concurrency_limited')
     controller.abort()
