@@ -30,9 +30,12 @@ export interface MergedRoutes {
  * Sources earlier in the list win name and prefix conflicts, so one operator's new file can never take a route that
  * is already served by another.
  */
-export function mergeRouteSources(sources: readonly RouteSource[], lastGood: ReadonlyMap<string, readonly RouteDefinition[]>): MergedRoutes {
+export function mergeRouteSources(
+  sources: readonly RouteSource[],
+  lastGood: ReadonlyMap<string, readonly RouteDefinition[]>,
+  parse: (source: RouteSource) => ParsedSource = parseSource,
+): MergedRoutes {
   const routes: RouteDefinition[] = []
-  const statuses: SourceStatus[] = []
   const good = new Map<string, readonly RouteDefinition[]>()
   const names = new Map<string, RouteDefinition>()
   const prefixes = new Map<string, RouteDefinition>()
@@ -55,23 +58,43 @@ export function mergeRouteSources(sources: readonly RouteSource[], lastGood: Rea
     good.set(source, candidate)
   }
 
-  for (const { source, text, readError } of sources) {
-    const parsed = readError === undefined ? parseRouteFile(source, text) : { routes: [], errors: [{ file: source, line: 1, message: readError }] }
+  const statusOf = new Map<string, SourceStatus>()
+  // Sources that serve routes now claim first, so a new file can never take a route another file already serves,
+  // whatever their names; among themselves (and among new ones) the order of the list decides.
+  const claimOrder = [...sources.filter((s) => lastGood.has(s.source)), ...sources.filter((s) => !lastGood.has(s.source))]
+  for (const input of claimOrder) {
+    const { source } = input
+    const parsed = parse(input)
     const errors = parsed.errors.length > 0 ? parsed.errors : conflicts(parsed.routes)
     if (errors.length === 0) {
       claim(source, parsed.routes)
-      statuses.push({ source, state: 'applied', routes: parsed.routes.length, errors: [] })
+      statusOf.set(source, { source, state: 'applied', routes: parsed.routes.length, errors: [] })
       continue
     }
     const previous = lastGood.get(source)
     if (previous && conflicts(previous).length === 0) {
       claim(source, previous)
-      statuses.push({ source, state: 'last-good', routes: previous.length, errors })
+      statusOf.set(source, { source, state: 'last-good', routes: previous.length, errors })
     } else {
-      statuses.push({ source, state: 'refused', routes: 0, errors })
+      statusOf.set(source, { source, state: 'refused', routes: 0, errors })
     }
   }
+  const statuses = sources.flatMap((s) => statusOf.get(s.source) ?? [])
+  // The table lists routes in the sources' order, whichever claimed first.
+  const order = new Map(sources.map((s, i) => [s.source, i]))
+  routes.sort((a, b) => (order.get(a.source.file) ?? 0) - (order.get(b.source.file) ?? 0))
   return { routes, sources: statuses, lastGood: good }
 }
 
 const at = (route: RouteDefinition): string => `${route.source.file}:${route.source.line}`
+
+/** One source's routes or errors, as parseRouteFile gives them. */
+export interface ParsedSource {
+  readonly routes: readonly RouteDefinition[]
+  readonly errors: readonly RouteFileError[]
+}
+
+/** Parses a source on the calling thread (`portico validate`, tests); the watcher parses off the event loop. */
+export function parseSource({ source, text, readError }: RouteSource): ParsedSource {
+  return readError === undefined ? parseRouteFile(source, text) : { routes: [], errors: [{ file: source, line: 1, message: readError }] }
+}

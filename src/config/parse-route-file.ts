@@ -63,6 +63,14 @@ export const ROUTE_FILE_LIMITS = {
   aliasExpansion: 100,
 } as const
 
+/** A file with more problems than this is reported by its first ones: the log and the admin API stay readable. */
+export const MAX_ERRORS_PER_FILE = 20
+
+function atMost(count: number, errors: RouteFileError[]): RouteFileError[] {
+  const last = errors[count - 1] as RouteFileError
+  return [...errors.slice(0, count - 1), { ...last, message: `${last.message} (and ${errors.length - count} more problems in this file)` }]
+}
+
 /**
  * Parses and validates one route file. Pure: text in, routes or errors out. A file with any error yields no routes,
  * so that a half-valid edit never goes live. Never throws: whatever the text, the answer is routes or
@@ -70,7 +78,8 @@ export const ROUTE_FILE_LIMITS = {
  */
 export function parseRouteFile(file: string, text: string): { routes: RouteDefinition[]; errors: RouteFileError[] } {
   try {
-    return parseBoundedRouteFile(file, text)
+    const parsed = parseBoundedRouteFile(file, text)
+    return parsed.errors.length <= MAX_ERRORS_PER_FILE ? parsed : { routes: [], errors: atMost(MAX_ERRORS_PER_FILE, parsed.errors) }
   } catch (error) {
     // A YAML or validation corner nobody foresaw: the file is refused, the gateway lives on.
     return { routes: [], errors: [{ file, line: 1, message: `cannot be read as a route file: ${firstLine(error instanceof Error ? error.message : String(error))}` }] }

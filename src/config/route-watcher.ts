@@ -1,7 +1,8 @@
 import type { Logger } from '../kernel/logger.js'
-import { mergeRouteSources, type RouteSource, type SourceStatus } from './merge-sources.js'
+import { mergeRouteSources, type ParsedSource, type RouteSource, type SourceStatus } from './merge-sources.js'
 import { formatRouteFileError, type RouteDefinition } from './parse-route-file.js'
 import type { RouteProvider } from './providers/provider.js'
+import { RouteParser } from './route-parser.js'
 import { RouteTable } from './route-table.js'
 
 /** What is live: the table every request reads, and the state of each source behind it. */
@@ -35,6 +36,10 @@ export class RouteWatcher<R extends RouteDefinition> {
   #lastInput = ''
   #timer: NodeJS.Timeout | undefined
   #live: LiveRoutes<R>
+  readonly #parser = new RouteParser()
+  /** The apply under way, and whether another must follow it (a snapshot came in meanwhile). */
+  #applying: Promise<void> | undefined
+  #again = false
 
   constructor(options: RouteWatcherOptions<R>) {
     this.#options = options
@@ -52,35 +57,55 @@ export class RouteWatcher<R extends RouteDefinition> {
         provider.start((sources) => this.#receive(provider.name, sources), this.#abort.signal),
       ),
     )
-    this.#apply()
+    await this.#apply()
   }
 
   /** Forces every provider to re-read (SIGHUP) and applies the result at once. */
   async reload(): Promise<void> {
     await Promise.all(this.#options.providers.map((p) => p.refresh?.()))
-    this.#apply()
+    await this.#apply()
   }
 
   stop(): void {
     clearTimeout(this.#timer)
     this.#abort.abort()
+    this.#parser.stop()
   }
 
   #receive(provider: string, sources: RouteSource[]): void {
     this.#snapshots.set(provider, sources)
     if (this.#live.version === 0) return // start() applies the first complete set
     clearTimeout(this.#timer)
-    this.#timer = setTimeout(() => this.#apply(), this.#options.debounceMs ?? 50)
+    this.#timer = setTimeout(() => void this.#apply(), this.#options.debounceMs ?? 50)
   }
 
-  #apply(): void {
+  /** One apply at a time; a change that arrives during one is applied right after it. */
+  #apply(): Promise<void> {
     clearTimeout(this.#timer)
+    if (this.#applying) {
+      this.#again = true
+      return this.#applying
+    }
+    this.#applying = (async () => {
+      do {
+        this.#again = false
+        await this.#applyOnce()
+      } while (this.#again)
+    })().finally(() => {
+      this.#applying = undefined
+    })
+    return this.#applying
+  }
+
+  async #applyOnce(): Promise<void> {
     const sources = this.#options.providers.flatMap((p) => this.#snapshots.get(p.name) ?? [])
     const input = JSON.stringify(sources)
     if (input === this.#lastInput) return
     this.#lastInput = input
 
-    const merged = mergeRouteSources(sources, this.#lastGood)
+    // Parsing runs on its own thread: requests are served meanwhile, from the table still live.
+    const parsed = await this.#parser.parseAll(sources)
+    const merged = mergeRouteSources(sources, this.#lastGood, (source) => parsed.get(source.source) as ParsedSource)
     let routes: readonly R[]
     try {
       routes = this.#options.compile(merged.routes)

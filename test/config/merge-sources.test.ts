@@ -38,4 +38,12 @@ describe('mergeRouteSources', () => {
     const merged = mergeRouteSources([{ source: 'a.yaml', text: '', readError: 'cannot read file: EACCES' }], new Map())
     expect(merged.sources[0]).toMatchObject({ state: 'refused', errors: [{ file: 'a.yaml', line: 1, message: 'cannot read file: EACCES' }] })
   })
+
+  it('keeps a route with the file that serves it when a new file that sorts first claims it', () => {
+    const serving = mergeRouteSources([{ source: 'b.yaml', text: file('b', '/x') }], new Map())
+    const merged = mergeRouteSources([{ source: 'a.yaml', text: file('a', '/x') }, { source: 'b.yaml', text: file('b', '/x') }], serving.lastGood)
+    expect(merged.routes.map((r) => r.name)).toEqual(['b'])
+    expect(merged.sources.map((s) => [s.source, s.state])).toEqual([['a.yaml', 'refused'], ['b.yaml', 'applied']])
+    expect(merged.sources[0]?.errors[0]?.message).toMatch(/prefix "\/x" is already routed by "b" at b\.yaml:2/)
+  })
 })

@@ -1,6 +1,10 @@
+import { request } from 'undici'
 import { describe, expect, it } from 'vitest'
 import { mergeRouteSources } from '../../src/config/merge-sources.js'
 import { formatRouteFileError, parseRouteFile, ROUTE_FILE_LIMITS } from '../../src/config/parse-route-file.js'
+import { startGateway } from '../support/gateway.js'
+import { waitFor } from '../support/poll.js'
+import { startUpstream } from '../support/upstream.js'
 
 const VALID = `routes:
   - name: users
@@ -128,4 +132,50 @@ describe('hostile route files', () => {
     }
     expect(refused).toBeGreaterThan(100)
   })
+})
+
+describe('a live gateway while hostile route files come and go', () => {
+  // Seeded like the test above; each file is a reload. The big one takes seconds to parse: on its own thread.
+  it('never stops, never holds a request more than 200 ms, and reports each file as file:line', async () => {
+    const upstream = await startUpstream('good')
+    const gateway = await startGateway({ 'good.yaml': `routes:\n  - name: good\n    prefix: /good\n    upstreams: [${upstream.url}]\n` })
+    const next = random(7)
+    const latencies: number[] = []
+    let writing = true
+    const traffic = (async () => {
+      while (writing) {
+        const started = performance.now()
+        const response = await request(`${gateway.url}/good`)
+        await response.body.dump()
+        latencies.push(performance.now() - started)
+        expect(response.statusCode).toBe(200)
+      }
+    })()
+    const admin = async () => (await (await request(`${gateway.adminUrl}/admin/routes`)).body.json()) as { version: number; errors: { file: string; line: number; text: string }[] }
+    try {
+      const files = [
+        ...HOSTILE.map(([, text]) => text),
+        `routes: [${'1,'.repeat(150_000)}1]\n`, // valid YAML, ~300 KB of values: seconds of parsing
+        ...Array.from({ length: 30 }, () => mutate(VALID.replaceAll('/api/', '/fuzz/'), next)),
+      ]
+      const started = Date.now()
+      for (const [i, text] of files.entries()) {
+        if (Date.now() - started > 40_000) break
+        const before = (await admin()).version
+        await gateway.writeRoutes(`fuzz-${i % 4}.yaml`, text)
+        const report = await waitFor(async () => {
+          const live = await admin()
+          return live.version > before ? live : undefined
+        }, { timeoutMs: 10_000, what: `reload ${i}` })
+        for (const error of report.errors) expect(error.text).toMatch(/^\S+\.yaml:\d+: \S/)
+      }
+    } finally {
+      writing = false
+      await traffic
+      await gateway.close()
+      await upstream.close()
+    }
+    expect(latencies.length).toBeGreaterThan(50)
+    expect(Math.max(...latencies)).toBeLessThan(200)
+  }, 60_000)
 })
