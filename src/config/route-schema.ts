@@ -29,7 +29,8 @@ export const TimeoutSchema = Type.Object(
   { additionalProperties: false, description: 'Per-route timeouts. A timeout answers 504 upstream_timeout.' },
 )
 
-export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE'] as const
+// TRACE is not among them: a gateway never reflects a request back (cross-site tracing), and answers it 405.
+export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
 
 export const RouteSchema = Type.Object(
   {

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { Socket } from 'node:net'
-import { STATUS_CODES } from 'node:http'
+import { STATUS_CODES, type ServerResponse } from 'node:http'
 import { GatewayError, PROBLEM_CONTENT_TYPE, toProblem, type GatewayErrorCode } from '../kernel/errors.js'
 
 const kProblemCode = Symbol('portico.problemCode')
@@ -28,33 +28,56 @@ function fromFastifyError(error: FastifyError): GatewayError {
 }
 
 /** Every answer the gateway itself gives is application/problem+json, including the ones fastify would format. */
-export function installProblemResponses(app: FastifyInstance): void {
+export function installProblemResponses(app: FastifyInstance, notFound: (request: FastifyRequest, reply: FastifyReply) => void = noRoute): void {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const problem = error instanceof GatewayError ? error : fromFastifyError(error)
     if (problem.status >= 500 && !(error instanceof GatewayError)) request.log.error({ err: error }, 'unexpected gateway error')
     return sendProblem(reply, problem)
   })
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(reply, new GatewayError('no_route', `No route serves ${request.method} ${request.url.split('?')[0] ?? ''}`)),
-  )
+  app.setNotFoundHandler(notFound)
+  // CONNECT never reaches a request handler: node hands over the socket.
+  app.server.on('connect', (_request: unknown, socket: Socket) => writeRawProblem(socket, new GatewayError('not_implemented', 'CONNECT is not supported: Portico is not a forward proxy')))
+}
+
+function noRoute(request: FastifyRequest, reply: FastifyReply): void {
+  sendProblem(reply, new GatewayError('no_route', `No route serves ${request.method} ${request.url.split('?')[0] ?? ''}`))
+}
+
+/** fastify's `frameworkErrors`: a URL fastify cannot decode is a bad path, answered like every other. */
+export function answerFrameworkError(error: FastifyError, _request: FastifyRequest, reply: FastifyReply): void {
+  sendProblem(reply, new GatewayError('bad_path', error.message, { cause: error }))
 }
 
 /**
  * fastify's `clientErrorHandler`: requests node's HTTP parser rejects never reach fastify's handlers, so they are
- * answered here, in the same format and from the same table, before the connection closes. Nothing is written to a
- * socket that has already sent part of a response (a pipelined request's answer in flight).
+ * answered here, in the same format and from the same table, before the connection closes. A pipelined request's
+ * answer still in flight goes out whole first: nothing is written into the middle of another response.
  */
 export function answerClientError(error: Error & { code?: string }, socket: Socket): void {
-  if (!socket.writable || (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) return void socket.destroy()
   const problem = new GatewayError(CLIENT_ERROR_CODES[error.code ?? ''] ?? 'bad_request', `The request could not be parsed (${error.code ?? 'bad request'})`)
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
+  if (inFlight && !inFlight.writableFinished) {
+    inFlight.once('finish', () => writeRawProblem(socket, problem))
+    inFlight.once('close', () => socket.destroy())
+    return
+  }
+  writeRawProblem(socket, problem)
+}
+
+/** A problem+json answer written straight to a socket that fastify does not serve, then the connection closed. */
+export function writeRawProblem(socket: Socket, problem: GatewayError): void {
+  if (!socket.writable) return void socket.destroy()
   const body = JSON.stringify(toProblem(problem))
+  const headers = Object.entries(problem.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
   socket.end(
-    `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status]}\r\nContent-Type: ${PROBLEM_CONTENT_TYPE}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n${headers}Connection: close\r\n\r\n${body}`,
   )
 }
 
 const CLIENT_ERROR_CODES: Readonly<Record<string, GatewayErrorCode>> = {
   HPE_HEADER_OVERFLOW: 'header_too_large',
+  // RFC 9110 §9.1: a method the server does not recognise is 501.
+  HPE_INVALID_METHOD: 'not_implemented',
   ERR_HTTP_REQUEST_TIMEOUT: 'request_timeout',
   ERR_HTTP_HEADERS_TIMEOUT: 'request_timeout',
 }

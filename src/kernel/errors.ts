@@ -18,6 +18,7 @@ export const GatewayErrors = {
   concurrency_limited: { status: 503, title: 'The route has as many requests in flight as it allows' },
   state_unavailable: { status: 503, title: 'Shared gateway state is unavailable' },
   shutting_down: { status: 503, title: 'The gateway is shutting down' },
+  not_implemented: { status: 501, title: 'The gateway does not implement this' },
   upstream_unreachable: { status: 502, title: 'The upstream could not be reached' },
   upstream_bad_response: { status: 502, title: 'The upstream sent an invalid response' },
   upstream_timeout: { status: 504, title: 'The upstream did not answer in time' },

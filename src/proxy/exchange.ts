@@ -48,7 +48,9 @@ export class Exchange implements PolicyExchange {
   readonly reply: FastifyReply
   readonly route: LiveRoute
   readonly settings: GatewaySettings
-  /** Path and query to send upstream. */
+  /** The path to send upstream (normalised, prefix rewritten). */
+  readonly upstreamPath: string
+  /** The same with the client's query as it came. */
   readonly upstreamUrl: string
   instance: Instance = NO_INSTANCE
   attempt = 0
@@ -66,11 +68,12 @@ export class Exchange implements PolicyExchange {
   #cleanups: (() => void)[] | undefined = undefined
   #ended = false
 
-  constructor(request: ExchangeRequest, reply: FastifyReply, route: LiveRoute, upstreamUrl: string, settings: GatewaySettings, proceed: (error?: Error) => void, next: ((ex: Exchange, error?: Error) => void) | undefined) {
+  constructor(request: ExchangeRequest, reply: FastifyReply, route: LiveRoute, upstreamPath: string, upstreamUrl: string, settings: GatewaySettings, proceed: (error?: Error) => void, next: ((ex: Exchange, error?: Error) => void) | undefined) {
     this.request = request
     this.reply = reply
     this.route = route
     this.settings = settings
+    this.upstreamPath = upstreamPath
     this.upstreamUrl = upstreamUrl
     this.timeoutMs = route.timeout.responseMs
     this.proceed = proceed

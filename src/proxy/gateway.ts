@@ -7,7 +7,8 @@ import { staticInstance, type Instance, type ServiceInstances } from '../balance
 import type { RouteDefinition } from '../config/parse-route-file.js'
 import type { RouteProvider } from '../config/providers/provider.js'
 import { RouteWatcher } from '../config/route-watcher.js'
-import { answerClientError, installProblemResponses, problemCodeOf } from '../http/problem-responses.js'
+import { answerClientError, answerFrameworkError, installProblemResponses, problemCodeOf, sendProblem } from '../http/problem-responses.js'
+import { GatewayError } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
 import { POLICIES } from '../policies/index.js'
 import type { AttemptWrapper, RequestGuard, Send } from '../policies/policy.js'
@@ -15,6 +16,7 @@ import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js
 import type { SharedState } from '../state/shared-state.js'
 import { exchangeOf, kExchange, type ExchangeRequest, type LiveRoute } from './exchange.js'
 import { upstreamWebSocketHeaders } from './forwarding-headers.js'
+import { normalizePath } from './normalize-path.js'
 import { createRequestPath } from './request-path.js'
 import { replyOptionsFor, sendViaReplyFrom } from './send.js'
 import { DEFAULT_POOL, UpstreamDispatcher, type UpstreamPoolOptions } from './upstream-dispatcher.js'
@@ -42,6 +44,8 @@ export interface Gateway {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+// What @fastify/http-proxy registers the catch-all route for.
+const PROXIED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 
 /** The traffic server: a fastify app with one catch-all proxy route over the live route table. */
 export async function createGateway(options: GatewayOptions): Promise<Gateway> {
@@ -77,8 +81,17 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     return503OnClosing: false,
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 8192 },
     clientErrorHandler: answerClientError,
+    frameworkErrors: answerFrameworkError,
+    // A request without Host gets a problem+json 400 from the request path, not node's bare one.
+    http: { requireHostHeader: false },
   }) as unknown as FastifyInstance
-  installProblemResponses(app)
+  // A method the proxy does not route (TRACE, WebDAV's) on a path a route serves: 405 with what the route takes.
+  installProblemResponses(app, (request, reply) => {
+    const path = normalizePath(request.url.split('?')[0] ?? '/')
+    const route = path === undefined ? undefined : routes.current().table.match(path)?.route
+    if (!route) return sendProblem(reply, new GatewayError('no_route', `No route serves ${request.method} ${path ?? request.url}`))
+    sendProblem(reply, new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, { headers: { allow: [...(route.methods ?? PROXIED_METHODS)].join(', ') } }))
+  })
   const onResponse = options.onResponse
   if (onResponse) {
     app.addHook('onResponse', (request, reply, done) => {

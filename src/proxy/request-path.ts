@@ -37,13 +37,15 @@ export function createRequestPath(context: RequestPathContext) {
 function matchRoute(context: RequestPathContext, request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): Exchange {
   // A request on a kept-alive connection while draining: send the client elsewhere.
   if (context.draining()) throw new GatewayError('shutting_down', 'The gateway is draining; retry on another replica', { headers: { connection: 'close' } })
+  checkFraming(request)
   const [rawPath = '/', query] = splitQuery(request.url)
   const path = normalizePath(rawPath)
   if (path === undefined) throw new GatewayError('bad_path', `The path ${JSON.stringify(rawPath)} is not a valid absolute path`)
   const match = context.table().match(path)
   if (!match) throw new GatewayError('no_route', `No route serves ${path}`)
   const { route } = match
-  const ex = new Exchange(request, reply, route, query === undefined ? match.upstreamPath : `${match.upstreamPath}?${query}`, context, done, route.guards === null ? undefined : continueGuards)
+  // The query goes upstream byte for byte, as the client sent it.
+  const ex = new Exchange(request, reply, route, match.upstreamPath, query === undefined ? match.upstreamPath : `${match.upstreamPath}?${query}`, context, done, route.guards === null ? undefined : continueGuards)
   if (route.methods && !route.methods.has(request.method)) {
     throw new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, { headers: { allow: [...route.methods].join(', ') } })
   }
@@ -55,6 +57,24 @@ function matchRoute(context: RequestPathContext, request: FastifyRequest, reply:
   if (declaredLength === undefined && request.body instanceof Readable) request.body = request.body.pipe(limitBody(context.maxBodyBytes))
   return ex
 }
+
+/**
+ * What node's parser lets through but RFC 9112 does not: exactly one valid Host (none only from HTTP/1.0), and no
+ * transfer coding but chunked (nginx answers 501 too; a gzip coding would be lost on the way).
+ */
+function checkFraming(request: FastifyRequest): void {
+  const raw = request.raw.rawHeaders
+  let hosts = 0
+  for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).length === 4 && (raw[i] as string).toLowerCase() === 'host') hosts++
+  const host = request.headers.host
+  if (hosts > 1) throw new GatewayError('bad_request', 'The request has more than one Host header')
+  if (hosts === 0 ? request.raw.httpVersion !== '1.0' : !HOST.test(host ?? '')) throw new GatewayError('bad_request', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : 'The Host header is not a valid host')
+  const codings = request.headers['transfer-encoding']
+  if (codings !== undefined && codings.toLowerCase() !== 'chunked') throw new GatewayError('not_implemented', `Transfer-Encoding "${codings}" is not supported; only chunked`)
+}
+
+// RFC 3986 host (reg-name or IP literal) and an optional port.
+const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:\d{1,5})?$/
 
 /** 2. Guards (rate limit, concurrency limit, …): each may answer before any upstream is chosen. */
 function runGuards(ex: Exchange): void {

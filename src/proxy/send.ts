@@ -19,7 +19,8 @@ export function sendViaReplyFrom(ex: PolicyExchange, handler: AttemptHandler): v
   const exchange = ex as Exchange
   exchange.handler = handler
   const options = exchange.route.replyOptions as { timeout: number }
-  exchange.reply.from(exchange.upstreamUrl, exchange.timeoutMs === options.timeout ? options : { ...options, timeout: exchange.timeoutMs })
+  // The path only: reply-from decodes it to check it, and takes the query from the raw URL untouched.
+  exchange.reply.from(exchange.upstreamPath, exchange.timeoutMs === options.timeout ? options : { ...options, timeout: exchange.timeoutMs })
 }
 
 /** The end of every route's chain: the upstream's answer goes to the client, a failure as problem+json. */

@@ -1,0 +1,143 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { startGateway, type TestGateway } from '../support/gateway.js'
+import { answer } from '../support/http.js'
+import { rawExchange, statusesOf } from '../support/raw-http.js'
+import { routeFile } from '../support/routes.js'
+import { echo, startUpstream, type Upstream } from '../support/upstream.js'
+
+/**
+ * What a hostile or careless client sends, byte for byte, and what must hold: nothing smuggled reaches an upstream,
+ * framing the gateway cannot pass on faithfully is refused with a problem+json answer, and nothing the client caused
+ * counts against an upstream.
+ */
+describe('hostile HTTP', () => {
+  let upstream: Upstream
+  let closing: Server
+  let gateway: TestGateway
+  let port: number
+  beforeAll(async () => {
+    upstream = await startUpstream('echo', echo('echo'))
+    // An upstream that asks to close every connection.
+    closing = createServer((_req, res) => res.writeHead(200, { connection: 'close', 'content-type': 'text/plain' }).end('bye'))
+    await new Promise<void>((resolve) => closing.listen(0, '127.0.0.1', resolve))
+    const closingUrl = `http://127.0.0.1:${(closing.address() as AddressInfo).port}`
+    gateway = await startGateway(
+      {
+        'r.yaml': [
+          routeFile('echo', '/echo', upstream.url, 'circuitBreaker: { volumeThreshold: 3, errorThresholdPercentage: 50 }', 'outlierDetection: { consecutiveFailures: 2 }'),
+          routeFile('closing', '/closing', closingUrl).replace('routes:\n', ''),
+        ].join(''),
+      },
+      { 'max-body': '1kb' },
+    )
+    port = Number(new URL(gateway.url).port)
+  })
+  afterAll(async () => {
+    await gateway?.close()
+    await upstream?.close()
+    closing?.closeAllConnections()
+    closing?.close()
+  })
+
+  const received = () => upstream.requests.map((r) => r.url)
+
+  it('answers Expect: 100-continue itself and sends the body on (curl does this for every upload over 1 MiB)', async () => {
+    const before = upstream.requests.length
+    for (let i = 0; i < 5; i++) {
+      const { text } = await rawExchange(port, 'POST /echo/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nhello')
+      expect(statusesOf(text)).toEqual([100, 200])
+    }
+    expect(upstream.requests.slice(before).map((r) => [r.url, r.bytes, r.headers.expect])).toEqual(Array(5).fill(['/echo/upload', 5, undefined]))
+    // and the breaker (volume 3) heard only successes
+    expect((await answer(`${gateway.url}/echo/after`)).status).toBe(200)
+  })
+
+  it.each([
+    ['a lone percent sign', '?a=100%'],
+    ['dot segments in a value', '?next=/a/../b'],
+    ['malformed escapes and plus signs', '?x=%zz&y=a+b&z=%2F'],
+    ['an empty query', '?'],
+  ])('passes the query byte for byte (%s)', async (_case, query) => {
+    const { text } = await rawExchange(port, `GET /echo/q${query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+    expect(statusesOf(text)).toEqual([200])
+    expect(received().at(-1)).toBe(`/echo/q${query}`)
+  })
+
+  it('keeps connection handling hop by hop, both ways', async () => {
+    // The upstream's Connection: close neither reaches the client nor closes its connection.
+    const keep = await rawExchange(port, 'GET /closing HTTP/1.1\r\nHost: x\r\n\r\n')
+    expect(statusesOf(keep.text)).toEqual([200])
+    expect(keep.text.toLowerCase()).not.toContain('connection: close')
+    expect(keep.open).toBe(true)
+    // A client that asks to close, or speaks HTTP/1.0, gets its connection closed even when the upstream keeps its own.
+    expect((await rawExchange(port, 'GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).open).toBe(false)
+    const old = await rawExchange(port, 'GET /echo HTTP/1.0\r\n\r\n')
+    expect(statusesOf(old.text)).toEqual([200])
+    expect(old.open).toBe(false)
+  })
+
+  it.each([
+    ['two Host headers', 'GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 400, 'bad_request'],
+    ['an invalid Host', 'GET /echo HTTP/1.1\r\nHost: a b/c\r\n\r\n', 400, 'bad_request'],
+    ['no Host in HTTP/1.1', 'GET /echo HTTP/1.1\r\n\r\n', 400, 'bad_request'],
+    ['TRACE', 'TRACE /echo HTTP/1.1\r\nHost: x\r\n\r\n', 405, 'method_not_allowed'],
+    ['a WebDAV method', 'PROPFIND /echo HTTP/1.1\r\nHost: x\r\n\r\n', 405, 'method_not_allowed'],
+    ['an unknown method', 'BREW /echo HTTP/1.1\r\nHost: x\r\n\r\n', 501, 'not_implemented'],
+    ['CONNECT', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 501, 'not_implemented'],
+    ['a path fastify cannot decode', 'GET /echo/%zz HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'bad_path'],
+    ['a transfer coding besides chunked', 'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n', 501, 'not_implemented'],
+  ])('refuses %s with problem+json', async (_case, bytes, status, code) => {
+    const before = upstream.requests.length
+    const { text } = await rawExchange(port, bytes)
+    expect(statusesOf(text)).toEqual([status])
+    expect(text).toContain('application/problem+json')
+    expect(text).toContain(`"code":"${code}"`)
+    expect(upstream.requests.length).toBe(before)
+  })
+
+  it('serves HTTP/1.0 without a Host', async () => {
+    expect(statusesOf((await rawExchange(port, 'GET /echo HTTP/1.0\r\n\r\n')).text)).toEqual([200])
+  })
+
+  it('drops address and method claims from a client that is not a trusted proxy', async () => {
+    const { text } = await rawExchange(
+      port,
+      'GET /echo/claims HTTP/1.1\r\nHost: x\r\nX-Real-IP: 10.0.0.1\r\nTrue-Client-IP: 10.0.0.2\r\nX-Original-URL: /admin\r\nX-HTTP-Method-Override: DELETE\r\nConnection: close\r\n\r\n',
+    )
+    expect(statusesOf(text)).toEqual([200])
+    const headers = upstream.requests.at(-1)?.headers as IncomingMessage['headers']
+    for (const name of ['x-real-ip', 'true-client-ip', 'x-original-url', 'x-http-method-override']) expect(headers[name]).toBeUndefined()
+  })
+
+  it.each([
+    ['Content-Length and Transfer-Encoding together (CL.TE)', 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['two Content-Lengths', 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 44\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['an obfuscated Transfer-Encoding', 'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\nContent-Length: 44\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a folded Transfer-Encoding', 'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['bare LF line ends', 'POST /echo HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n\n0\n\nGET /echo/smuggled HTTP/1.1\nHost: x\n\n'],
+    ['a chunk size with junk', 'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0x0\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n'],
+    ['a space before the colon', 'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\nContent-Length: 44\r\n\r\nGET /echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n'],
+  ])('lets nothing smuggled reach the upstream: %s', async (_case, bytes) => {
+    await rawExchange(port, bytes)
+    expect(received()).not.toContain('/echo/smuggled')
+  })
+
+  it('finishes a pipelined answer in flight before it answers the next request\'s parse error', async () => {
+    const { text } = await rawExchange(port, 'GET /echo/first HTTP/1.1\r\nHost: x\r\n\r\nGET /echo/second HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n')
+    expect(statusesOf(text), text).toEqual([200, 400])
+    const [first, second] = text.split(/(?=HTTP\/1\.1 400)/)
+    expect(first).toContain('"url":"/echo/first"')
+    expect(second).toContain('"code":"bad_request"')
+  })
+
+  it('counts nothing the client caused against the upstream (breaker volume 3, ejection after 2)', async () => {
+    for (let i = 0; i < 6; i++) {
+      const { text } = await rawExchange(port, `POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n${'a'.repeat(2048)}\r\n0\r\n\r\n`)
+      expect(statusesOf(text)).toEqual([413])
+    }
+    const after = await answer(`${gateway.url}/echo/fine`)
+    expect(after.status).toBe(200)
+  })
+})
