@@ -1,5 +1,5 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import { timingSafeEqual } from 'node:crypto'
+import { createHash, timingSafeEqual } from 'node:crypto'
 import { GatewayError } from '../kernel/errors.js'
 import { answerClientError, installProblemResponses, sendProblem } from '../http/problem-responses.js'
 import { describePolicies, type LiveRoute } from '../proxy/gateway.js'
@@ -17,6 +17,11 @@ export interface AdminOptions {
   readonly token: string | undefined
 }
 
+// The auth scheme is case-insensitive (RFC 9110 §11.1).
+const BEARER = /^bearer +(\S+) *$/i
+const LOCAL_HOST = /^(localhost|\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])(:\d+)?$/i
+const digest = (token: string): Buffer => createHash('sha256').update(token).digest()
+
 /** The operator's port, apart from client traffic: liveness, readiness, and the live route table with its errors. */
 export function createAdminServer(options: AdminOptions): FastifyInstance {
   const app = Fastify({
@@ -25,12 +30,21 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
     clientErrorHandler: answerClientError,
   }) as unknown as FastifyInstance
   installProblemResponses(app)
+  // Without a token, a page on another site could reach this port through DNS rebinding (its name resolving to
+  // 127.0.0.1): only requests that name the port by address, or as localhost, are answered.
+  if (options.token === undefined) {
+    app.addHook('onRequest', (request, reply, done) => {
+      if (LOCAL_HOST.test(request.headers.host ?? '')) return done()
+      sendProblem(reply, new GatewayError('forbidden', 'Without PORTICO_ADMIN_TOKEN the admin port answers only to Host: an IP address or localhost'))
+    })
+  }
 
-  const expected = options.token === undefined ? undefined : Buffer.from(`Bearer ${options.token}`)
+  // Compared as digests: constant time whatever the lengths.
+  const expected = options.token === undefined ? undefined : digest(options.token)
   const authorize = async (request: FastifyRequest, reply: FastifyReply) => {
     if (!expected) return
-    const offered = Buffer.from(request.headers.authorization ?? '')
-    if (offered.length !== expected.length || !timingSafeEqual(offered, expected)) {
+    const offered = BEARER.exec(request.headers.authorization ?? '')?.[1] ?? ''
+    if (!timingSafeEqual(digest(offered), expected)) {
       reply.header('www-authenticate', 'Bearer realm="portico-admin"')
       return sendProblem(reply, new GatewayError('unauthorized', 'This admin endpoint needs Authorization: Bearer <PORTICO_ADMIN_TOKEN>'))
     }

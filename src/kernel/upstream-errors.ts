@@ -4,10 +4,12 @@ import { GatewayError } from './errors.js'
 export const BODY_TOO_LARGE = 'PORTICO_BODY_TOO_LARGE'
 /** The code of the error an attempt ends with when its client went away. */
 export const CLIENT_GONE = 'PORTICO_CLIENT_GONE'
+/** The code of the error an attempt ends with when no response came within its timeout (queue time included). */
+export const RESPONSE_TIMEOUT = 'PORTICO_RESPONSE_TIMEOUT'
 
 // undici's and reply-from's error codes, by what they mean for the gateway.
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET'])
-const RESPONSE_TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'])
+const RESPONSE_TIMEOUTS = new Set([RESPONSE_TIMEOUT, 'UND_ERR_HEADERS_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'])
 const TIMEOUTS = new Set([...RESPONSE_TIMEOUTS, 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'])
 // An upstream that broke HTTP (a control character in a header value, say) fails undici's parser: an HTTPParserError,
 // or a length mismatch once undici has seen a Content-Length.

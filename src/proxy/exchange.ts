@@ -4,7 +4,7 @@ import type { InFlight, Pick } from '../balancer/balancer.js'
 import type { Instance } from '../balancer/instance.js'
 import { readRequestKey } from '../balancer/request-key.js'
 import type { RouteDefinition } from '../config/parse-route-file.js'
-import { CLIENT_GONE } from '../kernel/upstream-errors.js'
+import { CLIENT_GONE, RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
 import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamResponse } from '../policies/policy.js'
 import type { KeyedPolicy } from '../policies/policy-registry.js'
 import { AttemptSignal } from './upstream-dispatcher.js'
@@ -38,6 +38,7 @@ type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange }
 
 const NO_INSTANCE: Instance = Object.freeze({ id: '', origin: '', weight: 0, tags: [], meta: {} })
 const CLIENT_GONE_ERROR = Object.assign(new Error('the client went away before the upstream answered'), { code: CLIENT_GONE })
+const RESPONSE_TIMEOUT_ERROR = Object.assign(new Error('no response within the attempt\'s timeout'), { code: RESPONSE_TIMEOUT })
 
 /**
  * One request's way through the gateway, one object of fixed shape (every field set here): the route it matched, the
@@ -64,6 +65,7 @@ export class Exchange implements PolicyExchange {
   /** Guards call this to go on; set only on routes with guards. */
   readonly next: ((error?: Error) => void) | undefined
   guardIndex = 0
+  #attemptClock: NodeJS.Timeout | undefined = undefined
   #inFlightDone: (() => void) | undefined = undefined
   #cleanups: (() => void)[] | undefined = undefined
   #ended = false
@@ -103,6 +105,23 @@ export class Exchange implements PolicyExchange {
     this.signal = new AttemptSignal(this.route.timeout.connectMs)
   }
 
+  /**
+   * Starts an attempt: `handler` hears how it ends, and the attempt's clock runs from now, so the time it waits for a
+   * pooled connection counts, and it fires on time (undici's own timers tick coarsely, nodejs/undici#4055).
+   */
+  startAttempt(handler: AttemptHandler): void {
+    this.handler = handler
+    this.#attemptClock = setTimeout(onAttemptTimeout, this.timeoutMs, this)
+  }
+
+  /** The attempt reported: stops its clock and hands over its handler, once (later reports find none). */
+  takeHandler(): AttemptHandler | undefined {
+    clearTimeout(this.#attemptClock)
+    const handler = this.handler
+    this.handler = undefined
+    return handler
+  }
+
   onEnd(cleanup: () => void): void {
     if (this.#ended) return cleanup() // e.g. a slot granted after the client left
     ;(this.#cleanups ??= []).push(cleanup)
@@ -117,12 +136,11 @@ export class Exchange implements PolicyExchange {
   end(clientGone: boolean): void {
     if (this.#ended) return
     this.#ended = true
+    const handler = this.takeHandler()
     if (clientGone) {
       this.clientGone = true
       this.signal?.abort(CLIENT_GONE_ERROR)
       // reply-from may never call back for a request whose client is gone: what waits for the attempt hears it now.
-      const handler = this.handler
-      this.handler = undefined
       handler?.onError(this, CLIENT_GONE_ERROR)
     }
     this.#inFlightDone?.()
@@ -130,6 +148,14 @@ export class Exchange implements PolicyExchange {
     const cleanups = this.#cleanups
     if (cleanups) for (const cleanup of cleanups) cleanup()
   }
+}
+
+/** The attempt took longer than its timeout: it is given up upstream, and its handler hears of it now. */
+function onAttemptTimeout(ex: Exchange): void {
+  const handler = ex.takeHandler()
+  if (!handler) return
+  ex.signal?.abort(RESPONSE_TIMEOUT_ERROR)
+  handler.onError(ex, RESPONSE_TIMEOUT_ERROR)
 }
 
 /** One listener for every response (no closure per request). */

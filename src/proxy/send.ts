@@ -17,7 +17,7 @@ export const TIMEOUT_HEADER = 'x-portico-timeout-ms'
  */
 export function sendViaReplyFrom(ex: PolicyExchange, handler: AttemptHandler): void {
   const exchange = ex as Exchange
-  exchange.handler = handler
+  exchange.startAttempt(handler)
   const options = exchange.route.replyOptions as { timeout: number }
   // The path only: reply-from decodes it to check it, and takes the query from the raw URL untouched.
   exchange.reply.from(exchange.upstreamPath, exchange.timeoutMs === options.timeout ? options : { ...options, timeout: exchange.timeoutMs })
@@ -62,17 +62,14 @@ function rewriteRequestHeaders(request: FastifyRequest, headers: IncomingHttpHea
 
 function onResponse(request: FastifyRequest, _reply: FastifyReply, res: UpstreamResponse): void {
   const ex = exchangeOf(request)
-  const handler = ex.handler
-  ex.handler = undefined
+  const handler = ex.takeHandler()
   if (handler) handler.onResponse(ex, res)
-  else ex.discard(res) // the attempt already ended (its client went away)
+  else ex.discard(res) // the attempt already ended (timed out, or its client went away)
 }
 
 function onError(reply: FastifyReply, { error }: { error: Error }): void {
   const ex = exchangeOf(reply.request)
-  const handler = ex.handler
-  ex.handler = undefined
-  handler?.onError(ex, error)
+  ex.takeHandler()?.onError(ex, error)
 }
 
 const noRetry = (): null => null

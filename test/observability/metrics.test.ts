@@ -72,6 +72,29 @@ describe('Prometheus metrics on the admin port', () => {
     const health = await request(`${gateway.adminUrl}/healthz`)
     expect(health.statusCode).toBe(200)
     await health.body.dump()
+    // the scheme is case-insensitive; a shorter or longer token is as wrong as a different one
+    for (const [authorization, status] of [['bearer sesame', 200], ['BEARER  sesame', 200], ['Bearer sesam', 401], ['Bearer sesame2', 401], ['Basic sesame', 401]] as const) {
+      const response = await request(`${gateway.adminUrl}/readyz`, { headers: { authorization } })
+      await response.body.dump()
+      expect([authorization, response.statusCode]).toEqual([authorization, status])
+    }
+  })
+})
+
+describe('the admin port without a token', () => {
+  it('answers only to an address or localhost as Host (no DNS rebinding)', async () => {
+    const gateway = await startGateway({ 'r.yaml': 'routes: []\n' })
+    try {
+      const asHost = async (host: string) => {
+        const response = await request(`${gateway.adminUrl}/admin/routes`, { headers: { host } })
+        await response.body.dump()
+        return response.statusCode
+      }
+      expect([await asHost('127.0.0.1:9901'), await asHost('localhost:9901'), await asHost('[::1]:9901'), await asHost('10.0.0.7')]).toEqual([200, 200, 200, 200])
+      expect(await asHost('evil.example:9901')).toBe(403)
+    } finally {
+      await gateway.close()
+    }
   })
 })
 

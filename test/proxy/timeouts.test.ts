@@ -1,0 +1,67 @@
+import { connect, type Socket } from 'node:net'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { makeRoutesDir, spawnGateway, startGateway, type GatewayProcess, type TestGateway } from '../support/gateway.js'
+import { answer } from '../support/http.js'
+import { routeFile } from '../support/routes.js'
+import { startUpstream, type Upstream } from '../support/upstream.js'
+
+describe('response timeouts', () => {
+  let silent: Upstream
+  let gateway: GatewayProcess
+  beforeAll(async () => {
+    // Holds every request until the gateway gives up on it.
+    silent = await startUpstream('silent', () => undefined)
+    // Its own process: the clients' event loop must not be the gateway's.
+    gateway = await spawnGateway(await makeRoutesDir({ 'r.yaml': routeFile('silent', '/silent', silent.url, 'timeout: { response: 300ms }') }))
+  })
+  afterAll(async () => {
+    await gateway?.stop('SIGKILL')
+    await silent?.close()
+  })
+
+  it('answers 504 within 100 ms of a 300 ms response timeout, with 50 clients at once', async () => {
+    await answer(`${gateway.url}/silent`) // connections and JIT warm
+    const answers = await Promise.all(
+      Array.from({ length: 50 }, async () => {
+        const started = performance.now()
+        const result = await answer(`${gateway.url}/silent`)
+        return { ...result, took: performance.now() - started }
+      }),
+    )
+    expect(answers.map((a) => a.code)).toEqual(Array(50).fill('upstream_timeout'))
+    expect(Math.max(...answers.map((a) => a.took))).toBeLessThan(400)
+  })
+})
+
+describe('slow clients', () => {
+  let upstream: Upstream
+  let gateway: TestGateway
+  const sockets: Socket[] = []
+  beforeAll(async () => {
+    upstream = await startUpstream('patient')
+    gateway = await startGateway({ 'r.yaml': routeFile('upload', '/upload', upstream.url, 'timeout: { response: 1s }') })
+  })
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy()
+    await gateway?.close()
+    await upstream?.close()
+  })
+
+  it('cannot hold the upstream past the route\'s timeout: other requests still get an answer', async () => {
+    const { port } = new URL(gateway.url)
+    // 130 uploads that send one byte of their 1000 every 500 ms: more than the pool's 128 connections to the instance.
+    for (let i = 0; i < 130; i++) {
+      const socket = connect(Number(port), '127.0.0.1', () => socket.write('POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\na'))
+      socket.on('error', () => undefined)
+      const drip = setInterval(() => (socket.writable ? socket.write('a') : clearInterval(drip)), 500)
+      socket.on('close', () => clearInterval(drip))
+      sockets.push(socket)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300)) // let the uploads take their connections first
+    const started = performance.now()
+    const next = await answer(`${gateway.url}/upload/other`)
+    expect(next.status === 200 || next.code === 'upstream_timeout').toBe(true)
+    // never more than the timeout plus the time the slow uploads keep their connections (also the timeout)
+    expect(performance.now() - started).toBeLessThan(2_500)
+  })
+})
