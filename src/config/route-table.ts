@@ -38,3 +38,16 @@ function rewrite(path: string, route: RouteDefinition): string {
   if (rest === '' || rest === '/') return route.rewritePrefix + (rest === '/' && !route.rewritePrefix.endsWith('/') ? '/' : '')
   return route.rewritePrefix.endsWith('/') ? route.rewritePrefix + rest.slice(1) : route.rewritePrefix + rest
 }
+
+/**
+ * The client's path for a path the upstream named (a Location it sent): the inverse of the prefix rewrite, like
+ * nginx's default proxy_redirect. A path outside the rewritten prefix is returned as it is.
+ */
+export function clientPathOf(upstreamPath: string, route: RouteDefinition): string {
+  const rewritten = route.rewritePrefix
+  if (rewritten === undefined) return upstreamPath
+  const base = rewritten.endsWith('/') ? rewritten.slice(0, -1) : rewritten
+  if (upstreamPath !== base && !upstreamPath.startsWith(`${base}/`) && base !== '') return upstreamPath
+  const rest = upstreamPath.slice(base.length)
+  return route.prefix === '/' ? rest || '/' : `${route.prefix}${rest}`
+}

@@ -2,6 +2,9 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import type { Socket } from 'node:net'
 import { STATUS_CODES, type ServerResponse } from 'node:http'
 import { GatewayError, PROBLEM_CONTENT_TYPE, toProblem, type GatewayErrorCode } from '../kernel/errors.js'
+import { classifyUpstreamFailure, isUpstreamResponseError } from '../kernel/upstream-errors.js'
+
+const NO_TIMEOUTS = { connectMs: 0, responseMs: 0 }
 
 const kProblemCode = Symbol('portico.problemCode')
 
@@ -30,7 +33,8 @@ function fromFastifyError(error: FastifyError): GatewayError {
 /** Every answer the gateway itself gives is application/problem+json, including the ones fastify would format. */
 export function installProblemResponses(app: FastifyInstance, notFound: (request: FastifyRequest, reply: FastifyReply) => void = noRoute): void {
   app.setErrorHandler((error: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
-    const problem = error instanceof GatewayError ? error : fromFastifyError(error)
+    // An upstream body that breaks HTTP after its headers (a bad chunk size, say) errors the stream fastify sends.
+    const problem = error instanceof GatewayError ? error : isUpstreamResponseError(error) ? classifyUpstreamFailure(error, 'the upstream', NO_TIMEOUTS) : fromFastifyError(error)
     if (problem.status >= 500 && !(error instanceof GatewayError)) request.log.error({ err: error }, 'unexpected gateway error')
     return sendProblem(reply, problem)
   })

@@ -25,6 +25,13 @@ export const isResponseTimeout = (error: unknown): boolean => hasCode(error, RES
 /** The client caused it (went away, sent too much): it says nothing about the upstream, so no policy counts it. */
 export const isClientFault = (error: unknown): boolean => hasCode(error, CLIENT_FAULTS)
 
+/** An error from an upstream's response (undici's parser or its length checks), wherever it surfaces. */
+export const isUpstreamResponseError = (error: unknown): boolean => hasCode(error, BAD_RESPONSE_CODES) || [...causesOf(error)].some(isParserError)
+
+// undici's parser errors; and a 1xx it did not ask for ends as a SocketError "bad response" (nodejs/undici keeps 100
+// Continue for requests that sent Expect).
+const isParserError = (e: Error): boolean => e.name === 'HTTPParserError' || ((e as { code?: string }).code === 'UND_ERR_SOCKET' && e.message === 'bad response')
+
 /** What a failed forward means for the client: reply-from's and undici's errors mapped onto our codes. */
 export function classifyUpstreamFailure(error: unknown, instance: string, timeout: { readonly connectMs: number; readonly responseMs: number }): GatewayError {
   if (error instanceof GatewayError) return error
@@ -35,7 +42,7 @@ export function classifyUpstreamFailure(error: unknown, instance: string, timeou
       ? new GatewayError('upstream_timeout', `No connection to ${instance} within ${timeout.connectMs} ms`, { cause: error })
       : new GatewayError('upstream_timeout', `No response from ${instance} within ${timeout.responseMs} ms`, { cause: error })
   }
-  if (codes.some((c) => BAD_RESPONSE_CODES.has(c)) || [...causesOf(error)].some((e) => e.name === 'HTTPParserError')) return new GatewayError('upstream_bad_response', `${instance} sent an invalid response`, { cause: error })
+  if (isUpstreamResponseError(error)) return new GatewayError('upstream_bad_response', `${instance} sent an invalid response`, { cause: error })
   const reason = codes.find((c) => /^E[A-Z]+$/.test(c)) ?? codes.at(-1) ?? 'error'
   return new GatewayError('upstream_unreachable', `${instance} could not be reached (${reason})`, { cause: error })
 }

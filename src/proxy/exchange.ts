@@ -88,7 +88,7 @@ export class Exchange implements PolicyExchange {
   /** The consistent-hash key of this request; undefined on other balancers. */
   hashKey(): string | undefined {
     const { route, request } = this
-    return route.loadBalancer === 'consistent-hash' ? readRequestKey(route.hashOn, request.ip, request.headers) : undefined
+    return route.loadBalancer === 'consistent-hash' ? readRequestKey(route.hashOn, request) : undefined
   }
 
   pickAnother(tried: ReadonlySet<string>): Instance | undefined {

@@ -5,6 +5,7 @@ import { GatewayError } from '../kernel/errors.js'
 import { classifyUpstreamFailure } from '../kernel/upstream-errors.js'
 import type { AttemptHandler, PolicyExchange, UpstreamResponse } from '../policies/policy.js'
 import { exchangeOf, type Exchange } from './exchange.js'
+import { clientPathOf } from '../config/route-table.js'
 import { clientResponseHeaders, upstreamRequestHeaders } from './forwarding-headers.js'
 import { kAttemptSignal, type AttemptSignal } from './upstream-dispatcher.js'
 
@@ -26,7 +27,11 @@ export function sendViaReplyFrom(ex: PolicyExchange, handler: AttemptHandler): v
 /** The end of every route's chain: the upstream's answer goes to the client, a failure as problem+json. */
 export const deliver: AttemptHandler = {
   onResponse(ex, res) {
-    ex.reply.send(res.stream)
+    if (res.statusCode !== 304) return void ex.reply.send(res.stream)
+    // A 304 has no body, and its Content-Length (legal: the size of the representation) makes undici fail the
+    // empty body with a length mismatch: it goes out bodiless, and the stream is dropped.
+    res.stream.on('error', noop).resume()
+    ex.reply.send()
   },
   onError(ex, error) {
     if (ex.clientGone || ex.reply.sent) return
@@ -43,7 +48,7 @@ export const deliver: AttemptHandler = {
  * `retry` policy's business.
  */
 export function replyOptionsFor(responseTimeoutMs: number): object {
-  return { getUpstream, rewriteRequestHeaders, rewriteHeaders: clientResponseHeaders, onResponse, onError, retryDelay: noRetry, timeout: responseTimeoutMs }
+  return { getUpstream, rewriteRequestHeaders, rewriteHeaders, onResponse, onError, retryDelay: noRetry, timeout: responseTimeoutMs }
 }
 
 function getUpstream(request: FastifyRequest): string {
@@ -60,6 +65,24 @@ function rewriteRequestHeaders(request: FastifyRequest, headers: IncomingHttpHea
   return forwarded
 }
 
+function rewriteHeaders(headers: IncomingHttpHeaders, request: FastifyRequest): IncomingHttpHeaders {
+  const forwarded = clientResponseHeaders(headers, request)
+  if (typeof forwarded.location === 'string') forwarded.location = clientLocation(forwarded.location, exchangeOf(request))
+  return forwarded
+}
+
+/**
+ * A Location as the client must see it: never the instance's own address (nginx's proxy_redirect), and with the
+ * route's prefix rewrite undone. Other origins pass untouched.
+ */
+function clientLocation(location: string, ex: Exchange): string {
+  const origin = ex.instance.origin
+  const path = location.toLowerCase().startsWith(origin.toLowerCase()) && /^($|[/?#])/.test(location.slice(origin.length)) ? location.slice(origin.length) || '/' : location
+  if (!path.startsWith('/') || path.startsWith('//')) return path
+  const end = path.search(/[?#]/)
+  return end === -1 ? clientPathOf(path, ex.route) : clientPathOf(path.slice(0, end), ex.route) + path.slice(end)
+}
+
 function onResponse(request: FastifyRequest, _reply: FastifyReply, res: UpstreamResponse): void {
   const ex = exchangeOf(request)
   const handler = ex.takeHandler()
@@ -73,3 +96,4 @@ function onError(reply: FastifyReply, { error }: { error: Error }): void {
 }
 
 const noRetry = (): null => null
+const noop = (): void => undefined

@@ -31,8 +31,9 @@ export class FleetCounters {
   readonly #now: () => number
   /** This replica's counts per bucket start, for the local sums. */
   readonly #local = new Map<number, number[]>()
-  /** Counts not yet added to Redis. */
+  /** Counts not yet added to Redis, and those on their way there (not in the fleet's sums until the flush answers). */
   #pending: number[]
+  #sending: number[]
   /** The fleet's sums at the last flush; undefined until one succeeded (or while Redis is away). */
   #fleet: number[] | undefined
   #timer: NodeJS.Timeout | undefined
@@ -43,6 +44,7 @@ export class FleetCounters {
     this.#bucketMs = Math.max(100, Math.floor(options.windowMs / this.#buckets))
     this.#now = options.now ?? Date.now
     this.#pending = options.fields.map(() => 0)
+    this.#sending = options.fields.map(() => 0)
     if (options.state) {
       this.#timer = setInterval(() => void this.flush(), Math.min(200, this.#bucketMs))
       this.#timer.unref()
@@ -72,7 +74,7 @@ export class FleetCounters {
   /** The fleet's count of `field` over the window (as last read, plus this replica's since); this replica's alone without Redis. */
   sum(field: string): number {
     const index = this.#options.fields.indexOf(field)
-    if (this.#fleet && this.#options.state?.isUp()) return this.#fleet[index]! + this.#pending[index]!
+    if (this.#fleet && this.#options.state?.isUp()) return this.#fleet[index]! + this.#sending[index]! + this.#pending[index]!
     const oldest = this.#bucketStart(this.#now()) - (this.#buckets - 1) * this.#bucketMs
     let total = 0
     for (const [start, counts] of this.#local) if (start >= oldest) total += counts[index]!
@@ -101,8 +103,10 @@ export class FleetCounters {
       return
     }
     this.#pending = fields.map(() => 0)
+    this.#sending = this.#sending.map((n, i) => n + counts[i]!)
     const current = this.#bucketStart(this.#now())
     const bucket = `${this.#options.key}:${current}`
+    let extra: unknown[]
     try {
       const multi = state.redis.multi()
       if (counts.some((n) => n > 0)) {
@@ -123,11 +127,15 @@ export class FleetCounters {
         if (Array.isArray(value)) value.forEach((v: unknown, i) => (sums[i]! += Number(v ?? 0) || 0))
       }
       this.#fleet = sums
-      await alongside?.read(results.slice(first + window.length).map(([error, value]) => (error ? undefined : value)))
+      extra = results.slice(first + window.length).map(([error, value]) => (error ? undefined : value))
     } catch {
       // Lost while Redis is away: the sums fall back to this replica's own until a flush succeeds again.
       this.#fleet = undefined
+      return
+    } finally {
+      this.#sending = this.#sending.map((n, i) => n - counts[i]!)
     }
+    await alongside?.read(extra)
   }
 
   stop(): void {

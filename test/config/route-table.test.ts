@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { normalizePath } from '../../src/proxy/normalize-path.js'
 import { parseRouteFile, type RouteDefinition } from '../../src/config/parse-route-file.js'
-import { RouteTable } from '../../src/config/route-table.js'
+import { clientPathOf, RouteTable } from '../../src/config/route-table.js'
 
 const define = (prefix: string, rewritePrefix?: string): RouteDefinition => {
   const { routes, errors } = parseRouteFile('t.yaml', `routes:\n  - name: r${prefix.replaceAll('/', '-')}\n    prefix: ${prefix}\n    service: s\n${rewritePrefix ? `    rewritePrefix: ${rewritePrefix}\n` : ''}`)
@@ -59,5 +59,21 @@ describe('normalizePath', () => {
 
   it.each([['/a/%00'], ['/a/%zz'], ['a/b'], ['*']])('refuses %s', (raw) => {
     expect(normalizePath(raw)).toBeUndefined()
+  })
+})
+
+describe('clientPathOf (Location rewrite)', () => {
+  const route = (prefix: string, rewritePrefix?: string) => ({ prefix, rewritePrefix }) as RouteDefinition
+  it.each([
+    ['/api/users', '/', '/7', '/api/users/7'],
+    ['/api/users', '/', '/', '/api/users/'],
+    ['/api/users', '/v1', '/v1/7', '/api/users/7'],
+    ['/api/users', '/v1', '/v1', '/api/users'],
+    ['/api/users', '/v1', '/v2/7', '/v2/7'],
+    ['/api/users', '/v1/', '/v1/7', '/api/users/7'],
+    ['/', '/v1', '/v1/7', '/7'],
+    ['/api', undefined, '/elsewhere', '/elsewhere'],
+  ])('prefix %s rewritten to %s: upstream %s is the client\'s %s', (prefix, rewritePrefix, upstream, client) => {
+    expect(clientPathOf(upstream, route(prefix, rewritePrefix))).toBe(client)
   })
 })

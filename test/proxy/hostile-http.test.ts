@@ -141,3 +141,59 @@ describe('hostile HTTP', () => {
     expect(after.status).toBe(200)
   })
 })
+
+describe('upstream oddities', () => {
+  const responses = {
+    // 304 with the representation's Content-Length: legal (RFC 9110 §8.6), and no body follows.
+    notModified: 'HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: "v1"\r\n\r\n',
+    overflow: 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffffff\r\nabc\r\n0\r\n\r\n',
+    unsolicitedContinue: 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
+    location: 'HTTP/1.1 302 Found\r\nLocation: ORIGIN/v1/users/7?tab=1\r\nContent-Length: 0\r\n\r\n',
+    elsewhere: 'HTTP/1.1 302 Found\r\nLocation: https://login.example/start\r\nContent-Length: 0\r\n\r\n',
+  }
+  let servers: Server[]
+  let gateway: TestGateway
+  let port: number
+  beforeAll(async () => {
+    const { createServer: createTcpServer } = await import('node:net')
+    const entries = await Promise.all(
+      Object.entries(responses).map(async ([name, response]) => {
+        const server = createTcpServer((socket) => socket.once('data', () => socket.write(response.replace('ORIGIN', `http://127.0.0.1:${(server.address() as AddressInfo).port}`))))
+        await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+        return [name, server] as const
+      }),
+    )
+    servers = entries.map(([, server]) => server as unknown as Server)
+    gateway = await startGateway({
+      'r.yaml': `routes:\n${entries
+        .map(([name, server]) => `  - name: ${name}\n    prefix: /${name}\n    rewritePrefix: /v1\n    upstreams: [http://127.0.0.1:${(server.address() as AddressInfo).port}]\n`)
+        .join('')}`,
+    })
+    port = Number(new URL(gateway.url).port)
+  })
+  afterAll(async () => {
+    await gateway?.close()
+    for (const server of servers ?? []) server.close()
+  })
+
+  const get = (path: string) => rawExchange(port, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+
+  it('passes a 304 with Content-Length, without a body', async () => {
+    const { text } = await get('/notModified/x')
+    expect(statusesOf(text)).toEqual([304])
+    expect(text).toMatch(/etag: "v1"/i)
+  })
+
+  it('answers a broken body 502 upstream_bad_response, not 500', async () => {
+    for (const path of ['/overflow/x', '/unsolicitedContinue/x']) {
+      const { text } = await get(path)
+      expect(statusesOf(text)).toEqual([502])
+      expect(text).toContain('"code":"upstream_bad_response"')
+    }
+  })
+
+  it('never shows the instance\'s address in Location, and undoes the prefix rewrite', async () => {
+    expect((await get('/location/x')).text).toMatch(/\r\nlocation: \/location\/users\/7\?tab=1\r\n/i)
+    expect((await get('/elsewhere/x')).text).toMatch(/\r\nlocation: https:\/\/login\.example\/start\r\n/i)
+  })
+})

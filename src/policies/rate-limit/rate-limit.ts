@@ -123,7 +123,7 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
   const only = windows.length === 1 ? windows[0] : undefined
   return function rateLimit(ex, next) {
     const { request, reply } = ex
-    const key = readRequestKey(config.key, request.ip, request.headers)
+    const key = readRequestKey(config.key, request)
     if (only) {
       // One limit is the common case, and a place leased from Redis answers at once.
       const taken = only.shared?.take(key)
