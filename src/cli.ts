@@ -9,7 +9,8 @@ import { createLogger, handleSignals, startPortico } from './server.js'
 
 const USAGE = `Usage:
   portico start [--routes DIR] [--port N] [--admin-port N] [--host H] [--admin-host H]
-                [--trust-proxy true|N|CIDRs] [--max-body SIZE] [--drain-timeout DURATION] [--log-level LEVEL]
+                [--trust-proxy true|N|CIDRs] [--max-body SIZE] [--max-ws-message SIZE]
+                [--drain-timeout DURATION] [--log-level LEVEL]
   portico validate [DIR]
   portico register --name NAME --port N [--health PATH] [--address A] [--tag T]... [--meta k=v]...
 
@@ -24,6 +25,7 @@ const START_FLAGS = {
   'admin-host': { type: 'string' },
   'trust-proxy': { type: 'string' },
   'max-body': { type: 'string' },
+  'max-ws-message': { type: 'string' },
   'drain-timeout': { type: 'string' },
   'log-level': { type: 'string' },
   'consul-routes': { type: 'boolean' },

@@ -11,6 +11,8 @@ export interface PorticoConfig {
   readonly adminToken: string | undefined
   readonly trustProxy: boolean | number | string
   readonly maxBodyBytes: number
+  /** Largest WebSocket message either side may send; a larger one closes the connection (1009). */
+  readonly maxWebSocketMessageBytes: number
   readonly drainTimeoutMs: number
   readonly logLevel: string
   readonly redisUrl: string | undefined
@@ -52,6 +54,7 @@ export function loadConfig(flags: Flags, env: Env = process.env): PorticoConfig 
     adminToken: env.PORTICO_ADMIN_TOKEN || undefined,
     trustProxy: trustProxy(pick('trust-proxy', 'PORTICO_TRUST_PROXY')),
     maxBodyBytes: bytes(pick('max-body', 'PORTICO_MAX_BODY') ?? '10mb', source('max-body', 'PORTICO_MAX_BODY')),
+    maxWebSocketMessageBytes: bytes(pick('max-ws-message', 'PORTICO_MAX_WS_MESSAGE') ?? '1mb', source('max-ws-message', 'PORTICO_MAX_WS_MESSAGE')),
     drainTimeoutMs: duration(pick('drain-timeout', 'PORTICO_DRAIN_TIMEOUT') ?? '25s', source('drain-timeout', 'PORTICO_DRAIN_TIMEOUT')),
     logLevel: pick('log-level', 'PORTICO_LOG_LEVEL') ?? 'info',
     redisUrl: env.REDIS_URL || undefined,

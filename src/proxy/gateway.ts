@@ -31,6 +31,8 @@ export interface GatewayOptions {
   /** Trust X-Forwarded-* from clients (fastify's trustProxy: true, a hop count, or addresses). */
   readonly trustProxy: boolean | number | string
   readonly maxBodyBytes: number
+  /** Largest WebSocket message either side may send (ws's maxPayload; its default is 100 MiB, held in memory). */
+  readonly maxWebSocketMessageBytes?: number
   readonly pool?: UpstreamPoolOptions
   readonly discovery?: ServiceInstances
   /** Called once per answered request (route name, or `-` when none matched). */
@@ -44,6 +46,8 @@ export interface Gateway {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+const DEFAULT_WS_MESSAGE_BYTES = 1024 * 1024
+const OPEN = 1 // WebSocket.OPEN
 // What @fastify/http-proxy registers the catch-all route for.
 const PROXIED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 
@@ -121,6 +125,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     replyOptions: { getUpstream: (request: FastifyRequest) => exchangeOf(request).instance.origin },
     wsClientOptions: {
       rewriteRequestHeaders: (_headers: object, request: FastifyRequest) => upstreamWebSocketHeaders(request, { trustProxy, preserveHost: false }),
+      maxPayload: options.maxWebSocketMessageBytes ?? DEFAULT_WS_MESSAGE_BYTES,
+    },
+    wsServerOptions: { maxPayload: options.maxWebSocketMessageBytes ?? DEFAULT_WS_MESSAGE_BYTES },
+    wsHooks: {
+      // The client left while the upstream connection was still opening: http-proxy closes only open sockets, so
+      // this one would stay open for ever.
+      onConnect: (_context: unknown, source: { readyState: number }, target: { terminate(): void }) => {
+        if (source.readyState !== OPEN) target.terminate()
+      },
     },
   }
   // The plugin's types describe its request for every server kind (HTTP/2 too); ours is plain HTTP/1.
