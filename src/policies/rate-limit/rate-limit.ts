@@ -85,7 +85,8 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
   const consume = async (window: Window, key: string, taken = window.shared?.take(key)): Promise<Outcome | undefined> => {
     if (!taken) {
       const local = window.local
-      return outcome(window, await local.consume(key).catch((res: RateLimiterRes) => over(window, res)), window.limit, () => void local.reward(key, 1))
+      const kept = boundedKey(local, key)
+      return outcome(window, await local.consume(kept).catch((res: RateLimiterRes) => over(window, res)), window.limit, () => void local.reward(kept, 1))
     }
     try {
       const res = await taken
@@ -99,7 +100,8 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
           throw new GatewayError('state_unavailable', 'Rate limits are unavailable while Redis is unreachable', { cause: error })
         case 'local': {
           const share = localShare(window)
-          return outcome(window, await share.consume(key).catch((res: RateLimiterRes) => over(window, res, share.points)), share.points, () => void share.reward(key, 1))
+          const kept = boundedKey(share, key)
+          return outcome(window, await share.consume(kept).catch((res: RateLimiterRes) => over(window, res, share.points)), share.points, () => void share.reward(kept, 1))
         }
       }
     }
@@ -153,6 +155,20 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
       next()
     }, next)
   }
+}
+
+/** Distinct keys one in-memory window holds; past it, new keys share one bucket: stricter, never unbounded memory. */
+export const MAX_LOCAL_KEYS = 100_000
+const OVERFLOW_KEY = '\u0000overflow'
+
+/**
+ * The key to count under in memory. rate-limiter-flexible keeps every key (and a timer) until its window ends and has
+ * no bound of its own; its store's size is read here (internal: if it ever moves, the bound lapses, nothing breaks,
+ * and the test of it fails).
+ */
+function boundedKey(limiter: RateLimiterMemory, key: string): string {
+  const storage = (limiter as unknown as { _memoryStorage?: { _storage?: Map<string, unknown> } })._memoryStorage?._storage
+  return storage !== undefined && storage.size >= MAX_LOCAL_KEYS && !storage.has(limiter.getKey(key)) ? OVERFLOW_KEY : key
 }
 
 const header = (o: Outcome): string => `limit=${o.limit}, remaining=${o.remaining}, reset=${Math.max(0, Math.ceil(o.resetMs / 1000))}`
