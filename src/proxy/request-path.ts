@@ -100,8 +100,11 @@ function pickInstance(ex: Exchange): void {
   const instance = route.pick(route.instances(), { hashKey: ex.hashKey() })
   if (!instance) return ex.proceed(new GatewayError('no_instance', noInstanceDetail(route)))
   ex.switchTo(instance)
-  // What the upstream gets (the WebSocket proxy reads it from here too).
-  ex.request.raw.url = ex.upstreamUrl
+  // What the upstream gets (the WebSocket proxy reads it from here too); fastify's originalUrl (the problem's
+  // `instance`, the logs) keeps what the client asked for.
+  const raw = ex.request.raw as typeof ex.request.raw & { originalUrl?: string }
+  raw.originalUrl = raw.url
+  raw.url = ex.upstreamUrl
   ex.proceed()
 }
 

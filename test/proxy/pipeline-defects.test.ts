@@ -113,7 +113,11 @@ describe('the breaker pub/sub channel carries junk', () => {
 describe('answers of the gateway itself', () => {
   let gateway: TestGateway
   beforeAll(async () => {
-    gateway = await startGateway({ 'r.yaml': 'routes:\n  - name: nobody\n    prefix: /nobody\n    service: nobody-registers-this\n' }, {}, { CONSUL_HTTP_ADDR: inject('consulAddress') })
+    gateway = await startGateway(
+      { 'r.yaml': 'routes:\n  - name: nobody\n    prefix: /nobody\n    service: nobody-registers-this\n  - name: dead\n    prefix: /api/dead\n    rewritePrefix: /\n    upstreams: [http://127.0.0.1:9]\n' },
+      {},
+      { CONSUL_HTTP_ADDR: inject('consulAddress') },
+    )
   })
   afterAll(async () => {
     await gateway?.close()
@@ -123,6 +127,12 @@ describe('answers of the gateway itself', () => {
     const refusal = await answer(`${gateway.url}/nobody`)
     expect(refusal).toMatchObject({ status: 503, code: 'no_instance' })
     expect(refusal.headers['retry-after']).toBe('1')
+  })
+
+  it('names the client\'s own path and query as the problem\'s instance, not the rewritten one', async () => {
+    const refusal = await answer(`${gateway.url}/api/dead/7?x=1`)
+    expect(refusal.code).toBe('upstream_unreachable')
+    expect(JSON.parse(refusal.text).instance).toBe('/api/dead/7?x=1')
   })
 
   it('answers oversized headers 431 header_too_large from the one error table', async () => {
