@@ -168,3 +168,43 @@ describe('what a breaker counts (one process, no Redis)', () => {
     }
   })
 })
+
+describe('a replica that dies holding the fleet\'s probe', () => {
+  const redisUrl = inject('redisUrl')
+  const route = `cb-probe-${process.pid}`
+  it('holds the fleet up no longer than the probe could last (its timeouts), not a reset period', async () => {
+    let mode: 'fail' | 'hang' | 'ok' = 'fail'
+    const upstream = await startUpstream('probed', (_req, res) => {
+      if (mode === 'fail') res.writeHead(500).end('down')
+      else if (mode === 'ok') res.end('up')
+    })
+    // resetTimeout 8 s; a probe can last 1.5 s at most (connect 500 ms + response 1 s): the lock lives that long.
+    const files = {
+      'r.yaml': `routes:\n  - name: ${route}\n    prefix: /probe\n    upstreams: [${upstream.url}]\n    timeout: { connect: 500ms, response: 1s }\n    circuitBreaker: { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeout: 8s }\n`,
+    }
+    const doomed = await spawnGateway(await makeRoutesDir(files), { REDIS_URL: redisUrl })
+    const survivor = await startGateway(files, {}, { REDIS_URL: redisUrl })
+    try {
+      for (let i = 0; i < 3; i++) await get(`${doomed.url}/probe`)
+      await waitFor(async () => (await get(`${survivor.url}/probe`)).code === 'circuit_open', { what: 'the breaker to open on the survivor' })
+      mode = 'hang'
+      // After the open period the doomed replica takes the probe, which hangs; then it dies holding the lock.
+      const probe = request(`${doomed.url}/probe`).catch(() => undefined)
+      const before = upstream.requests.length
+      await waitFor(async () => {
+        if (upstream.requests.length > before) return true
+        void request(`${doomed.url}/probe`).then((r) => r.body.dump(), () => undefined)
+        return false
+      }, { timeoutMs: 15_000, intervalMs: 200, what: 'the doomed replica to send the probe' })
+      await doomed.stop('SIGKILL')
+      await probe
+      mode = 'ok'
+      const took = await timeUntil(async () => (await get(`${survivor.url}/probe`)).status === 200, { timeoutMs: 6_000, what: 'the survivor to probe and close the breaker' })
+      expect(took).toBeLessThan(3_000)
+    } finally {
+      await doomed.stop('SIGKILL')
+      await survivor.close()
+      await upstream.close()
+    }
+  }, 40_000)
+})
