@@ -10,7 +10,7 @@ import { createLogger, handleSignals, startPortico } from './server.js'
 const USAGE = `Usage:
   portico start [--routes DIR] [--port N] [--admin-port N] [--host H] [--admin-host H]
                 [--trust-proxy true|N|CIDRs] [--max-body SIZE] [--max-ws-message SIZE]
-                [--drain-timeout DURATION] [--log-level LEVEL]
+                [--shutdown-delay DURATION] [--drain-timeout DURATION] [--log-level LEVEL]
   portico validate [DIR]
   portico register --name NAME --port N [--health PATH] [--address A] [--tag T]... [--meta k=v]...
 
@@ -27,6 +27,7 @@ const START_FLAGS = {
   'max-body': { type: 'string' },
   'max-ws-message': { type: 'string' },
   'drain-timeout': { type: 'string' },
+  'shutdown-delay': { type: 'string' },
   'log-level': { type: 'string' },
   'consul-routes': { type: 'boolean' },
 } as const

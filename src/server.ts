@@ -17,7 +17,10 @@ export interface RunningPortico {
   /** `http://host:port` of the traffic and admin listeners (useful with port 0). */
   readonly url: string
   readonly adminUrl: string
-  /** Stops accepting, drains in-flight requests for at most `drainTimeoutMs`, then closes everything. */
+  /**
+   * Fails readiness at once and keeps serving for `shutdownDelayMs` (load balancers stop sending meanwhile), then stops
+   * accepting, drains in-flight requests for at most `drainTimeoutMs`, and closes everything.
+   */
   shutdown(): Promise<void>
 }
 
@@ -85,6 +88,10 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   const shutdown = () =>
     (stopping ??= (async () => {
       health.shutdown()
+      if (config.shutdownDelayMs > 0) {
+        logger.info({ shutdownDelayMs: config.shutdownDelayMs }, 'shutting down: not ready, still serving while load balancers catch up')
+        await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs))
+      }
       logger.info({ drainTimeoutMs: config.drainTimeoutMs }, 'shutting down: draining in-flight requests')
       let timer: NodeJS.Timeout | undefined
       const deadline = new Promise<'timeout'>((resolve) => {

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { makeRoutesDir, runCli, spawnGateway, type GatewayProcess } from './support/gateway.js'
 import { waitFor } from './support/poll.js'
+import { rawExchange, statusesOf } from './support/raw-http.js'
 import { startUpstream, type Upstream } from './support/upstream.js'
 
 async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -144,5 +145,27 @@ describe('signals', () => {
     expect(await response.body.text()).toBe('done after 700')
     expect(await gateway.exited).toBe(0)
     await expect(request(`${gateway.url}/slow`)).rejects.toThrow()
+  })
+})
+
+describe('SIGTERM behind a load balancer', () => {
+  it('fails readiness first, keeps answering every request that arrives during the shutdown delay, then exits 0', async () => {
+    const upstream = await startUpstream('up')
+    const gateway = await spawnGateway(await makeRoutesDir({ 'r.yaml': `routes:\n  - name: up\n    prefix: /up\n    upstreams: [${upstream.url}]\n` }), { PORTICO_SHUTDOWN_DELAY: '1s' })
+    try {
+      gateway.child.kill('SIGTERM')
+      await waitFor(() => gateway.output().includes('still serving while load balancers catch up'), { what: 'the shutdown to begin' })
+      const ready = await request(`${gateway.adminUrl}/readyz`)
+      await ready.body.dump()
+      expect(ready.statusCode).toBe(503)
+      // 20 clients that connect only now, each on a new connection, the way a load balancer's late traffic comes
+      const { port } = new URL(gateway.url)
+      const answers = await Promise.all(Array.from({ length: 20 }, () => rawExchange(Number(port), 'GET /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')))
+      expect(answers.map((a) => statusesOf(a.text))).toEqual(Array(20).fill([200]))
+      expect(await gateway.exited).toBe(0)
+    } finally {
+      await gateway.stop('SIGKILL')
+      await upstream.close()
+    }
   })
 })
