@@ -39,7 +39,14 @@ export interface ServiceRegistration {
   readonly tags?: readonly string[] | undefined
   readonly meta?: Readonly<Record<string, string>> | undefined
   readonly check?:
-    | { readonly http: string; readonly interval: string; readonly timeout: string; readonly deregisterCriticalServiceAfter: string }
+    | {
+        readonly http: string
+        readonly interval: string
+        readonly timeout: string
+        readonly deregisterCriticalServiceAfter: string
+        /** The check's first status; Consul starts a check critical unless told otherwise. */
+        readonly status?: 'passing' | undefined
+      }
     | undefined
 }
 
@@ -115,6 +122,7 @@ export function createConsulClient(connection: ConsulConnection): ConsulClient {
                 interval: registration.check.interval,
                 timeout: registration.check.timeout,
                 deregistercriticalserviceafter: registration.check.deregisterCriticalServiceAfter,
+                ...(registration.check.status ? { status: registration.check.status } : {}),
               },
             }
           : {}),

@@ -68,11 +68,15 @@ export async function register(options: RegisterOptions): Promise<Registration> 
       : undefined,
   }
 
+  // A check Consul has never run starts critical: the instance gets no traffic for up to an interval, and after an
+  // agent restart every instance at once. When the service answers its own check now, it starts passing instead.
+  const registerNow = async () => client.register({ ...registration, check: registration.check && { ...registration.check, status: (await answersCheck(registration.check.http)) ? 'passing' : undefined } })
+
   const stopped = new AbortController()
   const giveUp = AbortSignal.any([stopped.signal, ...(options.signal ? [options.signal] : [])])
   for (let attempt = 0; ; attempt++) {
     try {
-      await client.register(registration)
+      await registerNow()
       break
     } catch (error) {
       if (giveUp.aborted) throw new Error(`registering ${id} with Consul at ${client.address} was aborted`, { cause: error })
@@ -84,7 +88,7 @@ export async function register(options: RegisterOptions): Promise<Registration> 
 
   const resync = setInterval(() => {
     client.hasService(id).then(
-      (known) => (known || stopped.signal.aborted ? undefined : client.register(registration).then(() => log(`re-registered ${id} after the agent forgot it`))),
+      (known) => (known || stopped.signal.aborted ? undefined : registerNow().then(() => log(`re-registered ${id} after the agent forgot it`))),
       () => undefined, // agent down: the next tick tries again
     ).catch(() => undefined)
   }, options.resyncIntervalMs ?? 5_000)
@@ -114,6 +118,17 @@ export async function register(options: RegisterOptions): Promise<Registration> 
     process.once('SIGINT', onSignal)
   }
   return { id, deregister }
+}
+
+/** Whether the service answers its health check with a 2xx now (as Consul's HTTP check counts it). */
+async function answersCheck(url: string): Promise<boolean> {
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(2_000) })
+    await response.body?.cancel()
+    return response.ok
+  } catch {
+    return false
+  }
 }
 
 function isClient(value: RegisterOptions['consul']): value is ConsulClient {

@@ -122,6 +122,30 @@ describe('when Consul goes away (own agent)', () => {
   })
 })
 
+describe('when Consul comes back empty (own agent restarted without its state)', () => {
+  it('keeps the last known instances while the service re-registers: no no_instance in between', async () => {
+    const consul = await startConsul()
+    const one = await startUpstream('one')
+    await registerTtlInstance(consul.address, { name: 'ledger', id: 'ledger-1', port: one.port })
+    const gateway = await startGateway({ 'l.yaml': 'routes:\n  - name: ledger\n    prefix: /ledger\n    service: ledger\n' }, {}, { CONSUL_HTTP_ADDR: consul.address })
+    try {
+      await waitFor(async () => (await upstreamOf(`${gateway.url}/ledger`)) === 'one', { what: 'ledger to route' })
+      await consul.stop()
+      await consul.start() // a dev agent starts empty: its first answer has no instance of ledger
+      const seen = new Set<string>()
+      const until = Date.now() + 2_000
+      while (Date.now() < until) seen.add(await upstreamOf(`${gateway.url}/ledger`))
+      await registerTtlInstance(consul.address, { name: 'ledger', id: 'ledger-1', port: one.port })
+      for (let i = 0; i < 5; i++) seen.add(await upstreamOf(`${gateway.url}/ledger`))
+      expect([...seen]).toEqual(['one'])
+    } finally {
+      await gateway.close()
+      await consul.stop()
+      await one.close()
+    }
+  })
+})
+
 describe('routes published in Consul meta (opt-in)', () => {
   const consul = inject('consulAddress')
   let svc: Upstream, fileOwned: Upstream

@@ -56,6 +56,21 @@ describe('register() when the agent is away or restarts (own agent)', () => {
     await registration.deregister()
   })
 
+  it('starts a healthy service passing, also when it registers again after an agent restart', async () => {
+    const service = await startUpstream('healthy')
+    // A check Consul runs once a minute: without a first status, the instance would wait up to a minute as critical.
+    const registration = await register({ name: 'eager', port: service.port, health: { path: '/health', interval: '1m' }, resyncIntervalMs: 200, consul: consulConnection({ CONSUL_HTTP_ADDR: consul.address }) })
+    try {
+      await waitFor(async () => (await passingIds(consul.address, 'eager')).includes(registration.id), { timeoutMs: 1_500, what: 'the instance to pass at once' })
+      await consul.stop()
+      await consul.start()
+      await waitFor(async () => (await passingIds(consul.address, 'eager')).includes(registration.id), { timeoutMs: 3_000, what: 'the re-registered instance to pass at once' })
+    } finally {
+      await registration.deregister()
+      await service.close()
+    }
+  })
+
   it('registers again after the agent restarts and forgets it', async () => {
     const registration = await register({ name: 'sticky', port: 7002, health: false, resyncIntervalMs: 200, consul: consulConnection({ CONSUL_HTTP_ADDR: consul.address }) })
     await consul.stop()
