@@ -6,3 +6,5 @@ import type { RouteSource } from './merge-sources.js'
 parentPort?.on('message', ({ id, source }: { id: number; source: RouteSource }) => {
   parentPort?.postMessage({ id, parsed: parseSource(source) })
 })
+// Loaded (with the parser and the policies' schemas): the parse budget starts counting from here.
+parentPort?.postMessage({ ready: true })

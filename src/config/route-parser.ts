@@ -12,6 +12,9 @@ export const PARSE_BUDGET_MS = 5_000
 export class RouteParser {
   readonly #cache = new Map<string, { readonly text: string; readonly readError: string | undefined; readonly parsed: ParsedSource }>()
   #worker: Worker | undefined
+  /** Resolves when the thread has loaded: starting it (from TypeScript, under a busy machine) is not parsing. */
+  #ready: Promise<void> = Promise.resolve()
+  #loaded: (() => void) | undefined
   #nextId = 0
   #pending = new Map<number, { readonly source: string; readonly resolve: (parsed: ParsedSource) => void }>()
 
@@ -37,8 +40,10 @@ export class RouteParser {
     return parsed
   }
 
-  #onThread(source: RouteSource): Promise<ParsedSource> {
+  async #onThread(source: RouteSource): Promise<ParsedSource> {
     const worker = this.#thread()
+    await this.#ready
+    if (this.#worker !== worker) return { routes: [], errors: [{ file: source.source, line: 1, message: 'could not be parsed: the parser thread did not start' }] }
     const id = ++this.#nextId
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
@@ -66,9 +71,11 @@ export class RouteParser {
     const worker = typescript
       ? new Worker(`import('tsx/esm/api').then(({ register }) => { register(); return import(${JSON.stringify(entry.href)}) })`, { ...options, eval: true })
       : new Worker(entry, options)
-    worker.on('message', ({ id, parsed }: { id: number; parsed: ParsedSource }) => {
-      this.#pending.get(id)?.resolve(parsed)
-      this.#pending.delete(id)
+    this.#ready = new Promise((resolve) => (this.#loaded = resolve))
+    worker.on('message', (message: { ready: true } | { id: number; parsed: ParsedSource }) => {
+      if ('ready' in message) return this.#loaded?.()
+      this.#pending.get(message.id)?.resolve(message.parsed)
+      this.#pending.delete(message.id)
     })
     worker.on('error', (error) => this.#fail(worker, error))
     worker.on('exit', () => this.#fail(worker, new Error('the route parser thread exited')))
@@ -79,7 +86,10 @@ export class RouteParser {
 
   /** The thread died (out of memory, say): what it was parsing is refused, the next parse starts a new one. */
   #fail(worker: Worker, error: Error): void {
-    if (this.#worker === worker) this.#worker = undefined
+    if (this.#worker === worker) {
+      this.#worker = undefined
+      this.#loaded?.() // whoever waits for it to start hears that it will not
+    }
     for (const [id, { source, resolve }] of this.#pending) {
       this.#pending.delete(id)
       resolve({ routes: [], errors: [{ file: source, line: 1, message: `could not be parsed: ${error.message}` }] })

@@ -28,6 +28,8 @@ export interface SharedStateOptions {
   readonly commandTimeoutMs?: number
   /** How often a replica announces itself; a replica unheard for 3 intervals no longer counts. */
   readonly heartbeatMs?: number
+  /** How often Redis is pinged; two pings unanswered within the command timeout drop the connection. */
+  readonly watchdogMs?: number
 }
 
 export function createSharedState(options: SharedStateOptions): SharedState {
@@ -84,6 +86,29 @@ export function createSharedState(options: SharedStateOptions): SharedState {
   const timer = setInterval(() => void heartbeat(), heartbeatMs)
   timer.unref()
 
+  // A Redis that hangs (a long fork, a swap storm, a network black hole) keeps the connection open and answers
+  // nothing: every command would wait out its timeout, and Redis would run them all when it wakes, long after the
+  // gateway gave up on them. So a watchdog pings it; after two pings without an answer the connection is dropped, with
+  // its queue: the policies go to their documented local behaviour at once, and reconnecting probes Redis until it
+  // answers again.
+  let missedPings = 0
+  const watchdog = setInterval(() => {
+    if (redis.status !== 'ready') return
+    redis.ping().then(
+      () => {
+        missedPings = 0
+      },
+      (error: Error) => {
+        if (redis.status !== 'ready' || ++missedPings < 2) return
+        missedPings = 0
+        lastError = `Redis not answering (${error.message})`
+        logger.warn({ err: error.message }, 'redis is not answering: dropping the connection; rate limits and breakers fall back to local state')
+        redis.disconnect(true)
+      },
+    )
+  }, options.watchdogMs ?? 250)
+  watchdog.unref()
+
   return {
     replicaId,
     redis,
@@ -96,6 +121,7 @@ export function createSharedState(options: SharedStateOptions): SharedState {
         : { status: 'degraded', detail: `Redis unreachable (${lastError ?? redis.status}): limits and breakers are local`, replicas },
     async close() {
       clearInterval(timer)
+      clearInterval(watchdog)
       await redis.zrem(REPLICAS_KEY, replicaId).catch(() => undefined)
       redis.disconnect()
       subscriber.disconnect()

@@ -10,6 +10,9 @@ export interface TestRedis {
   /** Kills the server (a fault test); `start()` brings it back on the same port, empty. */
   stop(): Promise<void>
   start(): Promise<void>
+  /** Freezes the server (SIGSTOP), as a long fork or a network black hole would: connections stay open, nothing answers. */
+  pause(): void
+  resume(): void
 }
 
 function ping(port: number): Promise<boolean> {
@@ -39,5 +42,7 @@ export async function startRedis(): Promise<TestRedis> {
     port,
     start,
     stop: () => kill(child),
+    pause: () => void child?.kill('SIGSTOP'),
+    resume: () => void child?.kill('SIGCONT'),
   }
 }
