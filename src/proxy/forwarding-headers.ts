@@ -18,7 +18,8 @@ function remove(headers: IncomingHttpHeaders, names: readonly string[]): void {
 
 function removeHopByHop(headers: IncomingHttpHeaders): void {
   const listed = headers.connection
-  if (typeof listed === 'string') remove(headers, listed.toLowerCase().split(',').map((name) => name.trim()))
+  // `keep-alive` and `close` (nearly every response says one) name no other header: no list to take apart.
+  if (typeof listed === 'string' && listed !== 'keep-alive' && listed !== 'close') remove(headers, listed.toLowerCase().split(',').map((name) => name.trim()))
   remove(headers, HOP_BY_HOP)
 }
 
