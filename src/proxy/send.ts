@@ -20,8 +20,14 @@ export function sendViaReplyFrom(ex: PolicyExchange, handler: AttemptHandler): v
   const exchange = ex as Exchange
   exchange.startAttempt(handler)
   const options = exchange.route.replyOptions as { timeout: number }
-  // The path only: reply-from decodes it to check it, and takes the query from the raw URL untouched.
-  exchange.reply.from(exchange.upstreamPath, exchange.timeoutMs === options.timeout ? options : { ...options, timeout: exchange.timeoutMs })
+  try {
+    // The path only: reply-from decodes it to check it, and takes the query from the raw URL untouched.
+    exchange.reply.from(exchange.upstreamPath, exchange.timeoutMs === options.timeout ? options : { ...options, timeout: exchange.timeoutMs })
+  } catch (error) {
+    // reply-from throws for an upstream URL it cannot build (an instance address Consul should not have had). A retry
+    // sends from a timer, where a throw would take the process down: the attempt fails like any other instead.
+    exchange.takeHandler()?.onError(exchange, error as Error)
+  }
 }
 
 /** The end of every route's chain: the upstream's answer goes to the client, a failure as problem+json. */

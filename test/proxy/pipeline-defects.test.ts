@@ -149,3 +149,19 @@ describe('answers of the gateway itself', () => {
     expect(raw).toContain('"code":"header_too_large"')
   })
 })
+
+describe('a retry to an instance whose address reply-from cannot use', () => {
+  it('fails that attempt like any other instead of throwing from the backoff timer', async () => {
+    const busy = await startUpstream('busy', (_req, res) => res.writeHead(503).end('busy'))
+    // `[zz]` passes the route schema's origin pattern, but no URL can be built from it.
+    const gateway = await startGateway({ 'r.yaml': `routes:\n  - name: odd\n    prefix: /odd\n    upstreams: [${busy.url}, "http://[zz]:80"]\n    retry: { attempts: 2, on: [503], backoff: 1ms, budgetPercent: 100 }\n` })
+    try {
+      const refusal = await answer(`${gateway.url}/odd`)
+      expect(refusal.status).toBe(502)
+      expect(refusal.code).toBe('upstream_unreachable')
+    } finally {
+      await gateway.close()
+      await busy.close()
+    }
+  })
+})
