@@ -69,7 +69,7 @@ export function answerClientError(error: Error & { code?: string }, socket: Sock
 }
 
 /** A problem+json answer written straight to a socket that fastify does not serve, then the connection closed. */
-export function writeRawProblem(socket: Socket, problem: GatewayError): void {
+function writeRawProblem(socket: Socket, problem: GatewayError): void {
   if (!socket.writable) return void socket.destroy()
   const body = JSON.stringify(toProblem(problem))
   const headers = Object.entries(problem.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')

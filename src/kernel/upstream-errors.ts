@@ -48,7 +48,7 @@ export function classifyUpstreamFailure(error: unknown, instance: string, timeou
 }
 
 /** The `code` of an error and of each of its causes, outermost first. */
-export function errorCodes(error: unknown): string[] {
+function errorCodes(error: unknown): string[] {
   const codes: string[] = []
   for (const e of causesOf(error)) {
     const code = (e as { code?: unknown }).code

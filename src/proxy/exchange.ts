@@ -61,7 +61,7 @@ export class Exchange implements PolicyExchange {
   /** Where the attempt under way reports; cleared once it has reported, so it reports once. */
   handler: AttemptHandler | undefined = undefined
   /** fastify's pre-handler callback: the guards and the pick end here. */
-  proceed: (error?: Error) => void
+  readonly proceed: (error?: Error) => void
   /** Guards call this to go on; set only on routes with guards. */
   readonly next: ((error?: Error) => void) | undefined
   guardIndex = 0

@@ -128,6 +128,6 @@ function splitQuery(url: string): [string, string | undefined] {
   return index === -1 ? [url, undefined] : [url.slice(0, index), url.slice(index + 1)]
 }
 
-export function isWebSocketUpgrade(request: FastifyRequest): boolean {
+function isWebSocketUpgrade(request: FastifyRequest): boolean {
   return request.headers.upgrade?.toLowerCase() === 'websocket'
 }

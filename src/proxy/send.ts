@@ -10,7 +10,7 @@ import { clientResponseHeaders, upstreamRequestHeaders } from './forwarding-head
 import { kAttemptSignal, type AttemptSignal } from './upstream-dispatcher.js'
 
 /** The header that tells the upstream how long the gateway still waits for it (like Envoy's expected-rq-timeout). */
-export const TIMEOUT_HEADER = 'x-portico-timeout-ms'
+const TIMEOUT_HEADER = 'x-portico-timeout-ms'
 
 /**
  * Sends one attempt through reply-from; the outcome goes to `handler`. The route's one options object carries

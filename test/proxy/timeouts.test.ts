@@ -2,6 +2,7 @@ import { connect, type Socket } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { makeRoutesDir, spawnGateway, startGateway, type GatewayProcess, type TestGateway } from '../support/gateway.js'
 import { answer } from '../support/http.js'
+import { waitFor } from '../support/poll.js'
 import { routeFile } from '../support/routes.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
@@ -63,7 +64,8 @@ describe('slow clients', () => {
       socket.on('close', () => clearInterval(drip))
       sockets.push(socket)
     }
-    await new Promise((resolve) => setTimeout(resolve, 300)) // let the uploads take their connections first
+    // the uploads hold the whole pool: 128 connections to the instance
+    await waitFor(async () => (await upstream.connections()) >= 128, { what: 'the slow uploads to fill the pool' })
     const started = performance.now()
     const next = await answer(`${gateway.url}/upload/other`)
     expect(next.status === 200 || next.code === 'upstream_timeout').toBe(true)

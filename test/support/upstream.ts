@@ -8,6 +8,8 @@ export interface Upstream {
   readonly name: string
   /** Requests received, in order. */
   readonly requests: { method: string; url: string; headers: IncomingMessage['headers']; bytes: number }[]
+  /** Connections open to it now. */
+  connections(): Promise<number>
   close(): Promise<void>
 }
 
@@ -46,6 +48,7 @@ export async function startUpstream(name: string, handler: UpstreamHandler = ech
     port,
     name,
     requests,
+    connections: () => new Promise<number>((resolve, reject) => server.getConnections((error, count) => (error ? reject(error) : resolve(count)))),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections()

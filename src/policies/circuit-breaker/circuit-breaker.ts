@@ -28,7 +28,7 @@ interface BreakerMessage {
  * A breaker message as another replica (or anything else with access to the channel) published it; undefined for
  * whatever is not a message of a version this replica reads. Never throws: the channel is input like any other.
  */
-export function parseBreakerMessage(text: string): BreakerMessage | undefined {
+function parseBreakerMessage(text: string): BreakerMessage | undefined {
   let value: unknown
   try {
     value = JSON.parse(text)
@@ -54,7 +54,7 @@ export const circuitBreakerPolicy: PolicyKind<CircuitBreakerSpec, CircuitBreaker
   },
 }
 
-export interface RouteBreaker {
+interface RouteBreaker {
   /**
    * The breaker around a route's attempts: an attempt goes ahead while the breaker is closed (counted from its
    * handler, never held up), is refused with 503 circuit_open while it is open, or while it is half-open and another
@@ -95,7 +95,7 @@ class CountedAttempt implements AttemptHandler {
  *   its failure re-opens every replica;
  * - without Redis every replica keeps working on its own opossum state and resyncs when Redis returns.
  */
-export function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: CircuitBreakerConfig, state: SharedState | undefined, logger: Logger): RouteBreaker {
+function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: CircuitBreakerConfig, state: SharedState | undefined, logger: Logger): RouteBreaker {
   const breaker = new CircuitBreaker((attempt: () => Promise<unknown>) => attempt(), {
     timeout: false, // the forward call has its own timeouts
     errorThresholdPercentage: config.errorThresholdPercentage,

@@ -29,7 +29,7 @@ const QUEUE_POLL_MS = 20
  * memory otherwise; while Redis is away, `onRedisDown` decides. Over the limit: 503 concurrency_limited, or a wait in
  * a bounded queue.
  */
-export function createConcurrencyLimit(route: string, config: ConcurrencyLimitConfig, state: SharedState | undefined) {
+function createConcurrencyLimit(route: string, config: ConcurrencyLimitConfig, state: SharedState | undefined) {
   const shared = state && new SharedSlots(state.redis, route, config.limit, state.replicaId)
   let localInUse = 0
   const waiters: Waiter[] = []
