@@ -9,7 +9,7 @@ import { createLogger, handleSignals, startPortico } from './server.js'
 
 const USAGE = `Usage:
   portico start [--routes DIR] [--port N] [--admin-port N] [--host H] [--admin-host H]
-                [--trust-proxy true|N|CIDRs] [--max-body SIZE] [--max-ws-message SIZE]
+                [--trust-proxy true|N|CIDRs] [--max-body SIZE]
                 [--shutdown-delay DURATION] [--drain-timeout DURATION] [--log-level LEVEL]
   portico validate [DIR]
   portico register --name NAME --port N [--health PATH] [--address A] [--tag T]... [--meta k=v]...
@@ -25,7 +25,6 @@ const START_FLAGS = {
   'admin-host': { type: 'string' },
   'trust-proxy': { type: 'string' },
   'max-body': { type: 'string' },
-  'max-ws-message': { type: 'string' },
   'drain-timeout': { type: 'string' },
   'shutdown-delay': { type: 'string' },
   'log-level': { type: 'string' },

@@ -61,7 +61,6 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     logger,
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
-    maxWebSocketMessageBytes: config.maxWebSocketMessageBytes,
     discovery,
     onResponse: (route, status, seconds, problemCode) => metrics.recordResponse(route, status, seconds, problemCode),
   })

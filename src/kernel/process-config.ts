@@ -12,7 +12,6 @@ export interface PorticoConfig {
   readonly trustProxy: boolean | number | string
   readonly maxBodyBytes: number
   /** Largest WebSocket message either side may send; a larger one closes the connection (1009). */
-  readonly maxWebSocketMessageBytes: number
   readonly drainTimeoutMs: number
   /** After SIGTERM, how long readiness fails while traffic is still served, before the listener closes. */
   readonly shutdownDelayMs: number
@@ -56,7 +55,6 @@ export function loadConfig(flags: Flags, env: Env = process.env): PorticoConfig 
     adminToken: env.PORTICO_ADMIN_TOKEN || undefined,
     trustProxy: trustProxy(pick('trust-proxy', 'PORTICO_TRUST_PROXY')),
     maxBodyBytes: bytes(pick('max-body', 'PORTICO_MAX_BODY') ?? '10mb', source('max-body', 'PORTICO_MAX_BODY')),
-    maxWebSocketMessageBytes: bytes(pick('max-ws-message', 'PORTICO_MAX_WS_MESSAGE') ?? '1mb', source('max-ws-message', 'PORTICO_MAX_WS_MESSAGE')),
     drainTimeoutMs: duration(pick('drain-timeout', 'PORTICO_DRAIN_TIMEOUT') ?? '25s', source('drain-timeout', 'PORTICO_DRAIN_TIMEOUT')),
     // Kubernetes takes a few seconds to drop a terminating pod from its endpoints; until then traffic still comes.
     shutdownDelayMs: duration(pick('shutdown-delay', 'PORTICO_SHUTDOWN_DELAY') ?? '5s', source('shutdown-delay', 'PORTICO_SHUTDOWN_DELAY')),

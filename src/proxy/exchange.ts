@@ -66,6 +66,8 @@ export class Exchange implements PolicyExchange {
   readonly next: ((error?: Error) => void) | undefined
   guardIndex = 0
   #attemptClock: NodeJS.Timeout | undefined = undefined
+  #transferClock: NodeJS.Timeout | undefined = undefined
+  #bytesSent = 0
   #inFlightDone: (() => void) | undefined = undefined
   #cleanups: (() => void)[] | undefined = undefined
   #ended = false
@@ -122,6 +124,31 @@ export class Exchange implements PolicyExchange {
     return handler
   }
 
+  /**
+   * The response is streaming to the client: a client that takes nothing in for the route's response timeout has its
+   * connection closed, which ends the upstream request too (nginx's send_timeout). Otherwise a client that never reads
+   * would hold a pooled upstream connection for ever: undici's body timeout does not run while the body waits on it.
+   */
+  watchTransfer(): void {
+    // The response's socket: the request's is let go once its body has been read.
+    const socket = this.reply.raw.socket
+    if (socket === null) return
+    this.#bytesSent = socket.bytesWritten
+    this.#transferClock = setTimeout(onTransferCheck, this.route.timeout.responseMs, this)
+  }
+
+  /**
+   * Called by the transfer clock: the client took something in since last time, or nothing was waiting for it (an
+   * upstream that pauses is undici's body timeout's business): wait again. Otherwise it is stuck.
+   */
+  checkTransfer(): void {
+    const socket = this.reply.raw.socket
+    if (socket === null) return
+    if (socket.bytesWritten === this.#bytesSent && socket.writableLength > 0) return void socket.destroy()
+    this.#bytesSent = socket.bytesWritten
+    this.#transferClock?.refresh()
+  }
+
   onEnd(cleanup: () => void): void {
     if (this.#ended) return cleanup() // e.g. a slot granted after the client left
     ;(this.#cleanups ??= []).push(cleanup)
@@ -136,6 +163,7 @@ export class Exchange implements PolicyExchange {
   end(clientGone: boolean): void {
     if (this.#ended) return
     this.#ended = true
+    clearTimeout(this.#transferClock)
     const handler = this.takeHandler()
     if (clientGone) {
       this.clientGone = true
@@ -156,6 +184,10 @@ function onAttemptTimeout(ex: Exchange): void {
   if (!handler) return
   ex.signal?.abort(RESPONSE_TIMEOUT_ERROR)
   handler.onError(ex, RESPONSE_TIMEOUT_ERROR)
+}
+
+function onTransferCheck(ex: Exchange): void {
+  ex.checkTransfer()
 }
 
 /** One listener for every response (no closure per request). */

@@ -65,18 +65,3 @@ export function clientResponseHeaders(headers: IncomingHttpHeaders, request: Fas
   headers['x-request-id'] = request.id
   return headers
 }
-
-// The WebSocket client sets its own handshake headers; forwarding the client's would corrupt the upstream handshake.
-const WEBSOCKET_HANDSHAKE = /^(sec-websocket-|upgrade$|connection$|host$|content-length$)/
-
-/** Headers for the upstream WebSocket handshake: the client's end-to-end headers plus the forwarding ones. */
-export function upstreamWebSocketHeaders(request: FastifyRequest, options: ForwardingHeaderOptions): Record<string, string> {
-  const headers: IncomingHttpHeaders = {}
-  for (const [name, value] of Object.entries(request.headers)) {
-    if (!WEBSOCKET_HANDSHAKE.test(name)) headers[name] = value
-  }
-  const forwarded = upstreamRequestHeaders(request, headers, { ...options, preserveHost: false })
-  return Object.fromEntries(
-    Object.entries(forwarded).flatMap(([name, value]) => (value === undefined ? [] : [[name, Array.isArray(value) ? value.join(', ') : value]])),
-  )
-}

@@ -15,11 +15,11 @@ import type { AttemptWrapper, RequestGuard, Send } from '../policies/policy.js'
 import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
 import type { SharedState } from '../state/shared-state.js'
 import { exchangeOf, kExchange, type ExchangeRequest, type LiveRoute } from './exchange.js'
-import { upstreamWebSocketHeaders } from './forwarding-headers.js'
 import { normalizePath } from './normalize-path.js'
 import { createRequestPath } from './request-path.js'
 import { replyOptionsFor, sendViaReplyFrom } from './send.js'
 import { DEFAULT_POOL, UpstreamDispatcher, type UpstreamPoolOptions } from './upstream-dispatcher.js'
+import { Tunnels } from './websocket-tunnel.js'
 
 export type { LiveRoute } from './exchange.js'
 
@@ -31,8 +31,6 @@ export interface GatewayOptions {
   /** Trust X-Forwarded-* from clients (fastify's trustProxy: true, a hop count, or addresses). */
   readonly trustProxy: boolean | number | string
   readonly maxBodyBytes: number
-  /** Largest WebSocket message either side may send (ws's maxPayload; its default is 100 MiB, held in memory). */
-  readonly maxWebSocketMessageBytes?: number
   readonly pool?: UpstreamPoolOptions
   readonly discovery?: ServiceInstances
   /** Called once per answered request (route name, or `-` when none matched). */
@@ -46,8 +44,6 @@ export interface Gateway {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
-const DEFAULT_WS_MESSAGE_BYTES = 1024 * 1024
-const OPEN = 1 // WebSocket.OPEN
 // What @fastify/http-proxy registers the catch-all route for.
 const PROXIED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 
@@ -105,36 +101,25 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   let draining = false
-  const trustProxy = options.trustProxy !== false
+  const tunnels = new Tunnels()
+  tunnels.routeUpgrades(app)
   const requestPath = createRequestPath({
-    trustProxy,
+    trustProxy: options.trustProxy !== false,
     maxBodyBytes: options.maxBodyBytes,
     table: () => routes.current().table,
     draining: () => draining,
+    tunnels,
   })
   const proxyOptions = {
     upstream: '',
     prefix: '/',
-    websocket: true,
     undici: dispatcher,
     disableRequestLogging: true,
     internalRewriteLocationHeader: false,
     preHandler: requestPath.admit,
     handler: requestPath.forward,
-    // The WebSocket proxy asks here for its upstream.
+    // http-proxy wants to know where an upstream comes from; every send names its own (send.ts).
     replyOptions: { getUpstream: (request: FastifyRequest) => exchangeOf(request).instance.origin },
-    wsClientOptions: {
-      rewriteRequestHeaders: (_headers: object, request: FastifyRequest) => upstreamWebSocketHeaders(request, { trustProxy, preserveHost: false }),
-      maxPayload: options.maxWebSocketMessageBytes ?? DEFAULT_WS_MESSAGE_BYTES,
-    },
-    wsServerOptions: { maxPayload: options.maxWebSocketMessageBytes ?? DEFAULT_WS_MESSAGE_BYTES },
-    wsHooks: {
-      // The client left while the upstream connection was still opening: http-proxy closes only open sockets, so
-      // this one would stay open for ever.
-      onConnect: (_context: unknown, source: { readyState: number }, target: { terminate(): void }) => {
-        if (source.readyState !== OPEN) target.terminate()
-      },
-    },
   }
   // The plugin's types describe its request for every server kind (HTTP/2 too); ours is plain HTTP/1.
   await app.register(httpProxy, proxyOptions as unknown as FastifyHttpProxyOptions)
@@ -146,6 +131,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       draining = true
       routes.stop()
       policyRegistry.stop()
+      tunnels.closeAll()
       await app.close()
       await dispatcher.close()
     },

@@ -6,11 +6,13 @@ import { limitBody } from './body-limit.js'
 import { Exchange, exchangeOf, type GatewaySettings, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
 import { deliver } from './send.js'
+import { isUpgradeRequest, type Tunnels } from './websocket-tunnel.js'
 
 /** What the request path reads of its gateway on every request. */
 export interface RequestPathContext extends GatewaySettings {
   readonly table: () => RouteTable<LiveRoute>
   readonly draining: () => boolean
+  readonly tunnels: Tunnels
 }
 
 /**
@@ -29,7 +31,16 @@ export function createRequestPath(context: RequestPathContext) {
       }
       runGuards(ex)
     },
-    forward,
+    /**
+     * 4. Send, through the route's attempt wrappers (or none); an upgrade goes through its tunnel. Returns nothing, so
+     * fastify leaves the answer to the chain: a returned promise that resolves before the upstream body has gone out
+     * makes fastify answer a second time.
+     */
+    forward(request: FastifyRequest): void {
+      const ex = exchangeOf(request)
+      if (isUpgradeRequest(request.raw)) return context.tunnels.tunnel(ex)
+      ex.route.send(ex, deliver)
+    },
   }
 }
 
@@ -49,6 +60,7 @@ function matchRoute(context: RequestPathContext, request: FastifyRequest, reply:
   if (route.methods && !route.methods.has(request.method)) {
     throw new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, { headers: { allow: [...route.methods].join(', ') } })
   }
+  if (isUpgradeRequest(request.raw) && !isWebSocketUpgrade(request)) throw new GatewayError('not_implemented', `Upgrade to ${JSON.stringify(request.headers.upgrade)} is not supported; only websocket`)
   if (isWebSocketUpgrade(request) && !route.websocket) throw new GatewayError('websocket_not_allowed', `Route "${route.name}" does not accept WebSocket upgrades`)
   const declaredLength = request.headers['content-length']
   if (declaredLength !== undefined && Number(declaredLength) > context.maxBodyBytes) {
@@ -106,15 +118,6 @@ function pickInstance(ex: Exchange): void {
   raw.originalUrl = raw.url
   raw.url = ex.upstreamUrl
   ex.proceed()
-}
-
-/**
- * 4. Send, through the route's attempt wrappers (or none). Returns nothing, so fastify leaves the answer to the
- * chain: a returned promise that resolves before the upstream body has gone out makes fastify answer a second time.
- */
-function forward(request: FastifyRequest, _reply: FastifyReply): void {
-  const ex = exchangeOf(request)
-  ex.route.send(ex, deliver)
 }
 
 function noInstanceDetail(route: LiveRoute): string {

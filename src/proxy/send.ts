@@ -33,7 +33,10 @@ export function sendViaReplyFrom(ex: PolicyExchange, handler: AttemptHandler): v
 /** The end of every route's chain: the upstream's answer goes to the client, a failure as problem+json. */
 export const deliver: AttemptHandler = {
   onResponse(ex, res) {
-    if (res.statusCode !== 304) return void ex.reply.send(res.stream)
+    if (res.statusCode !== 304) {
+      ;(ex as Exchange).watchTransfer()
+      return void ex.reply.send(res.stream)
+    }
     // A 304 has no body, and its Content-Length (legal: the size of the representation) makes undici fail the
     // empty body with a length mismatch: it goes out bodiless, and the stream is dropped.
     res.stream.on('error', noop).resume()

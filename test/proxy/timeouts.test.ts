@@ -73,3 +73,48 @@ describe('slow clients', () => {
     expect(performance.now() - started).toBeLessThan(2_500)
   })
 })
+
+describe('clients that never read', () => {
+  let upstream: Upstream
+  let gateway: TestGateway
+  const sockets: Socket[] = []
+  let streaming = 0
+  let started = 0
+  beforeAll(async () => {
+    // An endless stream that writes only as fast as the gateway takes it (the instance itself buffers nothing).
+    upstream = await startUpstream('stream', (req, res) => {
+      if (req.url !== '/feed/endless') return void res.end('ok')
+      streaming++
+      started++
+      res.on('close', () => streaming--)
+      const chunk = Buffer.alloc(64 * 1024, 120)
+      const pump = (): void => {
+        while (res.write(chunk));
+      }
+      res.on('drain', pump)
+      pump()
+    })
+    gateway = await startGateway({ 'r.yaml': routeFile('feed', '/feed', upstream.url, 'timeout: { response: 1s }') })
+  })
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy()
+    await gateway?.close()
+    await upstream?.close()
+  })
+
+  it('cannot hold the upstream: a client that takes nothing in for the response timeout is cut, and its upstream request with it', async () => {
+    const { port } = new URL(gateway.url)
+    // 130 clients that ask for the stream and never read it: more than the pool's 128 connections to the instance.
+    for (let i = 0; i < 130; i++) {
+      const socket = connect(Number(port), '127.0.0.1', () => socket.write('GET /feed/endless HTTP/1.1\r\nHost: x\r\n\r\n'))
+      socket.pause()
+      socket.on('error', () => undefined)
+      sockets.push(socket)
+    }
+    await waitFor(() => started >= 128, { timeoutMs: 10_000, what: 'the stuck readers to fill the pool' })
+    // a second without progress cuts each one, and its upstream response ends with it
+    await waitFor(() => streaming === 0, { timeoutMs: 8_000, what: 'every stuck stream to be ended upstream' })
+    const next = await answer(`${gateway.url}/feed/other`)
+    expect(next.status).toBe(200)
+  })
+})

@@ -5,27 +5,35 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket, { WebSocketServer } from 'ws'
 import { startGateway, type TestGateway } from '../support/gateway.js'
 import { waitFor } from '../support/poll.js'
+import { rawExchange } from '../support/raw-http.js'
 import { routeFile } from '../support/routes.js'
 
-describe('WebSocket hostile clients', () => {
+const HANDSHAKE = 'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n'
+
+describe('WebSocket tunnel', () => {
   let server: Server
   let wss: WebSocketServer
   let gateway: TestGateway
   let accepted = 0
   beforeAll(async () => {
-    // An upstream that takes 300 ms to accept a handshake.
+    // An upstream that takes 300 ms to accept a handshake, refuses /ws/private with its own 403, limits messages to
+    // 2 MiB, and echoes.
     server = createServer()
-    wss = new WebSocketServer({ noServer: true })
+    wss = new WebSocketServer({ noServer: true, maxPayload: 2 * 1024 * 1024 })
     server.on('upgrade', (request, socket, head) => {
+      if (request.url === '/ws/private') return void socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 9\r\nX-Why: token\r\n\r\nno token\n')
       setTimeout(() => wss.handleUpgrade(request, socket, head, (ws) => wss.emit('connection', ws, request)), 300)
     })
     wss.on('connection', (ws) => {
       accepted++
-      ws.on('message', (data) => ws.send(data))
+      ws.on('error', () => undefined) // a message over its limit
+      ws.on('message', (data, binary) => ws.send(data, { binary }))
     })
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
     const upstream = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-    gateway = await startGateway({ 'r.yaml': routeFile('ws', '/ws', upstream, 'websocket: true') }, { 'max-ws-message': '64kb' })
+    gateway = await startGateway({
+      'r.yaml': routeFile('ws', '/ws', upstream, 'websocket: true') + routeFile('gone', '/gone', 'http://127.0.0.1:1', 'websocket: true').replace(/^routes:\n/, ''),
+    })
   })
   afterAll(async () => {
     await gateway?.close()
@@ -34,29 +42,56 @@ describe('WebSocket hostile clients', () => {
     server?.close()
   })
 
-  it('leaves no upstream connection open when the client resets during the handshake', async () => {
-    const { port } = new URL(gateway.url)
-    for (let i = 0; i < 5; i++) {
-      const socket = connect(Number(port), '127.0.0.1', () =>
-        socket.write('GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n'),
-      )
-      socket.on('error', () => undefined)
-      // the gateway has answered 101 and is still waiting for the upstream: the client is gone
-      await new Promise<void>((resolve) => socket.once('data', () => resolve()))
-      socket.resetAndDestroy()
-    }
-    await waitFor(() => accepted === 5, { timeoutMs: 3_000, what: 'the upstream to accept the five handshakes' })
-    await waitFor(() => wss.clients.size === 0, { timeoutMs: 3_000, what: 'every upstream connection to be closed' })
-  })
-
-  it('closes a connection whose message is over the limit (1009), and keeps smaller ones flowing', async () => {
-    const socket = new WebSocket(`${gateway.url.replace('http', 'ws')}/ws`)
+  it('passes messages both ways, a 1 MiB one whole (frames are not held: the instance\'s own limit applies)', async () => {
+    const socket = new WebSocket(`${gateway.url.replace('http', 'ws')}/ws`, { maxPayload: 4 * 1024 * 1024 })
     await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject))
     const echoed = new Promise<string>((resolve) => socket.once('message', (data) => resolve(data.toString())))
     socket.send('small')
     expect(await echoed).toBe('small')
+    const big = Buffer.alloc(1024 * 1024, 7)
+    const bigEcho = new Promise<Buffer>((resolve) => socket.once('message', (data) => resolve(data as Buffer)))
+    socket.send(big)
+    expect((await bigEcho).equals(big)).toBe(true)
     const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)))
-    socket.send(Buffer.alloc(100 * 1024))
+    // over the instance's 2 MiB: the instance closes with 1009, and the client sees that code through the tunnel
+    socket.send(Buffer.alloc(3 * 1024 * 1024))
     expect(await closed).toBe(1009)
+  })
+
+  it('answers with the instance\'s own refusal (status, headers, body) instead of a 101 then a close', async () => {
+    const { port } = new URL(gateway.url)
+    const { text } = await rawExchange(Number(port), `GET /ws/private HTTP/1.1\r\nHost: x\r\n${HANDSHAKE}\r\n`)
+    expect(text).toMatch(/^HTTP\/1\.1 403 /)
+    expect(text).toMatch(/x-why: token/i)
+    expect(text).toMatch(/no token\n$/)
+    expect(text).not.toMatch(/ 101 /)
+  })
+
+  it('answers an unreachable instance with a 502 problem, and a non-WebSocket upgrade with 501', async () => {
+    const { port } = new URL(gateway.url)
+    const unreachable = await rawExchange(Number(port), `GET /gone HTTP/1.1\r\nHost: x\r\n${HANDSHAKE}\r\n`)
+    expect(unreachable.text).toMatch(/^HTTP\/1\.1 502 /)
+    expect(unreachable.text).toMatch(/application\/problem\+json/)
+    expect(unreachable.text).toMatch(/"code":"upstream_unreachable"/)
+    const h2c = await rawExchange(Number(port), 'GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n')
+    expect(h2c.text).toMatch(/^HTTP\/1\.1 501 /)
+    expect(h2c.text).toMatch(/"code":"not_implemented"/)
+  })
+
+  it('leaves no upstream connection open when the client resets during the handshake or right after it', async () => {
+    const { port } = new URL(gateway.url)
+    const before = accepted
+    for (let i = 0; i < 10; i++) {
+      const socket = connect(Number(port), '127.0.0.1', () => socket.write(`GET /ws HTTP/1.1\r\nHost: x\r\n${HANDSHAKE}\r\n`))
+      socket.on('error', () => undefined)
+      // even: reset while the instance is still deciding; odd: once the 101 has come through
+      if (i % 2 === 0) await new Promise((resolve) => setTimeout(resolve, 50))
+      else await new Promise<void>((resolve) => socket.once('data', () => resolve()))
+      socket.resetAndDestroy()
+    }
+    await waitFor(() => accepted - before >= 5, { timeoutMs: 3_000, what: 'the upstream to accept the handshakes that got through' })
+    await waitFor(() => wss.clients.size === 0, { timeoutMs: 3_000, what: 'every upstream connection to be closed' })
+    const open = await new Promise<number>((resolve, reject) => server.getConnections((error, count) => (error ? reject(error) : resolve(count))))
+    expect(open).toBe(0)
   })
 })
