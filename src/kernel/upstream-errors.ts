@@ -9,6 +9,8 @@ export const RESPONSE_TIMEOUT = 'PORTICO_RESPONSE_TIMEOUT'
 
 // undici's and reply-from's error codes, by what they mean for the gateway.
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET'])
+// No connection came about, so nothing of the request left the gateway (a reset may come after sending).
+const NOTHING_SENT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT'])
 const RESPONSE_TIMEOUTS = new Set([RESPONSE_TIMEOUT, 'UND_ERR_HEADERS_TIMEOUT', 'FST_REPLY_FROM_GATEWAY_TIMEOUT'])
 const TIMEOUTS = new Set([...RESPONSE_TIMEOUTS, 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT'])
 // An upstream that broke HTTP (a control character in a header value, say) fails undici's parser: an HTTPParserError,
@@ -20,6 +22,8 @@ const hasCode = (error: unknown, set: ReadonlySet<string>): boolean => errorCode
 
 /** The attempt never reached a working connection (refused, reset, unreachable, connect timeout). */
 export const isConnectError = (error: unknown): boolean => hasCode(error, CONNECT_ERRORS)
+/** The attempt failed before a connection existed: the upstream got nothing, so any method may be sent again. */
+export const isNothingSent = (error: unknown): boolean => hasCode(error, NOTHING_SENT_ERRORS)
 /** The upstream took longer than the response timeout to answer. */
 export const isResponseTimeout = (error: unknown): boolean => hasCode(error, RESPONSE_TIMEOUTS)
 /** The client caused it (went away, sent too much): it says nothing about the upstream, so no policy counts it. */

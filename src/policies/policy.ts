@@ -34,6 +34,8 @@ export interface PolicyExchange {
   switchTo(instance: Instance): void
   /** Runs `cleanup` once when the request ends, however it ends: answered, failed, or the client gone. */
   onEnd(cleanup: () => void): void
+  /** No attempt has begun to send the request's body (or it has none): sending the request again repeats nothing. */
+  bodyUntouched(): boolean
   /** Drops an attempt's response that will not reach the client, with the headers already copied from it. */
   discard(res: UpstreamResponse): void
 }

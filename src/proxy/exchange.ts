@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
 import type { InFlight, Pick } from '../balancer/balancer.js'
 import type { Instance } from '../balancer/instance.js'
 import { readRequestKey } from '../balancer/request-key.js'
@@ -7,6 +8,7 @@ import type { RouteDefinition } from '../config/parse-route-file.js'
 import { CLIENT_GONE, RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
 import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamResponse } from '../policies/policy.js'
 import type { KeyedPolicy } from '../policies/policy-registry.js'
+import { AttemptBody } from './attempt-body.js'
 import { AttemptSignal } from './upstream-dispatcher.js'
 
 /** A route as requests use it: its definition, compiled once per table with its balancer and its policies. */
@@ -65,6 +67,9 @@ export class Exchange implements PolicyExchange {
   /** Guards call this to go on; set only on routes with guards. */
   readonly next: ((error?: Error) => void) | undefined
   guardIndex = 0
+  /** The client's request body as the routing step left it (length-limited), when the request has one. */
+  body: Readable | undefined = undefined
+  #attemptBody: AttemptBody | undefined = undefined
   #attemptClock: NodeJS.Timeout | undefined = undefined
   #transferClock: NodeJS.Timeout | undefined = undefined
   #bytesSent = 0
@@ -85,6 +90,17 @@ export class Exchange implements PolicyExchange {
     request[kExchange] = this
     ;(reply.raw as ExchangeResponse)[kExchange] = this
     reply.raw.on('close', onResponseClose)
+  }
+
+  /** The body for the attempt about to be sent: a fresh view of the client's stream (see AttemptBody). */
+  nextAttemptBody(): AttemptBody | undefined {
+    if (this.body === undefined) return undefined
+    this.#attemptBody = new AttemptBody(this.body)
+    return this.#attemptBody
+  }
+
+  bodyUntouched(): boolean {
+    return this.#attemptBody === undefined || this.#attemptBody.untouched
   }
 
   /** The consistent-hash key of this request; undefined on other balancers. */

@@ -66,7 +66,7 @@ function matchRoute(context: RequestPathContext, request: FastifyRequest, reply:
   if (declaredLength !== undefined && Number(declaredLength) > context.maxBodyBytes) {
     throw new GatewayError('payload_too_large', `The body is ${declaredLength} bytes; the gateway accepts at most ${context.maxBodyBytes}`)
   }
-  if (declaredLength === undefined && request.body instanceof Readable) request.body = request.body.pipe(limitBody(context.maxBodyBytes))
+  if (request.body instanceof Readable) ex.body = declaredLength === undefined ? request.body.pipe(limitBody(context.maxBodyBytes)) : request.body
   return ex
 }
 

@@ -19,6 +19,7 @@ const TIMEOUT_HEADER = 'x-portico-timeout-ms'
 export function sendViaReplyFrom(ex: PolicyExchange, handler: AttemptHandler): void {
   const exchange = ex as Exchange
   exchange.startAttempt(handler)
+  if (exchange.body !== undefined) exchange.request.body = exchange.nextAttemptBody()
   const options = exchange.route.replyOptions as { timeout: number }
   try {
     // The path only: reply-from decodes it to check it, and takes the query from the raw URL untouched.

@@ -65,7 +65,7 @@ describe('slow clients', () => {
       sockets.push(socket)
     }
     // the uploads hold the whole pool: 128 connections to the instance
-    await waitFor(async () => (await upstream.connections()) >= 128, { what: 'the slow uploads to fill the pool' })
+    await waitFor(async () => (await upstream.connections()) >= 128, { timeoutMs: 10_000, what: 'the slow uploads to fill the pool' })
     const started = performance.now()
     const next = await answer(`${gateway.url}/upload/other`)
     expect(next.status === 200 || next.code === 'upstream_timeout').toBe(true)

@@ -2,7 +2,7 @@ import type { FastifyRequest } from 'fastify'
 import type { Instance } from '../../balancer/instance.js'
 import { backoffDelay } from '../../kernel/backoff.js'
 import type { Logger } from '../../kernel/logger.js'
-import { isConnectError, isResponseTimeout } from '../../kernel/upstream-errors.js'
+import { isConnectError, isNothingSent, isResponseTimeout } from '../../kernel/upstream-errors.js'
 import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
 import { RetryBudget } from './retry-budget.js'
 import { RetrySchema, toRetryConfig, type RetryConfig, type RetrySpec } from './schema.js'
@@ -71,14 +71,15 @@ class RetryingAttempt implements AttemptHandler {
   onError(ex: PolicyExchange, error: Error): void {
     const { config } = this.#policy
     const retryable = (config.onConnectError && isConnectError(error)) || (config.onTimeout && isResponseTimeout(error))
-    const target = retryable ? this.#retryTarget(ex) : undefined
+    // Refused before a connection existed: the upstream saw nothing, so even a POST with its body goes again.
+    const target = retryable ? this.#retryTarget(ex, isNothingSent(error) && ex.bodyUntouched()) : undefined
     if (!target) return this.#downstream.onError(ex, error)
     this.#retry(ex, target, error.message)
   }
 
-  #retryTarget(ex: PolicyExchange): Instance | undefined {
+  #retryTarget(ex: PolicyExchange, nothingSent = false): Instance | undefined {
     const { config, budget } = this.#policy
-    if (ex.clientGone || ex.attempt >= config.attempts || Date.now() >= this.#deadline || !isReplayable(ex.request, config.methods)) return undefined
+    if (ex.clientGone || ex.attempt >= config.attempts || Date.now() >= this.#deadline || !(nothingSent || isReplayable(ex.request, config.methods))) return undefined
     const target = ex.pickAnother(this.#tried)
     if (!target || this.#tried.has(target.id) || !budget.tryRetry()) return undefined
     return target

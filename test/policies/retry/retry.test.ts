@@ -24,6 +24,10 @@ routes:
     prefix: /get
     upstreams: [http://127.0.0.1:${deadPort}, ${healthy.url}]
     retry: { attempts: 2, backoff: 1ms, budgetPercent: 100 }
+  - name: post-refused
+    prefix: /refused
+    upstreams: [http://127.0.0.1:${deadPort}, ${healthy.url}]
+    retry: { attempts: 2, backoff: 1ms, budgetPercent: 100 }
   - name: post-no-retry
     prefix: /post
     upstreams: [${unavailable.url}, ${healthy.url}]
@@ -67,6 +71,22 @@ routes:
     expect(unavailable.requests.length + healthy.requests.length - before).toBe(1)
     const get = await call('/post/order')
     expect(get.status).toBe(200)
+  })
+
+  it('retries a POST whose connection was refused (nothing was sent), its body delivered whole, once', async () => {
+    const { Readable } = await import('node:stream')
+    const before = healthy.requests.filter((r) => r.url === '/refused/order').length
+    const size = 3 * 1024 * 1024
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, (_, i) => {
+        // half with a declared length, half chunked (no length: the body-limit stream sits in between)
+        const body = i % 2 === 0 ? Buffer.alloc(size, 1) : Readable.from([Buffer.alloc(size / 2, 1), Buffer.alloc(size / 2, 2)])
+        return call('/refused/order', { method: 'POST', body, headers: { 'content-type': 'application/octet-stream' } })
+      }),
+    )
+    expect(answers.map((a) => a.status)).toEqual(Array(6).fill(200))
+    for (const { text } of answers) expect(JSON.parse(text)).toMatchObject({ upstream: 'healthy', bytes: size })
+    expect(healthy.requests.filter((r) => r.url === '/refused/order').length - before).toBe(6)
   })
 
   it('caps retries with the budget under a full outage', async () => {
