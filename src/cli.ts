@@ -11,6 +11,7 @@ const USAGE = `Usage:
   portico start [--routes DIR] [--port N] [--admin-port N] [--host H] [--admin-host H]
                 [--trust-proxy true|N|CIDRs] [--max-body SIZE]
                 [--shutdown-delay DURATION] [--drain-timeout DURATION] [--log-level LEVEL]
+                [--access-log stdout|stderr|off|FILE]
   portico validate [DIR]
   portico register --name NAME --port N [--health PATH] [--address A] [--tag T]... [--meta k=v]...
 
@@ -28,6 +29,7 @@ const START_FLAGS = {
   'drain-timeout': { type: 'string' },
   'shutdown-delay': { type: 'string' },
   'log-level': { type: 'string' },
+  'access-log': { type: 'string' },
   'consul-routes': { type: 'boolean' },
 } as const
 

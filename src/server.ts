@@ -9,6 +9,7 @@ import { ConsulDiscovery } from './discovery/consul-discovery.js'
 import { createConsulRouteProvider } from './config/providers/consul-route-provider.js'
 import { createFileProvider } from './config/providers/file-provider.js'
 import { createSharedState } from './state/shared-state.js'
+import { createAccessLog } from './observability/access-log.js'
 import { GatewayMetrics } from './observability/metrics.js'
 
 export interface RunningPortico {
@@ -22,6 +23,8 @@ export interface RunningPortico {
    * accepting, drains in-flight requests for at most `drainTimeoutMs`, and closes everything.
    */
   shutdown(): Promise<void>
+  /** Reopens the access log file (logrotate's SIGUSR1). */
+  reopenLogs(): void
 }
 
 export function createLogger(level: string): Logger {
@@ -50,6 +53,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       return { version: live.version, routes: live.table.routes.length, refusedSources: live.sources.filter((s) => s.state !== 'applied').length }
     },
   })
+  const accessLog = createAccessLog(config.accessLog)
   const state = config.redisUrl ? createSharedState({ url: config.redisUrl, logger: logger.child({ component: 'redis' }) }) : undefined
   health.register('state', () => (state ? state.health() : { status: 'ok', detail: 'no REDIS_URL: rate limits and breakers are per process, in memory' }))
   const gateway = await createGateway({
@@ -62,7 +66,12 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
     discovery,
-    onResponse: (route, status, seconds, problemCode) => metrics.recordResponse(route, status, seconds, problemCode),
+    onRequestEnd: accessLog
+      ? (record) => {
+          metrics.recordRequest(record)
+          accessLog.write(record)
+        }
+      : (record) => metrics.recordRequest(record),
   })
 
   health.register('discovery', () => discovery.health())
@@ -105,13 +114,18 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       discovery.stop()
       await state?.close()
       await admin.close()
+      await accessLog?.close()
     })())
 
-  return { gateway, health, url, adminUrl, shutdown }
+  return { gateway, health, url, adminUrl, shutdown, reopenLogs: () => accessLog?.reopen() }
 }
 
-/** SIGHUP reloads route files; SIGTERM and SIGINT drain and exit 0. */
+/** SIGHUP reloads route files; SIGUSR1 reopens the access log file; SIGTERM and SIGINT drain and exit 0. */
 export function handleSignals(portico: RunningPortico, logger: Logger): void {
+  process.on('SIGUSR1', () => {
+    logger.info('SIGUSR1: reopening the access log')
+    portico.reopenLogs()
+  })
   process.on('SIGHUP', () => {
     logger.info('SIGHUP: reloading routes')
     void portico.gateway.routes.reload().catch((error: unknown) => logger.error({ err: error }, 'reload failed'))

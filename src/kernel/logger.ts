@@ -12,4 +12,5 @@ export interface Logger {
   readonly debug: LogFn
   readonly trace: LogFn
   child(bindings: Record<string, unknown>): Logger
+  isLevelEnabled(level: string): boolean
 }

@@ -11,11 +11,12 @@ export interface PorticoConfig {
   readonly adminToken: string | undefined
   readonly trustProxy: boolean | number | string
   readonly maxBodyBytes: number
-  /** Largest WebSocket message either side may send; a larger one closes the connection (1009). */
   readonly drainTimeoutMs: number
   /** After SIGTERM, how long readiness fails while traffic is still served, before the listener closes. */
   readonly shutdownDelayMs: number
   readonly logLevel: string
+  /** One line per request: `stdout`, `stderr`, `off` or a file path. */
+  readonly accessLog: string
   readonly redisUrl: string | undefined
   /** Consul is used when a route names a `service:`; these say how to reach it. */
   readonly consul: ConsulConnection
@@ -59,6 +60,7 @@ export function loadConfig(flags: Flags, env: Env = process.env): PorticoConfig 
     // Kubernetes takes a few seconds to drop a terminating pod from its endpoints; until then traffic still comes.
     shutdownDelayMs: duration(pick('shutdown-delay', 'PORTICO_SHUTDOWN_DELAY') ?? '5s', source('shutdown-delay', 'PORTICO_SHUTDOWN_DELAY')),
     logLevel: pick('log-level', 'PORTICO_LOG_LEVEL') ?? 'info',
+    accessLog: accessLogTarget(pick('access-log', 'PORTICO_ACCESS_LOG') ?? 'stdout'),
     redisUrl: env.REDIS_URL || undefined,
     consul: consulConnection(env),
     consulRoutes: (pick('consul-routes', 'PORTICO_CONSUL_ROUTES') ?? (flags['consul-routes'] === true ? 'true' : 'false')) === 'true',
@@ -103,6 +105,10 @@ function bytes(text: string, from: string): number {
   if (!match) throw new ConfigError(`${from}: "${text}" is not a size (use e.g. 1048576, 512kb, 10mb)`)
   const unit = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 }[(match[2] ?? 'b').toLowerCase() as 'b']
   return Number(match[1]) * unit
+}
+
+function accessLogTarget(text: string): string {
+  return ['stdout', 'stderr', 'off'].includes(text) ? text : resolve(text)
 }
 
 function trustProxy(text: string | undefined): boolean | number | string {

@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric, type MetricValueWithName } from 'prom-client'
 import type { ComponentHealth } from '../kernel/health.js'
+import type { RequestRecord } from '../proxy/gateway.js'
 
 export interface MetricsSources {
   /** Per route: its breaker's state, when it has one. */
@@ -134,14 +135,14 @@ export class GatewayMetrics {
     })
   }
 
-  recordResponse(route: string, status: number, seconds: number, problemCode: string | undefined): void {
+  recordRequest({ route, status, durationMs, code }: RequestRecord): void {
     let traffic = this.#traffic.get(route)
     if (!traffic) {
       traffic = new RouteTraffic()
       this.#traffic.set(route, traffic)
     }
-    traffic.record(status, seconds)
-    if (problemCode) this.#problems.inc({ route, code: problemCode })
+    traffic.record(status, durationMs / 1000)
+    if (code) this.#problems.inc({ route, code })
   }
 }
 

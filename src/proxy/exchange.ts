@@ -8,7 +8,9 @@ import type { RouteDefinition } from '../config/parse-route-file.js'
 import { CLIENT_GONE, RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
 import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamResponse } from '../policies/policy.js'
 import type { KeyedPolicy } from '../policies/policy-registry.js'
+import type { Logger } from '../kernel/logger.js'
 import { AttemptBody } from './attempt-body.js'
+import { LimitedBody } from './body-limit.js'
 import { AttemptSignal } from './upstream-dispatcher.js'
 
 /** A route as requests use it: its definition, compiled once per table with its balancer and its policies. */
@@ -32,6 +34,7 @@ export interface LiveRoute extends RouteDefinition {
 export interface GatewaySettings {
   readonly trustProxy: boolean
   readonly maxBodyBytes: number
+  readonly logger: Logger
 }
 
 export const kExchange = Symbol('portico.exchange')
@@ -69,7 +72,12 @@ export class Exchange implements PolicyExchange {
   guardIndex = 0
   /** The client's request body as the routing step left it (length-limited), when the request has one. */
   body: Readable | undefined = undefined
+  /** Time spent waiting for upstream answers, every attempt up to its response headers. */
+  upstreamMs = 0
+  /** The W3C trace id of the request's span, when tracing is on. */
+  traceId: string | undefined = undefined
   #attemptBody: AttemptBody | undefined = undefined
+  #attemptStartedAt = 0
   #attemptClock: NodeJS.Timeout | undefined = undefined
   #transferClock: NodeJS.Timeout | undefined = undefined
   #bytesSent = 0
@@ -97,6 +105,11 @@ export class Exchange implements PolicyExchange {
     if (this.body === undefined) return undefined
     this.#attemptBody = new AttemptBody(this.body)
     return this.#attemptBody
+  }
+
+  /** The body's size as it streamed through the gateway (a chunked one's is known only by counting). */
+  bodyBytes(): number {
+    return this.body instanceof LimitedBody ? this.body.bytes : 0
   }
 
   bodyUntouched(): boolean {
@@ -129,12 +142,17 @@ export class Exchange implements PolicyExchange {
    */
   startAttempt(handler: AttemptHandler): void {
     this.handler = handler
+    this.#attemptStartedAt = performance.now()
     this.#attemptClock = setTimeout(onAttemptTimeout, this.timeoutMs, this)
   }
 
   /** The attempt reported: stops its clock and hands over its handler, once (later reports find none). */
   takeHandler(): AttemptHandler | undefined {
     clearTimeout(this.#attemptClock)
+    if (this.#attemptStartedAt !== 0) {
+      this.upstreamMs += performance.now() - this.#attemptStartedAt
+      this.#attemptStartedAt = 0
+    }
     const handler = this.handler
     this.handler = undefined
     return handler

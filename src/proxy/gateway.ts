@@ -7,21 +7,23 @@ import { staticInstance, type Instance, type ServiceInstances } from '../balance
 import type { RouteDefinition } from '../config/parse-route-file.js'
 import type { RouteProvider } from '../config/providers/provider.js'
 import { RouteWatcher } from '../config/route-watcher.js'
-import { answerClientError, answerFrameworkError, installProblemResponses, problemCodeOf, sendProblem } from '../http/problem-responses.js'
+import { answerClientError, answerFrameworkError, installProblemResponses, sendProblem } from '../http/problem-responses.js'
 import { GatewayError } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
 import { POLICIES } from '../policies/index.js'
 import type { AttemptWrapper, RequestGuard, Send } from '../policies/policy.js'
 import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
 import type { SharedState } from '../state/shared-state.js'
-import { exchangeOf, kExchange, type ExchangeRequest, type LiveRoute } from './exchange.js'
+import { exchangeOf, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
 import { createRequestPath } from './request-path.js'
+import { recordRequests, type RequestRecord } from './request-record.js'
 import { replyOptionsFor, sendViaReplyFrom } from './send.js'
 import { DEFAULT_POOL, UpstreamDispatcher, type UpstreamPoolOptions } from './upstream-dispatcher.js'
 import { Tunnels } from './websocket-tunnel.js'
 
 export type { LiveRoute } from './exchange.js'
+export type { RequestRecord } from './request-record.js'
 
 export interface GatewayOptions {
   /** Redis-shared state for the policies; without it they hold per process, in memory. */
@@ -33,8 +35,8 @@ export interface GatewayOptions {
   readonly maxBodyBytes: number
   readonly pool?: UpstreamPoolOptions
   readonly discovery?: ServiceInstances
-  /** Called once per answered request (route name, or `-` when none matched). */
-  readonly onResponse?: (route: string, status: number, seconds: number, problemCode: string | undefined) => void
+  /** Called once per request when its response has ended: the access log's line and the metrics' sample. */
+  readonly onRequestEnd?: (record: RequestRecord) => void
 }
 
 export interface Gateway {
@@ -64,8 +66,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     },
   })
 
+  // fastify's two lines per request ("incoming request", "request completed") and reply-from's ("fetching from remote
+  // server", "response received", "response errored"): at debug only. The access log says it all in one line.
+  const debug = options.logger.isLevelEnabled('debug')
   const app: FastifyInstance = Fastify({
-    loggerInstance: options.logger as FastifyBaseLogger,
+    loggerInstance: options.logger as unknown as FastifyBaseLogger,
+    disableRequestLogging: !debug,
     // fastify also takes a hop count here; its types do not say so.
     trustProxy: options.trustProxy as boolean | string,
     bodyLimit: options.maxBodyBytes,
@@ -92,13 +98,10 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (!route) return sendProblem(reply, new GatewayError('no_route', `No route serves ${request.method} ${path ?? request.url}`))
     sendProblem(reply, new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, { headers: { allow: [...(route.methods ?? PROXIED_METHODS)].join(', ') } }))
   })
-  const onResponse = options.onResponse
-  if (onResponse) {
-    app.addHook('onResponse', (request, reply, done) => {
-      onResponse(routeNameOf(request), reply.statusCode, reply.elapsedTime / 1000, problemCodeOf(reply))
-      done()
-    })
-  }
+  if (options.onRequestEnd) recordRequests(app, options.onRequestEnd)
+  // reply-from logs on the request's own logger, which follows its route's level; an upstream error is logged once, by
+  // the gateway's warning with route and instance.
+  if (!debug) app.addHook('onRoute', (route) => void (route.logLevel = 'error'))
 
   let draining = false
   const tunnels = new Tunnels()
@@ -109,6 +112,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     table: () => routes.current().table,
     draining: () => draining,
     tunnels,
+    logger: options.logger,
   })
   const proxyOptions = {
     upstream: '',
@@ -158,8 +162,6 @@ function compileRoute(definition: RouteDefinition, policies: readonly KeyedPolic
     livePolicies: policies,
   }
 }
-
-const routeNameOf = (request: FastifyRequest): string => (request as ExchangeRequest)[kExchange]?.route.name ?? '-'
 
 function instancesOf(definition: RouteDefinition, discovery: ServiceInstances | undefined): () => readonly Instance[] {
   const { target } = definition

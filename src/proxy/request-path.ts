@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Readable } from 'node:stream'
 import type { RouteTable } from '../config/route-table.js'
 import { GatewayError } from '../kernel/errors.js'
-import { limitBody } from './body-limit.js'
+import { LimitedBody } from './body-limit.js'
 import { Exchange, exchangeOf, type GatewaySettings, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
 import { deliver } from './send.js'
@@ -66,7 +66,7 @@ function matchRoute(context: RequestPathContext, request: FastifyRequest, reply:
   if (declaredLength !== undefined && Number(declaredLength) > context.maxBodyBytes) {
     throw new GatewayError('payload_too_large', `The body is ${declaredLength} bytes; the gateway accepts at most ${context.maxBodyBytes}`)
   }
-  if (request.body instanceof Readable) ex.body = declaredLength === undefined ? request.body.pipe(limitBody(context.maxBodyBytes)) : request.body
+  if (request.body instanceof Readable) ex.body = declaredLength === undefined ? request.body.pipe(new LimitedBody(context.maxBodyBytes)) : request.body
   return ex
 }
 

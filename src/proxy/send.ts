@@ -45,9 +45,9 @@ export const deliver: AttemptHandler = {
   },
   onError(ex, error) {
     if (ex.clientGone || ex.reply.sent) return
-    const { route } = ex as Exchange
+    const { route, settings } = ex as Exchange
     const failure = classifyUpstreamFailure(error, ex.instance.origin, route.timeout)
-    if (!(error instanceof GatewayError)) ex.request.log.warn({ route: route.name, instance: ex.instance.origin, code: failure.code, err: error }, failure.message)
+    if (!(error instanceof GatewayError)) settings.logger.warn({ requestId: ex.request.id, route: route.name, instance: ex.instance.origin, code: failure.code, err: error }, failure.message)
     sendProblem(ex.reply, failure)
   },
 }

@@ -1,6 +1,7 @@
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { GatewayMetrics } from '../../src/observability/metrics.js'
+import type { RequestRecord } from '../../src/proxy/gateway.js'
 import { startGateway, type TestGateway } from '../support/gateway.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
@@ -98,6 +99,26 @@ describe('the admin port without a token', () => {
   })
 })
 
+const record = (fields: Partial<RequestRecord>): RequestRecord => ({
+  requestId: 'id',
+  traceId: undefined,
+  client: '127.0.0.1',
+  method: 'GET',
+  path: '/',
+  upstreamPath: '/',
+  route: '-',
+  instance: undefined,
+  attempts: 1,
+  status: 200,
+  code: undefined,
+  bytesIn: 0,
+  bytesOut: 0,
+  durationMs: 1,
+  upstreamMs: 1,
+  clientGone: false,
+  ...fields,
+})
+
 describe('GatewayMetrics', () => {
   it('counts requests by status and places durations in cumulative buckets', async () => {
     const metrics = new GatewayMetrics({
@@ -106,9 +127,9 @@ describe('GatewayMetrics', () => {
       sharedState: () => ({ status: 'ok' }),
       routes: () => ({ version: 1, routes: 1, refusedSources: 0 }),
     })
-    metrics.recordResponse('r', 200, 0.003, undefined)
-    metrics.recordResponse('r', 200, 0.07, undefined)
-    metrics.recordResponse('r', 504, 40, 'upstream_timeout')
+    metrics.recordRequest(record({ route: 'r', status: 200, durationMs: 3 }))
+    metrics.recordRequest(record({ route: 'r', status: 200, durationMs: 70 }))
+    metrics.recordRequest(record({ route: 'r', status: 504, durationMs: 40_000, code: 'upstream_timeout' }))
     const lines = (await metrics.registry.metrics()).split('\n')
     const sample = (name: string) => lines.find((l) => l.startsWith(`${name} `))?.split(' ')[1]
     expect(sample('portico_requests_total{route="r",status="200"}')).toBe('2')

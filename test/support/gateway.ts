@@ -28,7 +28,7 @@ export async function makeRoutesDir(files: Record<string, string>): Promise<stri
 export async function startGateway(files: Record<string, string>, flags: Flags = {}, env: Record<string, string | undefined> = {}): Promise<TestGateway> {
   const routesDir = await makeRoutesDir(files)
   // No shutdown delay unless a test asks for one: each close would wait it out.
-  const config = loadConfig({ routes: routesDir, port: '0', 'admin-port': '0', host: '127.0.0.1', ...flags }, { PORTICO_SHUTDOWN_DELAY: '0s', ...env })
+  const config = loadConfig({ routes: routesDir, port: '0', 'admin-port': '0', host: '127.0.0.1', ...flags }, { PORTICO_SHUTDOWN_DELAY: '0s', PORTICO_ACCESS_LOG: 'off', ...env })
   const portico = await startPortico(config, createLogger(process.env.PORTICO_TEST_LOG ?? 'silent'))
   return {
     url: portico.url,
@@ -57,7 +57,7 @@ export interface GatewayProcess {
 export function runCli(args: string[], env: Record<string, string | undefined> = {}): ChildProcessWithoutNullStreams {
   return spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli.ts'), ...args], {
     cwd: ROOT,
-    env: { ...process.env, PORTICO_LOG_LEVEL: 'info', PORTICO_SHUTDOWN_DELAY: '0s', ...env },
+    env: { ...process.env, PORTICO_LOG_LEVEL: 'info', PORTICO_SHUTDOWN_DELAY: '0s', PORTICO_ACCESS_LOG: 'off', ...env },
   })
 }
 
