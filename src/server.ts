@@ -52,6 +52,8 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       const live = gateway.routes.current()
       return { version: live.version, routes: live.table.routes.length, refusedSources: live.sources.filter((s) => s.state !== 'applied').length }
     },
+    gateway: () => gateway.stats,
+    redisCommands: () => state?.commandCounts(),
   })
   const accessLog = createAccessLog(config.accessLog)
   const state = config.redisUrl ? createSharedState({ url: config.redisUrl, logger: logger.child({ component: 'redis' }) }) : undefined

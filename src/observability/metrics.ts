@@ -1,6 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric, type MetricValueWithName } from 'prom-client'
+import type { PolicyEventKind } from '../policies/policy-events.js'
+import { DURATION_BUCKETS, DurationCounts } from '../proxy/attempt-stats.js'
 import type { ComponentHealth } from '../kernel/health.js'
-import type { RequestRecord } from '../proxy/gateway.js'
+import type { GatewayStats, RequestRecord } from '../proxy/gateway.js'
 
 export interface MetricsSources {
   /** Per route: its breaker's state, when it has one. */
@@ -8,43 +10,65 @@ export interface MetricsSources {
   readonly discovery: () => ComponentHealth
   readonly sharedState: () => ComponentHealth
   readonly routes: () => { version: number; routes: number; refusedSources: number }
+  readonly gateway: () => GatewayStats
+  /** Redis command counts, when the gateway has Redis. */
+  readonly redisCommands: () => { readonly sent: number; readonly failed: number } | undefined
 }
 
 const BREAKER_STATE = { closed: 0, 'half-open': 1, open: 2 } as const
 const DURATION = 'portico_request_duration_seconds'
 const DURATION_HELP = 'Time to the response being sent, by route.'
-const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+const ATTEMPT_DURATION = 'portico_upstream_attempt_duration_seconds'
+const ATTEMPT_DURATION_HELP = 'Time from an upstream attempt\'s start (waiting for a pooled connection included) to its response headers, by route and instance.'
 
 /** One route's answered requests: plain numbers on the request path, turned into Prometheus samples at scrape time. */
 class RouteTraffic {
   readonly byStatus = new Map<number, number>()
-  /** Non-cumulative counts per duration bucket; the last one is beyond the largest bound. */
-  readonly inBucket: number[] = new Array<number>(DURATION_BUCKETS.length + 1).fill(0)
-  seconds = 0
-  count = 0
+  readonly durations = new DurationCounts()
 
   record(status: number, seconds: number): void {
     this.byStatus.set(status, (this.byStatus.get(status) ?? 0) + 1)
-    let bucket = 0
-    while (bucket < DURATION_BUCKETS.length && seconds > (DURATION_BUCKETS[bucket] as number)) bucket++
-    this.inBucket[bucket] = (this.inBucket[bucket] ?? 0) + 1
-    this.seconds += seconds
-    this.count++
+    this.durations.record(seconds, false)
   }
+}
 
-  durationSamples(route: string): MetricValueWithName<string>[] {
-    let cumulative = 0
-    const buckets = DURATION_BUCKETS.map((le, i) => {
-      cumulative += this.inBucket[i] ?? 0
-      return { metricName: `${DURATION}_bucket`, labels: { route, le }, value: cumulative }
-    })
-    return [
-      ...buckets,
-      { metricName: `${DURATION}_bucket`, labels: { route, le: '+Inf' }, value: this.count },
-      { metricName: `${DURATION}_sum`, labels: { route }, value: this.seconds },
-      { metricName: `${DURATION}_count`, labels: { route }, value: this.count },
-    ]
-  }
+/** A histogram's samples from non-cumulative bucket counts, in the shape prom-client's registry reads. */
+function histogramSamples(name: string, labels: Record<string, string>, counts: DurationCounts): MetricValueWithName<string>[] {
+  let cumulative = 0
+  const buckets = DURATION_BUCKETS.map((le, i) => {
+    cumulative += counts.inBucket[i] ?? 0
+    return { metricName: `${name}_bucket`, labels: { ...labels, le }, value: cumulative }
+  })
+  return [
+    ...buckets,
+    { metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: counts.count },
+    { metricName: `${name}_sum`, labels, value: counts.seconds },
+    { metricName: `${name}_count`, labels, value: counts.count },
+  ]
+}
+
+/** A histogram metric whose samples are computed at scrape time. */
+function scrapedHistogram(registry: Registry, name: string, help: string, samples: () => MetricValueWithName<string>[], reset: () => void = () => undefined): void {
+  registry.registerMetric({
+    name,
+    help,
+    get: async () => ({ name, help, type: 'histogram', aggregator: 'sum', values: samples() }),
+    reset,
+  } as unknown as Metric)
+}
+
+/** A counter read from plain numbers at scrape time. */
+function scrapedCounter<L extends string>(registers: Registry[], name: string, help: string, labelNames: L[], read: () => Iterable<[Partial<Record<L, string>>, number]>): void {
+  new Counter({
+    name,
+    help,
+    labelNames,
+    registers,
+    collect() {
+      this.reset()
+      for (const [labels, value] of read()) this.inc(labels, value)
+    },
+  })
 }
 
 /**
@@ -60,24 +84,54 @@ export class GatewayMetrics {
   constructor(sources: MetricsSources) {
     const registers = [this.registry]
     const traffic = this.#traffic
-    collectDefaultMetrics({ register: this.registry, prefix: 'portico_process_' })
-    new Counter({
-      name: 'portico_requests_total',
-      help: 'Requests answered, by route and status.',
-      labelNames: ['route', 'status'],
+    // prom-client's names already say process_ / nodejs_: the prefix is ours alone.
+    collectDefaultMetrics({ register: this.registry, prefix: 'portico_' })
+    scrapedCounter(registers, 'portico_requests_total', 'Requests answered, by route and status (499: the client left first).', ['route', 'status'], function* () {
+      for (const [route, t] of traffic) for (const [status, n] of t.byStatus) yield [{ route, status: String(status) }, n]
+    })
+    scrapedHistogram(this.registry, DURATION, DURATION_HELP, () => [...traffic].flatMap(([route, t]) => histogramSamples(DURATION, { route }, t.durations)), () => traffic.clear())
+    new Gauge({
+      name: 'portico_open_connections',
+      help: 'Client connections open on the traffic port.',
+      registers,
+      async collect() {
+        this.set(await sources.gateway().connections())
+      },
+    })
+    new Gauge({
+      name: 'portico_requests_in_flight',
+      help: 'Requests under way, by route.',
+      labelNames: ['route'],
       registers,
       collect() {
         this.reset()
-        for (const [route, t] of traffic) for (const [status, n] of t.byStatus) this.inc({ route, status }, n)
+        for (const [route, count] of sources.gateway().activeRequests()) this.set({ route }, count)
       },
     })
-    // A histogram of our own counts, in the shape prom-client's registry reads from its own histograms.
-    this.registry.registerMetric({
-      name: DURATION,
-      help: DURATION_HELP,
-      get: async () => ({ name: DURATION, help: DURATION_HELP, type: 'histogram', aggregator: 'sum', values: [...traffic].flatMap(([route, t]) => t.durationSamples(route)) }),
-      reset: () => traffic.clear(),
-    } as unknown as Metric)
+    const attemptsByInstance = () => [...sources.gateway().attempts().byRoute].flatMap(([route, instances]) => [...instances].map(([instance, counts]) => ({ route, instance, counts })))
+    scrapedCounter(registers, 'portico_upstream_attempts_total', 'Upstream attempts by route and instance (instances leave with their series).', ['route', 'instance'], function* () {
+      for (const { route, instance, counts } of attemptsByInstance()) yield [{ route, instance }, counts.count]
+    })
+    scrapedCounter(registers, 'portico_upstream_attempt_failures_total', 'Upstream attempts that failed (5xx, connect error, timeout), by route and instance.', ['route', 'instance'], function* () {
+      for (const { route, instance, counts } of attemptsByInstance()) yield [{ route, instance }, counts.failures]
+    })
+    scrapedHistogram(this.registry, ATTEMPT_DURATION, ATTEMPT_DURATION_HELP, () => attemptsByInstance().flatMap(({ route, instance, counts }) => histogramSamples(ATTEMPT_DURATION, { route, instance }, counts)))
+    const events = (kind: PolicyEventKind, label: string) =>
+      function* (): Iterable<[Record<string, string>, number]> {
+        for (const { route, outcome, count } of sources.gateway().policyEvents.of(kind)) yield [{ route, [label]: outcome }, count]
+      }
+    scrapedCounter(registers, 'portico_rate_limit_decisions_total', 'Rate-limit decisions by route and outcome: allowed, refused, local_share (admitted on this replica\'s share while Redis is away), fail_open, fail_closed.', ['route', 'outcome'], events('rate_limit', 'outcome'))
+    scrapedCounter(registers, 'portico_retries_total', 'Retries by route and result: retried, budget_exhausted.', ['route', 'result'], events('retry', 'result'))
+    scrapedCounter(registers, 'portico_outlier_ejections_total', 'Instances ejected by outlier detection, by route.', ['route', 'outcome'], events('ejection', 'outcome'))
+    scrapedCounter(registers, 'portico_circuit_breaker_transitions_total', 'Breaker transitions by route and the state entered (open, half_open, closed).', ['route', 'to'], events('breaker_transition', 'to'))
+    scrapedCounter(registers, 'portico_redis_commands_total', 'Commands sent to Redis.', [], function* () {
+      const counts = sources.redisCommands()
+      if (counts) yield [{}, counts.sent]
+    })
+    scrapedCounter(registers, 'portico_redis_command_failures_total', 'Redis commands that failed or timed out.', [], function* () {
+      const counts = sources.redisCommands()
+      if (counts) yield [{}, counts.failed]
+    })
     this.#problems = new Counter({ name: 'portico_gateway_errors_total', help: 'Answers the gateway gave itself, by route and problem code (rate_limited, circuit_open, upstream_timeout, …).', labelNames: ['route', 'code'], registers })
     new Gauge({
       name: 'portico_circuit_breaker_state',

@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream'
 import type { Instance } from '../balancer/instance.js'
 import type { Logger } from '../kernel/logger.js'
 import type { SharedState } from '../state/shared-state.js'
+import type { PolicyEvents } from './policy-events.js'
 
 /** An upstream's answer as reply-from hands it over: status and headers already copied onto the reply. */
 export interface UpstreamResponse {
@@ -68,6 +69,8 @@ export interface PolicyDeps {
   /** Redis-shared state; without it a policy holds per process, in memory. */
   readonly state: SharedState | undefined
   readonly logger: Logger
+  /** Where decisions are counted for the metrics. */
+  readonly events: PolicyEvents
 }
 
 /** One route's live instance of a policy. Every part is optional: a policy fills the slots it needs. */

@@ -10,6 +10,7 @@ import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamRespon
 import type { KeyedPolicy } from '../policies/policy-registry.js'
 import type { Logger } from '../kernel/logger.js'
 import { AttemptBody } from './attempt-body.js'
+import type { AttemptStats } from './attempt-stats.js'
 import { LimitedBody } from './body-limit.js'
 import { AttemptSignal } from './upstream-dispatcher.js'
 
@@ -18,6 +19,8 @@ export interface LiveRoute extends RouteDefinition {
   readonly pick: Pick
   /** The instances that may get traffic now (discovered, less what policies filter out). */
   readonly instances: () => readonly Instance[]
+  /** Every instance the route has now, ejected ones included. */
+  readonly discovered: () => readonly Instance[]
   /** Request guards in order, or null: a route without any goes straight to picking an instance. */
   readonly guards: readonly RequestGuard[] | null
   /** The route's attempt wrappers folded around the plain send; the plain send itself when it has none. */
@@ -28,6 +31,8 @@ export interface LiveRoute extends RouteDefinition {
   readonly replyOptions: object
   /** The live policies, under their route-file keys. */
   readonly livePolicies: readonly KeyedPolicy[]
+  /** Requests of this route under way now; one object per route name, kept across reloads. */
+  readonly active: { count: number }
 }
 
 /** What every request of one gateway shares. */
@@ -35,6 +40,7 @@ export interface GatewaySettings {
   readonly trustProxy: boolean
   readonly maxBodyBytes: number
   readonly logger: Logger
+  readonly attempts: AttemptStats
 }
 
 export const kExchange = Symbol('portico.exchange')
@@ -96,6 +102,7 @@ export class Exchange implements PolicyExchange {
     this.proceed = proceed
     this.next = next && ((error) => next(this, error))
     request[kExchange] = this
+    route.active.count++
     ;(reply.raw as ExchangeResponse)[kExchange] = this
     reply.raw.on('close', onResponseClose)
   }
@@ -146,12 +153,17 @@ export class Exchange implements PolicyExchange {
     this.#attemptClock = setTimeout(onAttemptTimeout, this.timeoutMs, this)
   }
 
-  /** The attempt reported: stops its clock and hands over its handler, once (later reports find none). */
-  takeHandler(): AttemptHandler | undefined {
+  /**
+   * The attempt reported: stops its clock and hands over its handler, once (later reports find none). `failed` says
+   * what the attempt tells of its instance; undefined when it tells nothing (the client left).
+   */
+  takeHandler(failed?: boolean): AttemptHandler | undefined {
     clearTimeout(this.#attemptClock)
     if (this.#attemptStartedAt !== 0) {
-      this.upstreamMs += performance.now() - this.#attemptStartedAt
+      const ms = performance.now() - this.#attemptStartedAt
+      this.upstreamMs += ms
       this.#attemptStartedAt = 0
+      if (failed !== undefined) this.settings.attempts.record(this.route.name, this.instance.origin, ms, failed)
     }
     const handler = this.handler
     this.handler = undefined
@@ -197,6 +209,7 @@ export class Exchange implements PolicyExchange {
   end(clientGone: boolean): void {
     if (this.#ended) return
     this.#ended = true
+    this.route.active.count--
     clearTimeout(this.#transferClock)
     const handler = this.takeHandler()
     if (clientGone) {
@@ -214,7 +227,7 @@ export class Exchange implements PolicyExchange {
 
 /** The attempt took longer than its timeout: it is given up upstream, and its handler hears of it now. */
 function onAttemptTimeout(ex: Exchange): void {
-  const handler = ex.takeHandler()
+  const handler = ex.takeHandler(true)
   if (!handler) return
   ex.signal?.abort(RESPONSE_TIMEOUT_ERROR)
   handler.onError(ex, RESPONSE_TIMEOUT_ERROR)

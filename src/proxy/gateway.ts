@@ -11,11 +11,13 @@ import { answerClientError, answerFrameworkError, installProblemResponses, sendP
 import { GatewayError } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
 import { POLICIES } from '../policies/index.js'
+import { PolicyEvents } from '../policies/policy-events.js'
 import type { AttemptWrapper, RequestGuard, Send } from '../policies/policy.js'
 import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
 import type { SharedState } from '../state/shared-state.js'
 import { exchangeOf, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
+import { AttemptStats } from './attempt-stats.js'
 import { createRequestPath } from './request-path.js'
 import { recordRequests, type RequestRecord } from './request-record.js'
 import { replyOptionsFor, sendViaReplyFrom } from './send.js'
@@ -42,7 +44,19 @@ export interface GatewayOptions {
 export interface Gateway {
   readonly app: FastifyInstance
   readonly routes: RouteWatcher<LiveRoute>
+  /** What the metrics read at scrape time. */
+  readonly stats: GatewayStats
   close(): Promise<void>
+}
+
+export interface GatewayStats {
+  readonly policyEvents: PolicyEvents
+  /** Upstream attempts by route and instance; `current` drops instances no longer served. */
+  attempts(): AttemptStats
+  /** Requests under way per route. */
+  activeRequests(): Iterable<[route: string, count: number]>
+  /** Client connections open now. */
+  connections(): Promise<number>
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -54,7 +68,15 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const inFlight = new InFlight()
   const dispatcher = new UpstreamDispatcher(options.pool ?? DEFAULT_POOL)
   const discovery = options.discovery
-  const policyRegistry = new PolicyRegistry(POLICIES, { state: options.state, logger: options.logger })
+  const policyEvents = new PolicyEvents()
+  const policyRegistry = new PolicyRegistry(POLICIES, { state: options.state, logger: options.logger, events: policyEvents })
+  const attempts = new AttemptStats()
+  const active = new Map<string, { count: number }>()
+  const activeOf = (route: string) => {
+    let counter = active.get(route)
+    if (!counter) active.set(route, (counter = { count: 0 }))
+    return counter
+  }
 
   const routes = new RouteWatcher<LiveRoute>({
     providers: options.providers,
@@ -62,7 +84,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     compile: (definitions) => {
       discovery?.follow(new Set(definitions.flatMap((d) => (d.target.kind === 'service' ? [d.target.service] : []))))
       const policies = policyRegistry.build(definitions)
-      return definitions.map((definition) => compileRoute(definition, policies.get(definition.name) ?? [], discovery, inFlight))
+      return definitions.map((definition) => compileRoute(definition, policies.get(definition.name) ?? [], discovery, inFlight, activeOf(definition.name)))
     },
   })
 
@@ -113,6 +135,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     draining: () => draining,
     tunnels,
     logger: options.logger,
+    attempts,
   })
   const proxyOptions = {
     upstream: '',
@@ -128,9 +151,27 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // The plugin's types describe its request for every server kind (HTTP/2 too); ours is plain HTTP/1.
   await app.register(httpProxy, proxyOptions as unknown as FastifyHttpProxyOptions)
 
+  const stats: GatewayStats = {
+    policyEvents,
+    attempts() {
+      const table = routes.current().table
+      attempts.keepOnly(new Map(table.routes.map((r) => [r.name, new Set(r.discovered().map((i) => i.origin))])))
+      return attempts
+    },
+    *activeRequests() {
+      const served = new Set(routes.current().table.routes.map((r) => r.name))
+      for (const [route, counter] of active) {
+        if (served.has(route) || counter.count > 0) yield [route, counter.count]
+        else active.delete(route) // gone from the table, its last request done
+      }
+    },
+    connections: () => new Promise((resolve) => app.server.getConnections((error, count) => resolve(error ? 0 : count))),
+  }
+
   return {
     app,
     routes,
+    stats,
     async close() {
       draining = true
       routes.stop()
@@ -146,7 +187,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
  * A route as requests use it, built once per table: its guards in order, its attempt wrappers folded around the plain
  * send (undici's compose: the first policy outermost), and its instances less what policies filter out.
  */
-function compileRoute(definition: RouteDefinition, policies: readonly KeyedPolicy[], discovery: ServiceInstances | undefined, inFlight: InFlight): LiveRoute {
+function compileRoute(definition: RouteDefinition, policies: readonly KeyedPolicy[], discovery: ServiceInstances | undefined, inFlight: InFlight, active: { count: number }): LiveRoute {
   const guards = policies.flatMap(({ policy }) => (policy.guard ? [policy.guard] : [])) as RequestGuard[]
   const wrappers = policies.flatMap(({ policy }) => (policy.wrap ? [policy.wrap] : [])) as AttemptWrapper[]
   const filters = policies.flatMap(({ policy }) => (policy.filterInstances ? [policy.filterInstances] : []))
@@ -155,11 +196,13 @@ function compileRoute(definition: RouteDefinition, policies: readonly KeyedPolic
     ...definition,
     pick: createBalancer(definition.loadBalancer, { inFlight }),
     instances: filters.length === 0 ? discovered : () => filters.reduce((instances, filter) => filter(instances), discovered()),
+    discovered,
     guards: guards.length > 0 ? guards : null,
     send: wrappers.reduceRight<Send>((next, wrap) => wrap(next), sendViaReplyFrom),
     inFlight: definition.loadBalancer === 'least-request' ? inFlight : undefined,
     replyOptions: replyOptionsFor(definition.timeout.responseMs),
     livePolicies: policies,
+    active,
   }
 }
 

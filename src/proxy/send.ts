@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import { sendProblem } from '../http/problem-responses.js'
 import { GatewayError } from '../kernel/errors.js'
-import { classifyUpstreamFailure } from '../kernel/upstream-errors.js'
+import { classifyUpstreamFailure, isClientFault } from '../kernel/upstream-errors.js'
 import type { AttemptHandler, PolicyExchange, UpstreamResponse } from '../policies/policy.js'
 import { exchangeOf, type Exchange } from './exchange.js'
 import { clientPathOf } from '../config/route-table.js'
@@ -95,14 +95,14 @@ function clientLocation(location: string, ex: Exchange): string {
 
 function onResponse(request: FastifyRequest, _reply: FastifyReply, res: UpstreamResponse): void {
   const ex = exchangeOf(request)
-  const handler = ex.takeHandler()
+  const handler = ex.takeHandler(res.statusCode >= 500)
   if (handler) handler.onResponse(ex, res)
   else ex.discard(res) // the attempt already ended (timed out, or its client went away)
 }
 
 function onError(reply: FastifyReply, { error }: { error: Error }): void {
   const ex = exchangeOf(reply.request)
-  ex.takeHandler()?.onError(ex, error)
+  ex.takeHandler(isClientFault(error) ? undefined : true)?.onError(ex, error)
 }
 
 const noRetry = (): null => null

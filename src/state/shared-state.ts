@@ -17,6 +17,8 @@ export interface SharedState {
   liveReplicas(): number
   isUp(): boolean
   health(): ComponentHealth
+  /** Commands sent to Redis (the watchdog's pings included) and those that failed (error or timeout), since start. */
+  commandCounts(): { readonly sent: number; readonly failed: number }
   close(): Promise<void>
 }
 
@@ -47,6 +49,8 @@ export function createSharedState(options: SharedStateOptions): SharedState {
   const redis = new Redis(options.url, connection)
   const subscriber = new Redis(options.url, { ...connection, commandTimeout: undefined })
   const replicaId = randomUUID()
+  const counts = { sent: 0, failed: 0 }
+  countCommands(redis, counts)
   let replicas = 1
   let lastError: string | undefined
   let down = false
@@ -115,6 +119,7 @@ export function createSharedState(options: SharedStateOptions): SharedState {
     subscriber,
     liveReplicas: () => replicas,
     isUp: () => redis.status === 'ready',
+    commandCounts: () => counts,
     health: () =>
       redis.status === 'ready'
         ? { status: 'ok', replicas }
@@ -127,4 +132,18 @@ export function createSharedState(options: SharedStateOptions): SharedState {
       subscriber.disconnect()
     },
   }
+}
+
+/**
+ * Counts every command through the one method they all pass (pipelines and MULTI included): ioredis has no event per
+ * command. A failed one is counted when its promise settles.
+ */
+function countCommands(redis: Redis, counts: { sent: number; failed: number }): void {
+  const send = redis.sendCommand.bind(redis)
+  const onFailure = (): void => void counts.failed++
+  redis.sendCommand = ((command, stream) => {
+    counts.sent++
+    command.promise.then(undefined, onFailure)
+    return send(command, stream)
+  }) as typeof redis.sendCommand
 }

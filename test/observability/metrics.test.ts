@@ -2,14 +2,20 @@ import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { GatewayMetrics } from '../../src/observability/metrics.js'
 import type { RequestRecord } from '../../src/proxy/gateway.js'
+import { AttemptStats } from '../../src/proxy/attempt-stats.js'
+import { PolicyEvents } from '../../src/policies/policy-events.js'
 import { startGateway, type TestGateway } from '../support/gateway.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
+import { freePort } from '../support/ports.js'
+import { waitFor } from '../support/poll.js'
 
 describe('Prometheus metrics on the admin port', () => {
   let upstream: Upstream
   let gateway: TestGateway
+  let dead: number
   beforeAll(async () => {
     upstream = await startUpstream('m')
+    dead = await freePort()
     gateway = await startGateway(
       {
         'm.yaml': `routes:
@@ -21,6 +27,16 @@ describe('Prometheus metrics on the admin port', () => {
   - name: nowhere
     prefix: /nowhere
     service: absent-${process.pid}
+  - name: flaky
+    prefix: /flaky
+    upstreams: [http://127.0.0.1:${dead}, ${upstream.url}]
+    loadBalancer: round-robin
+    retry: { attempts: 2, backoff: 1ms, budgetPercent: 100 }
+    outlierDetection: { consecutiveFailures: 1, baseEjectionTime: 1h, maxEjectionPercent: 50 }
+  - name: broken
+    prefix: /broken
+    upstreams: [http://127.0.0.1:${dead}]
+    circuitBreaker: { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeout: 1h }
 `,
       },
       {},
@@ -51,6 +67,28 @@ describe('Prometheus metrics on the admin port', () => {
     expect(text).toContain('portico_request_duration_seconds_bucket{route="metered",le="+Inf"} 3')
   })
 
+  it('has one prefix, and series per instance, in flight, for connections, policy decisions and Redis', async () => {
+    for (let i = 0; i < 2; i++) await (await request(`${gateway.url}/flaky`)).body.dump()
+    for (let i = 0; i < 3; i++) await (await request(`${gateway.url}/broken`)).body.dump()
+    const text = await scrape()
+    const value = (series: string) => Number(text.split('\n').find((l) => l.startsWith(`${series} `))?.split(' ')[1])
+    expect(text).not.toContain('portico_process_process_')
+    expect(text).toContain('portico_process_cpu_seconds_total')
+    expect(text).toContain('portico_nodejs_eventloop_lag_seconds')
+    expect(value('portico_open_connections')).toBeGreaterThanOrEqual(0)
+    expect(value('portico_requests_in_flight{route="metered"}')).toBe(0)
+    expect(value(`portico_upstream_attempts_total{route="metered",instance="${upstream.url}"}`)).toBe(2)
+    expect(value(`portico_upstream_attempt_duration_seconds_count{route="metered",instance="${upstream.url}"}`)).toBe(2)
+    expect(value(`portico_upstream_attempt_failures_total{route="flaky",instance="http://127.0.0.1:${dead}"}`)).toBe(1)
+    expect(value('portico_rate_limit_decisions_total{route="metered",outcome="allowed"}')).toBe(2)
+    expect(value('portico_rate_limit_decisions_total{route="metered",outcome="refused"}')).toBe(1)
+    expect(value('portico_retries_total{route="flaky",result="retried"}')).toBe(1)
+    expect(value('portico_outlier_ejections_total{route="flaky",outcome="ejected"}')).toBe(1)
+    expect(value('portico_circuit_breaker_transitions_total{route="broken",to="open"}')).toBe(1)
+    expect(value('portico_redis_commands_total')).toBeGreaterThan(0)
+    expect(value('portico_redis_command_failures_total')).toBeGreaterThanOrEqual(0) // NOSCRIPT answers before a script is loaded count too
+  })
+
   it('reports breaker, shared state, discovery and route table state', async () => {
     const text = await scrape()
     expect(text).toContain('portico_circuit_breaker_state{route="metered"} 0')
@@ -79,6 +117,10 @@ describe('Prometheus metrics on the admin port', () => {
       await response.body.dump()
       expect([authorization, response.statusCode]).toEqual([authorization, status])
     }
+  })
+  it('drops the series of an instance that is no longer served', async () => {
+    await gateway.writeRoutes('m.yaml', `routes:\n  - name: metered\n    prefix: /metered\n    upstreams: [http://127.0.0.1:${dead}]\n`)
+    await waitFor(async () => !(await scrape()).includes(`instance="${upstream.url}"`), { what: 'the old instance\'s series to go' })
   })
 })
 
@@ -126,6 +168,8 @@ describe('GatewayMetrics', () => {
       discovery: () => ({ status: 'ok' }),
       sharedState: () => ({ status: 'ok' }),
       routes: () => ({ version: 1, routes: 1, refusedSources: 0 }),
+      gateway: () => ({ policyEvents: new PolicyEvents(), attempts: () => new AttemptStats(), activeRequests: () => [], connections: async () => 0 }),
+      redisCommands: () => undefined,
     })
     metrics.recordRequest(record({ route: 'r', status: 200, durationMs: 3 }))
     metrics.recordRequest(record({ route: 'r', status: 200, durationMs: 70 }))

@@ -50,7 +50,7 @@ describe('OutlierDetector', () => {
 
   it('ejects after consecutive failures, for longer each time, and re-admits', () => {
     let now = 0
-    const detector = new OutlierDetector({ consecutiveFailures: 2, baseEjectionMs: 100, maxEjectionPercent: 50 }, () => now)
+    const detector = new OutlierDetector({ consecutiveFailures: 2, baseEjectionMs: 100, maxEjectionPercent: 50 }, undefined, () => now)
     detector.record('a', false, 4)
     expect(detector.admitted(all)).toHaveLength(4)
     detector.record('a', false, 4)
@@ -66,7 +66,7 @@ describe('OutlierDetector', () => {
   })
 
   it('a success resets the count, and no more than the set share is ever ejected', () => {
-    const detector = new OutlierDetector({ consecutiveFailures: 2, baseEjectionMs: 1_000, maxEjectionPercent: 50 }, () => 0)
+    const detector = new OutlierDetector({ consecutiveFailures: 2, baseEjectionMs: 1_000, maxEjectionPercent: 50 }, undefined, () => 0)
     detector.record('a', false, 4)
     detector.record('a', true, 4)
     detector.record('a', false, 4)

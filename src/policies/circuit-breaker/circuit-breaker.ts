@@ -4,6 +4,7 @@ import type { Logger } from '../../kernel/logger.js'
 import { isClientFault } from '../../kernel/upstream-errors.js'
 import { FleetCounters } from '../../state/fleet-counters.js'
 import type { SharedState } from '../../state/shared-state.js'
+import type { PolicyEvents } from '../policy-events.js'
 import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
 import { CircuitBreakerSchema, toCircuitBreakerConfig, type CircuitBreakerConfig, type CircuitBreakerSpec } from './schema.js'
 
@@ -48,8 +49,8 @@ export const circuitBreakerPolicy: PolicyKind<CircuitBreakerSpec, CircuitBreaker
   key: 'circuitBreaker',
   schema: CircuitBreakerSchema,
   toConfig: toCircuitBreakerConfig,
-  create: (route, config, { state, logger }) => {
-    const breaker = createRouteBreaker(route, config, state, logger)
+  create: (route, config, { state, logger, events }) => {
+    const breaker = createRouteBreaker(route, config, state, logger, events)
     return { wrap: breaker.wrap, describe: breaker.state, stop: breaker.stop }
   },
 }
@@ -95,7 +96,7 @@ class CountedAttempt implements AttemptHandler {
  *   its failure re-opens every replica;
  * - without Redis every replica keeps working on its own opossum state and resyncs when Redis returns.
  */
-function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: CircuitBreakerConfig, state: SharedState | undefined, logger: Logger): RouteBreaker {
+function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: CircuitBreakerConfig, state: SharedState | undefined, logger: Logger, events: PolicyEvents): RouteBreaker {
   const breaker = new CircuitBreaker((attempt: () => Promise<unknown>) => attempt(), {
     timeout: false, // the forward call has its own timeouts
     errorThresholdPercentage: config.errorThresholdPercentage,
@@ -126,11 +127,14 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
   breaker.on('success', () => counts.add('s'))
   breaker.on('failure', () => counts.add('f'))
   breaker.on('open', () => {
+    events.count('breaker_transition', route, 'open')
     openUntil = Date.now() + config.resetTimeoutMs
     if (!applyingRemote) void announceOpen()
     logger.warn({ route, openUntil: new Date(openUntil).toISOString(), remote: applyingRemote }, 'circuit breaker open')
   })
+  breaker.on('halfOpen', () => events.count('breaker_transition', route, 'half_open'))
   breaker.on('close', () => {
+    events.count('breaker_transition', route, 'closed')
     openUntil = undefined
     if (!applyingRemote) void announceClose()
     logger.info({ route, remote: applyingRemote }, 'circuit breaker closed')

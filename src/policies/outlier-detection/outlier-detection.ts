@@ -7,8 +7,8 @@ export const outlierDetectionPolicy: PolicyKind<OutlierDetectionSpec, OutlierDet
   key: 'outlierDetection',
   schema: OutlierDetectionSchema,
   toConfig: toOutlierDetectionConfig,
-  create: (_route, config) => {
-    const detector = new OutlierDetector(config)
+  create: (route, config, { events }) => {
+    const detector = new OutlierDetector(config, () => events.count('ejection', route.name, 'ejected'))
     return {
       wrap: outlierRecording(detector),
       filterInstances: (instances) => detector.admitted(instances),
@@ -55,12 +55,14 @@ interface InstanceRecord {
 export class OutlierDetector {
   readonly #config: OutlierDetectionConfig
   readonly #now: () => number
+  readonly #onEject: () => void
   readonly #records = new Map<string, InstanceRecord>()
   /** Instances the route had when last asked: the base of maxEjectionPercent. */
   #instanceCount = 0
 
-  constructor(config: OutlierDetectionConfig, now: () => number = Date.now) {
+  constructor(config: OutlierDetectionConfig, onEject: () => void = () => undefined, now: () => number = Date.now) {
     this.#config = config
+    this.#onEject = onEject
     this.#now = now
   }
 
@@ -80,6 +82,7 @@ export class OutlierDetector {
     record.ejections++
     record.consecutiveFailures = 0
     record.ejectedUntil = now + this.#config.baseEjectionMs * Math.min(10, 2 ** (record.ejections - 1))
+    this.#onEject()
   }
 
   /** The instances that may get traffic now. */

@@ -3,6 +3,7 @@ import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limite
 import { readRequestKey } from '../../balancer/request-key.js'
 import { GatewayError } from '../../kernel/errors.js'
 import type { SharedState } from '../../state/shared-state.js'
+import type { PolicyEvents } from '../policy-events.js'
 import type { PolicyKind, RequestGuard } from '../policy.js'
 import { SharedConsume } from './shared-consume.js'
 import { RateLimitSchema, toRateLimitConfig, type RateLimitConfig, type RateLimitSpec } from './schema.js'
@@ -11,8 +12,8 @@ export const rateLimitPolicy: PolicyKind<RateLimitSpec, RateLimitConfig> = {
   key: 'rateLimit',
   schema: RateLimitSchema,
   toConfig: toRateLimitConfig,
-  create: (route, config, { state }) => ({
-    guard: createRateLimit(route.name, config, state),
+  create: (route, config, { state, events }) => ({
+    guard: createRateLimit(route.name, config, state, events),
     describe: () => ({ key: config.key, limits: config.limits, onRedisDown: config.onRedisDown }),
   }),
 }
@@ -32,6 +33,8 @@ interface Outcome {
   readonly resetMs: number
   /** Gives the place back when another window refuses the request. */
   readonly giveBack: (() => void) | undefined
+  /** Decided on this replica's share of the limit because Redis is away. */
+  readonly onLocalShare: boolean
 }
 
 /**
@@ -40,7 +43,7 @@ interface Outcome {
  * otherwise. Answers 429 with Retry-After, and sets the RateLimit headers of draft-ietf-httpapi-ratelimit-headers-07
  * (`RateLimit-Policy`, `RateLimit`) on every response.
  */
-export function createRateLimit(route: string, config: RateLimitConfig, state: SharedState | undefined): RequestGuard {
+export function createRateLimit(route: string, config: RateLimitConfig, state: SharedState | undefined, events: PolicyEvents): RequestGuard {
   const localPoints = (limit: number, replicas: number) => Math.max(1, Math.floor(limit / replicas))
   const windows: Window[] = config.limits.map(({ limit, windowMs }) => {
     const replicas = state ? state.liveReplicas() : 1
@@ -71,12 +74,13 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
     return window.local
   }
 
-  const outcome = (window: Window, res: RateLimiterRes, limit = window.limit, giveBack?: () => void): Outcome => ({
+  const outcome = (window: Window, res: RateLimiterRes, limit = window.limit, giveBack?: () => void, onLocalShare = false): Outcome => ({
     limit,
     windowMs: window.windowMs,
     remaining: res.remainingPoints,
     resetMs: res.msBeforeNext,
     giveBack,
+    onLocalShare,
   })
   const over = (window: Window, res: RateLimiterRes, limit = window.limit): never => {
     throw Object.assign(new GatewayError('rate_limited', `More than ${limit} requests in ${window.windowMs / 1000} s`), { outcome: outcome(window, res, limit) })
@@ -101,7 +105,7 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
         case 'local': {
           const share = localShare(window)
           const kept = boundedKey(share, key)
-          return outcome(window, await share.consume(kept).catch((res: RateLimiterRes) => over(window, res, share.points)), share.points, () => void share.reward(kept, 1))
+          return outcome(window, await share.consume(kept).catch((res: RateLimiterRes) => over(window, res, share.points)), share.points, () => void share.reward(kept, 1), true)
         }
       }
     }
@@ -118,6 +122,14 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
     })
   }
 
+  const refuse = (refused: unknown[], next: (error?: Error) => void) => {
+    const error = refusal(refused)
+    events.count('rate_limit', route, error instanceof GatewayError && error.code === 'state_unavailable' ? 'fail_closed' : 'refused')
+    next(error as Error)
+  }
+  // No outcome: admitted without a count (onRedisDown: open).
+  const admittedAs = (tightest: Outcome | undefined): string => (tightest === undefined ? 'fail_open' : tightest.onLocalShare ? 'local_share' : 'allowed')
+
   const setHeaders = (reply: FastifyReply, tightest: Outcome) => {
     reply.header('ratelimit-policy', policyHeader)
     reply.header('ratelimit', header(tightest))
@@ -130,15 +142,17 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
       // One limit is the common case, and a place leased from Redis answers at once.
       const taken = only.shared?.take(key)
       if (taken instanceof RateLimiterRes) {
+        events.count('rate_limit', route, 'allowed')
         setHeaders(reply, outcome(only, taken))
         return next()
       }
       consume(only, key, taken).then(
         (tightest) => {
+          events.count('rate_limit', route, admittedAs(tightest))
           if (tightest) setHeaders(reply, tightest)
           next()
         },
-        (error: unknown) => next(refusal([error]) as Error),
+        (error: unknown) => refuse([error], next),
       )
       return
     }
@@ -147,10 +161,11 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
       if (refused.length > 0) {
         // A refused request uses up nothing: the windows that admitted it get their place back.
         for (const r of results) if (r.status === 'fulfilled') r.value?.giveBack?.()
-        return next(refusal(refused) as Error)
+        return refuse(refused, next)
       }
       let tightest: Outcome | undefined
       for (const r of results) if (r.status === 'fulfilled' && r.value && (!tightest || r.value.remaining < tightest.remaining)) tightest = r.value
+      events.count('rate_limit', route, results.some((r) => r.status === 'fulfilled' && r.value?.onLocalShare) ? 'local_share' : admittedAs(tightest))
       if (tightest) setHeaders(reply, tightest)
       next()
     }, next)

@@ -4,6 +4,7 @@ import { backoffDelay } from '../../kernel/backoff.js'
 import type { Logger } from '../../kernel/logger.js'
 import { isConnectError, isNothingSent, isResponseTimeout } from '../../kernel/upstream-errors.js'
 import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
+import type { PolicyEvents } from '../policy-events.js'
 import { RetryBudget } from './retry-budget.js'
 import { RetrySchema, toRetryConfig, type RetryConfig, type RetrySpec } from './schema.js'
 
@@ -11,10 +12,10 @@ export const retryPolicy: PolicyKind<RetrySpec, RetryConfig> = {
   key: 'retry',
   schema: RetrySchema,
   toConfig: toRetryConfig,
-  create: (route, config, { logger, state }) => {
+  create: (route, config, { logger, state, events }) => {
     const budget = new RetryBudget(config.budgetPercent, { state, route: route.name })
     return {
-      wrap: retrying({ route, config, budget, logger }),
+      wrap: retrying({ route, config, budget, logger, events }),
       describe: () => ({ attempts: config.attempts, budgetPercent: config.budgetPercent, deadlineMs: config.deadlineMs }),
       stop: () => budget.stop(),
     }
@@ -26,6 +27,7 @@ interface RetryPolicy {
   readonly config: RetryConfig
   readonly budget: RetryBudget
   readonly logger: Logger
+  readonly events: PolicyEvents
 }
 
 /** Retries an attempt on another instance when its outcome is one the route retries, within budget and deadline. */
@@ -81,11 +83,13 @@ class RetryingAttempt implements AttemptHandler {
     const { config, budget } = this.#policy
     if (ex.clientGone || ex.attempt >= config.attempts || Date.now() >= this.#deadline || !(nothingSent || isReplayable(ex.request, config.methods))) return undefined
     const target = ex.pickAnother(this.#tried)
-    if (!target || this.#tried.has(target.id) || !budget.tryRetry()) return undefined
+    if (!target || this.#tried.has(target.id)) return undefined
+    if (!budget.tryRetry()) return void this.#policy.events.count('retry', this.#policy.route.name, 'budget_exhausted')
     return target
   }
 
   #retry(ex: PolicyExchange, target: Instance, outcome: number | string): void {
+    this.#policy.events.count('retry', this.#policy.route.name, 'retried')
     this.#policy.logger.info({ route: this.#policy.route.name, requestId: ex.request.id, instance: ex.instance.origin, next: target.origin, attempt: ex.attempt, outcome }, 'retrying on another instance')
     if (ex.attempt === 1) ex.onEnd(() => clearTimeout(this.#backoff)) // a gone client stops the retry here
     this.#backoff = setTimeout(() => this.#send(ex, target), backoffDelay(ex.attempt - 1, { baseMs: this.#policy.config.backoffMs, capMs: 1_000 }))
