@@ -1,10 +1,13 @@
-import { readFile } from 'node:fs/promises'
+import { access, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parse, parseAllDocuments } from 'yaml'
 import { describe, expect, it } from 'vitest'
 import { mergeRouteSources } from '../../src/config/merge-sources.js'
 import { publishedRouteSchema } from '../../src/config/published-schema.js'
 import { ROOT } from '../support/gateway.js'
+import { GatewayMetrics } from '../../src/observability/metrics.js'
+import { PolicyEvents } from '../../src/policies/policy-events.js'
+import { AttemptStats } from '../../src/proxy/attempt-stats.js'
 
 const read = (path: string) => readFile(join(ROOT, path), 'utf8')
 
@@ -31,8 +34,9 @@ describe('docker-compose.yml', () => {
       if (redis) expect(names).toContain(new URL(redis).hostname)
       if (service.image?.startsWith('portico:')) expect(images.has(service.image), `${name} uses a built image`).toBe(true)
       for (const volume of service.volumes ?? []) {
-        const host = volume.split(':')[0] ?? ''
-        if (host.startsWith('./')) await expect(read(host.slice(2) + '/services.yaml')).resolves.toContain('routes:')
+        const [host = '', target = ''] = volume.split(':')
+        if (target === '/etc/portico/routes') await expect(read(host.slice(2) + '/services.yaml')).resolves.toContain('routes:')
+        else if (host.startsWith('./')) await expect(access(join(ROOT, host.slice(2))), `${name} mounts ${host}`).resolves.toBeUndefined()
       }
       if (service.entrypoint?.[1]) await expect(read(service.entrypoint[1])).resolves.toContain('serve(')
     }
@@ -40,6 +44,25 @@ describe('docker-compose.yml', () => {
     const routes = mergeRouteSources([{ source: 'deploy/routes/services.yaml', text: await read('deploy/routes/services.yaml') }], new Map())
     expect(routes.sources[0]?.errors).toEqual([])
     for (const route of routes.routes) if (route.target.kind === 'service') expect(names).toContain(route.target.service)
+  })
+
+  it('has Prometheus scrape every replica\'s admin port with the admin token, and Grafana provisioned with the dashboard', async () => {
+    const compose = parse(await read('docker-compose.yml')) as { services: Record<string, ComposeService> }
+    const prometheus = parse(await read('deploy/prometheus/prometheus.yml')) as {
+      rule_files: string[]
+      scrape_configs: { authorization: { credentials: string }; static_configs: { targets: string[] }[] }[]
+    }
+    const replicas = Object.entries(compose.services).filter(([, s]) => s.image?.startsWith('portico:') && !s.entrypoint)
+    const targets = prometheus.scrape_configs.flatMap((c) => c.static_configs.flatMap((t) => t.targets))
+    expect(targets.sort()).toEqual(replicas.map(([name]) => `${name}:9901`).sort())
+    for (const [, service] of replicas) {
+      expect(service.environment?.PORTICO_ADMIN_HOST).toBe('0.0.0.0')
+      expect(service.environment?.PORTICO_ADMIN_TOKEN).toBe(prometheus.scrape_configs[0]?.authorization.credentials)
+    }
+    expect(compose.services.prometheus?.volumes).toContain('./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro')
+    expect(prometheus.rule_files).toEqual(['/etc/prometheus/alerts.yml'])
+    const provisioning = parse(await read('deploy/grafana/provisioning/dashboards/portico.yml')) as { providers: { options: { path: string } }[] }
+    expect(compose.services.grafana?.volumes).toContain(`./deploy/grafana/portico.json:${provisioning.providers[0]?.options.path}/portico.json:ro`)
   })
 
   it('has a Dockerfile whose entrypoint is the built CLI', async () => {
@@ -76,5 +99,48 @@ describe('Kubernetes manifests', () => {
 describe('published JSON Schema', () => {
   it('is up to date with the route schema (run `npm run schema`)', async () => {
     expect(await read('schema/routes.schema.json')).toBe(publishedRouteSchema())
+  })
+})
+
+describe('the Grafana dashboard and the Prometheus alert rules', () => {
+  /** Every metric name the gateway exports, from its registry (histograms add _bucket, _sum and _count). */
+  const exported = async (): Promise<Set<string>> => {
+    const metrics = new GatewayMetrics({
+      breakers: () => [],
+      discovery: () => ({ status: 'ok' }),
+      sharedState: () => ({ status: 'ok' }),
+      routes: () => ({ version: 1, routes: 0, refusedSources: 0 }),
+      gateway: () => ({ policyEvents: new PolicyEvents(), attempts: () => new AttemptStats(), activeRequests: () => [], connections: async () => 0 }),
+      redisCommands: () => undefined,
+    })
+    const names = new Set<string>()
+    for (const metric of await metrics.registry.getMetricsAsJSON()) {
+      names.add(metric.name)
+      if (String(metric.type) === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) names.add(metric.name + suffix)
+    }
+    return names
+  }
+  const metricNamesIn = (expr: string): string[] => [...expr.matchAll(/\b(portico_[a-z0-9_]+)/g)].map((m) => m[1] as string)
+
+  it('uses only metrics the gateway exports, and shows what an operator asks first', async () => {
+    const names = await exported()
+    const dashboard = JSON.parse(await read('deploy/grafana/portico.json')) as { uid: string; panels: { title: string; targets: { expr: string }[] }[] }
+    const used = dashboard.panels.flatMap((p) => p.targets.flatMap((t) => metricNamesIn(t.expr)))
+    expect(used.length).toBeGreaterThan(15)
+    for (const name of used) expect(names, `dashboard uses ${name}`).toContain(name)
+    for (const needed of ['portico_requests_total', 'portico_gateway_errors_total', 'portico_request_duration_seconds_bucket', 'portico_circuit_breaker_state', 'portico_rate_limit_decisions_total', 'portico_discovery_instances', 'portico_shared_state_up', 'portico_discovery_stale']) {
+      expect(used, `the dashboard shows ${needed}`).toContain(needed)
+    }
+  })
+
+  it('has alert rules for an open breaker, shared state down, no passing instance and the 5xx ratio, on exported metrics', async () => {
+    const names = await exported()
+    const rules = (parse(await read('deploy/prometheus/alerts.yml')) as { groups: { rules: { alert: string; expr: string; for: string }[] }[] }).groups.flatMap((g) => g.rules)
+    expect(rules.map((r) => r.alert).sort()).toEqual(['PorticoCircuitBreakerOpen', 'PorticoHigh5xxRatio', 'PorticoNoPassingInstance', 'PorticoSharedStateDown'])
+    for (const rule of rules) {
+      expect(rule.for).toMatch(/^\d+m$/)
+      for (const name of metricNamesIn(rule.expr)) expect(names, `${rule.alert} uses ${name}`).toContain(name)
+    }
+    expect(rules.find((r) => r.alert === 'PorticoCircuitBreakerOpen')?.for).toBe('1m')
   })
 })
