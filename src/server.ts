@@ -1,4 +1,5 @@
 import { pino, type Logger } from 'pino'
+import { readFileSync } from 'node:fs'
 import { access } from 'node:fs/promises'
 import { createAdminServer } from './admin/admin-server.js'
 import { HealthRegistry } from './admin/health-registry.js'
@@ -11,6 +12,7 @@ import { createFileProvider } from './config/providers/file-provider.js'
 import { createSharedState } from './state/shared-state.js'
 import { createAccessLog } from './observability/access-log.js'
 import { GatewayMetrics } from './observability/metrics.js'
+import { createTracing } from './observability/tracing.js'
 
 export interface RunningPortico {
   readonly gateway: Gateway
@@ -26,6 +28,9 @@ export interface RunningPortico {
   /** Reopens the access log file (logrotate's SIGUSR1). */
   reopenLogs(): void
 }
+
+/** The package's version, for spans and logs (read once: the CLI runs from dist/, tests from src/). */
+const PORTICO_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
 export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'portico' } })
@@ -56,6 +61,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     redisCommands: () => state?.commandCounts(),
   })
   const accessLog = createAccessLog(config.accessLog)
+  const tracing = createTracing(process.env, logger, PORTICO_VERSION)
   const state = config.redisUrl ? createSharedState({ url: config.redisUrl, logger: logger.child({ component: 'redis' }) }) : undefined
   health.register('state', () => (state ? state.health() : { status: 'ok', detail: 'no REDIS_URL: rate limits and breakers are per process, in memory' }))
   const gateway = await createGateway({
@@ -74,6 +80,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
           accessLog.write(record)
         }
       : (record) => metrics.recordRequest(record),
+    tracer: tracing?.tracer,
   })
 
   health.register('discovery', () => discovery.health())
@@ -117,6 +124,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       await state?.close()
       await admin.close()
       await accessLog?.close()
+      await tracing?.shutdown()
     })())
 
   return { gateway, health, url, adminUrl, shutdown, reopenLogs: () => accessLog?.reopen() }

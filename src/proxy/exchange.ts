@@ -10,6 +10,7 @@ import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamRespon
 import type { KeyedPolicy } from '../policies/policy-registry.js'
 import type { Logger } from '../kernel/logger.js'
 import { AttemptBody } from './attempt-body.js'
+import { kTrace, type TracedRequest } from './request-tracer.js'
 import type { AttemptStats } from './attempt-stats.js'
 import { LimitedBody } from './body-limit.js'
 import { AttemptSignal } from './upstream-dispatcher.js'
@@ -45,7 +46,7 @@ export interface GatewaySettings {
 
 export const kExchange = Symbol('portico.exchange')
 export type ExchangeRequest = FastifyRequest & { [kExchange]?: Exchange }
-type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange }
+type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange; [kTrace]?: TracedRequest }
 
 const NO_INSTANCE: Instance = Object.freeze({ id: '', origin: '', weight: 0, tags: [], meta: {} })
 const CLIENT_GONE_ERROR = Object.assign(new Error('the client went away before the upstream answered'), { code: CLIENT_GONE })
@@ -80,8 +81,10 @@ export class Exchange implements PolicyExchange {
   body: Readable | undefined = undefined
   /** Time spent waiting for upstream answers, every attempt up to its response headers. */
   upstreamMs = 0
-  /** The W3C trace id of the request's span, when tracing is on. */
-  traceId: string | undefined = undefined
+  /** The request's spans, when tracing is on. */
+  readonly trace: TracedRequest | undefined
+  /** The `traceparent` of the attempt under way, when tracing is on. */
+  traceparent: string | undefined = undefined
   #attemptBody: AttemptBody | undefined = undefined
   #attemptStartedAt = 0
   #attemptClock: NodeJS.Timeout | undefined = undefined
@@ -102,6 +105,7 @@ export class Exchange implements PolicyExchange {
     this.proceed = proceed
     this.next = next && ((error) => next(this, error))
     request[kExchange] = this
+    this.trace = (reply.raw as ExchangeResponse)[kTrace]
     route.active.count++
     ;(reply.raw as ExchangeResponse)[kExchange] = this
     reply.raw.on('close', onResponseClose)
@@ -150,6 +154,7 @@ export class Exchange implements PolicyExchange {
   startAttempt(handler: AttemptHandler): void {
     this.handler = handler
     this.#attemptStartedAt = performance.now()
+    if (this.trace) this.traceparent = this.trace.attemptStarted(this)
     this.#attemptClock = setTimeout(onAttemptTimeout, this.timeoutMs, this)
   }
 
@@ -157,13 +162,14 @@ export class Exchange implements PolicyExchange {
    * The attempt reported: stops its clock and hands over its handler, once (later reports find none). `failed` says
    * what the attempt tells of its instance; undefined when it tells nothing (the client left).
    */
-  takeHandler(failed?: boolean): AttemptHandler | undefined {
+  takeHandler(failed?: boolean, statusCode?: number): AttemptHandler | undefined {
     clearTimeout(this.#attemptClock)
     if (this.#attemptStartedAt !== 0) {
       const ms = performance.now() - this.#attemptStartedAt
       this.upstreamMs += ms
       this.#attemptStartedAt = 0
       if (failed !== undefined) this.settings.attempts.record(this.route.name, this.instance.origin, ms, failed)
+      this.trace?.attemptEnded(statusCode, failed ?? false)
     }
     const handler = this.handler
     this.handler = undefined

@@ -20,12 +20,14 @@ import { normalizePath } from './normalize-path.js'
 import { AttemptStats } from './attempt-stats.js'
 import { createRequestPath } from './request-path.js'
 import { recordRequests, type RequestRecord } from './request-record.js'
+import type { RequestTracer } from './request-tracer.js'
 import { replyOptionsFor, sendViaReplyFrom } from './send.js'
 import { DEFAULT_POOL, UpstreamDispatcher, type UpstreamPoolOptions } from './upstream-dispatcher.js'
 import { Tunnels } from './websocket-tunnel.js'
 
 export type { LiveRoute } from './exchange.js'
 export type { RequestRecord } from './request-record.js'
+export type { RequestTracer } from './request-tracer.js'
 
 export interface GatewayOptions {
   /** Redis-shared state for the policies; without it they hold per process, in memory. */
@@ -39,6 +41,8 @@ export interface GatewayOptions {
   readonly discovery?: ServiceInstances
   /** Called once per request when its response has ended: the access log's line and the metrics' sample. */
   readonly onRequestEnd?: (record: RequestRecord) => void
+  /** Spans per request and attempt (OpenTelemetry); none without it. */
+  readonly tracer?: RequestTracer
 }
 
 export interface Gateway {
@@ -120,7 +124,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (!route) return sendProblem(reply, new GatewayError('no_route', `No route serves ${request.method} ${path ?? request.url}`))
     sendProblem(reply, new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, { headers: { allow: [...(route.methods ?? PROXIED_METHODS)].join(', ') } }))
   })
-  if (options.onRequestEnd) recordRequests(app, options.onRequestEnd)
+  if (options.onRequestEnd || options.tracer) recordRequests(app, options.onRequestEnd, options.tracer)
   // reply-from logs on the request's own logger, which follows its route's level; an upstream error is logged once, by
   // the gateway's warning with route and instance.
   if (!debug) app.addHook('onRoute', (route) => void (route.logLevel = 'error'))

@@ -3,6 +3,7 @@ import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { problemCodeOf } from '../http/problem-responses.js'
 import { kExchange, type Exchange } from './exchange.js'
+import { kTrace, type RequestTracer, type TracedRequest } from './request-tracer.js'
 
 /** One request as the access log and the metrics see it, once its response has ended (sent, or the client gone). */
 export interface RequestRecord {
@@ -37,21 +38,28 @@ export interface RequestRecord {
 const kReply = Symbol('portico.recordedReply')
 const kSocket = Symbol('portico.recordedSocket')
 const kBytesBefore = Symbol('portico.bytesBefore')
-type RecordedResponse = ServerResponse & { [kReply]?: FastifyReply; [kSocket]?: Socket | null; [kBytesBefore]?: number; [kExchange]?: Exchange }
+type RecordedResponse = ServerResponse & { [kReply]?: FastifyReply; [kSocket]?: Socket | null; [kBytesBefore]?: number; [kExchange]?: Exchange; [kTrace]?: TracedRequest }
 
-/** Calls `onEnd` once per request the app receives, when its response closes, however it ended. */
-export function recordRequests(app: FastifyInstance, onEnd: (record: RequestRecord) => void): void {
+/**
+ * Calls `onEnd` once per request the app receives, when its response closes, however it ended; with a tracer, the
+ * request's span starts with it and ends then.
+ */
+export function recordRequests(app: FastifyInstance, onEnd: ((record: RequestRecord) => void) | undefined, tracer: RequestTracer | undefined): void {
   function onClose(this: RecordedResponse): void {
     const reply = this[kReply]
-    if (reply) onEnd(recordOf(reply, this))
+    if (!reply) return
+    const record = recordOf(reply, this)
+    this[kTrace]?.ended(record, this[kExchange])
+    onEnd?.(record)
   }
-  app.addHook('onRequest', (_request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     const res = reply.raw as RecordedResponse
     // The response lets go of its socket when it finishes; the bytes it wrote are read from the socket then.
     const socket = res.socket
     res[kReply] = reply
     res[kSocket] = socket
     res[kBytesBefore] = socket?.bytesWritten ?? 0
+    if (tracer) res[kTrace] = tracer.start(request)
     res.on('close', onClose)
     done()
   })
@@ -64,7 +72,7 @@ function recordOf(reply: FastifyReply, res: RecordedResponse): RequestRecord {
   const before = res[kBytesBefore] ?? 0
   return {
     requestId: request.id,
-    traceId: ex?.traceId ?? traceIdOf(request.headers.traceparent),
+    traceId: res[kTrace]?.traceId ?? traceIdOf(request.headers.traceparent),
     client: request.ip,
     method: request.method,
     path: request.originalUrl,

@@ -71,6 +71,8 @@ function rewriteRequestHeaders(request: FastifyRequest, headers: IncomingHttpHea
     [kAttemptSignal]?: AttemptSignal
   }
   forwarded[TIMEOUT_HEADER] = String(ex.timeoutMs)
+  // Traced: the upstream continues the request's trace, under this attempt's span.
+  if (ex.traceparent !== undefined) forwarded.traceparent = ex.traceparent
   forwarded[kAttemptSignal] = ex.signal
   return forwarded
 }
@@ -95,7 +97,7 @@ function clientLocation(location: string, ex: Exchange): string {
 
 function onResponse(request: FastifyRequest, _reply: FastifyReply, res: UpstreamResponse): void {
   const ex = exchangeOf(request)
-  const handler = ex.takeHandler(res.statusCode >= 500)
+  const handler = ex.takeHandler(res.statusCode >= 500, res.statusCode)
   if (handler) handler.onResponse(ex, res)
   else ex.discard(res) // the attempt already ended (timed out, or its client went away)
 }

@@ -1,0 +1,155 @@
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from '@opentelemetry/api'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
+import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources'
+import { BasicTracerProvider, BatchSpanProcessor } from '@opentelemetry/sdk-trace-base'
+import {
+  ATTR_CLIENT_ADDRESS,
+  ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_REQUEST_RESEND_COUNT,
+  ATTR_HTTP_RESPONSE_STATUS_CODE,
+  ATTR_HTTP_ROUTE,
+  ATTR_SERVER_ADDRESS,
+  ATTR_SERVER_PORT,
+  ATTR_SERVICE_NAME,
+  ATTR_URL_FULL,
+  ATTR_URL_PATH,
+  ATTR_URL_QUERY,
+  ATTR_USER_AGENT_ORIGINAL,
+} from '@opentelemetry/semantic-conventions'
+import type { FastifyRequest } from 'fastify'
+import type { Logger } from '../kernel/logger.js'
+import type { Exchange } from '../proxy/exchange.js'
+import type { RequestRecord } from '../proxy/request-record.js'
+import type { RequestTracer, TracedRequest } from '../proxy/request-tracer.js'
+
+type Env = Readonly<Record<string, string | undefined>>
+
+export interface Tracing {
+  readonly tracer: RequestTracer
+  /** Exports what is still queued (bounded by the exporter's timeout) and stops. */
+  shutdown(): Promise<void>
+}
+
+/**
+ * OpenTelemetry tracing, configured only by the standard variables: on when OTEL_TRACES_EXPORTER is `otlp`, or when
+ * an OTLP endpoint is set and no other exporter is named; off with OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none.
+ * Spans go over OTLP/HTTP (JSON) in batches from a bounded queue: a dead collector costs dropped spans, never a slower
+ * or failed request. No global context manager: spans are handed from the request to its attempts explicitly.
+ */
+export function createTracing(env: Env, logger: Logger, version: string): Tracing | undefined {
+  if (!tracingWanted(env, logger)) return undefined
+  if (env.OTEL_EXPORTER_OTLP_PROTOCOL && env.OTEL_EXPORTER_OTLP_PROTOCOL !== 'http/json') {
+    logger.warn({ protocol: env.OTEL_EXPORTER_OTLP_PROTOCOL }, 'OTEL_EXPORTER_OTLP_PROTOCOL: Portico exports OTLP over HTTP as JSON (http/json)')
+  }
+  const resource = resourceFromAttributes({ [ATTR_SERVICE_NAME]: 'portico', 'service.version': version }).merge(detectResources({ detectors: [envDetector] }))
+  const provider = new BasicTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter())] })
+  const tracer = provider.getTracer('portico', version)
+  const propagator = new W3CTraceContextPropagator()
+  logger.info({ endpoint: env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT ?? 'http://localhost:4318' }, 'tracing: exporting spans over OTLP/HTTP')
+  return {
+    tracer: { start: (request) => new TracedExchange(tracer, propagator, request) },
+    shutdown: () => provider.shutdown().catch((error: unknown) => logger.warn({ err: error }, 'tracing: spans lost at shutdown')),
+  }
+}
+
+function tracingWanted(env: Env, logger: Logger): boolean {
+  if (env.OTEL_SDK_DISABLED === 'true') return false
+  const exporters = (env.OTEL_TRACES_EXPORTER ?? '').split(',').map((e) => e.trim()).filter(Boolean)
+  if (exporters.length === 0) return Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+  const unsupported = exporters.filter((e) => e !== 'otlp' && e !== 'none')
+  if (unsupported.length > 0) logger.warn({ exporters: unsupported }, 'OTEL_TRACES_EXPORTER: only otlp is supported; the others are ignored')
+  return exporters.includes('otlp')
+}
+
+const headerSetter = { set: (carrier: Record<string, string>, key: string, value: string) => void (carrier[key] = value) }
+const headerGetter = {
+  keys: (carrier: FastifyRequest['headers']) => Object.keys(carrier),
+  get: (carrier: FastifyRequest['headers'], key: string) => carrier[key],
+}
+
+/** One request's spans: the server span, and the span of the attempt under way. */
+class TracedExchange implements TracedRequest {
+  readonly traceId: string
+  readonly #tracer: Tracer
+  readonly #propagator: W3CTraceContextPropagator
+  readonly #span: Span
+  #attempt: Span | undefined = undefined
+
+  constructor(tracer: Tracer, propagator: W3CTraceContextPropagator, request: FastifyRequest) {
+    this.#tracer = tracer
+    this.#propagator = propagator
+    const parent = propagator.extract(ROOT_CONTEXT, request.headers, headerGetter)
+    const [path = '/', query] = request.url.split('?', 2)
+    this.#span = tracer.startSpan(
+      request.method,
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          [ATTR_HTTP_REQUEST_METHOD]: request.method,
+          [ATTR_URL_PATH]: path,
+          ...(query === undefined ? {} : { [ATTR_URL_QUERY]: query }),
+          [ATTR_CLIENT_ADDRESS]: request.ip,
+          ...(request.headers['user-agent'] ? { [ATTR_USER_AGENT_ORIGINAL]: request.headers['user-agent'] } : {}),
+        },
+      },
+      parent,
+    )
+    this.traceId = this.#span.spanContext().traceId
+  }
+
+  attemptStarted(ex: Exchange): string {
+    this.#attempt?.end()
+    const url = new URL(ex.upstreamUrl, ex.instance.origin)
+    this.#attempt = this.#tracer.startSpan(
+      `${ex.request.method} ${ex.route.name}`,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          [ATTR_HTTP_REQUEST_METHOD]: ex.request.method,
+          [ATTR_URL_FULL]: url.href,
+          [ATTR_SERVER_ADDRESS]: url.hostname,
+          [ATTR_SERVER_PORT]: Number(url.port || 80),
+          ...(ex.attempt > 1 ? { [ATTR_HTTP_REQUEST_RESEND_COUNT]: ex.attempt - 1 } : {}),
+          'portico.route': ex.route.name,
+          'portico.instance': ex.instance.origin,
+          'portico.attempt': ex.attempt,
+        },
+      },
+      trace.setSpan(ROOT_CONTEXT, this.#span),
+    )
+    const carrier: Record<string, string> = {}
+    this.#propagator.inject(trace.setSpan(ROOT_CONTEXT, this.#attempt), carrier, headerSetter)
+    return carrier.traceparent ?? ''
+  }
+
+  attemptEnded(statusCode: number | undefined, failed: boolean): void {
+    const span = this.#attempt
+    if (!span) return
+    this.#attempt = undefined
+    if (statusCode !== undefined) span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, statusCode)
+    if (failed) span.setStatus({ code: SpanStatusCode.ERROR, message: statusCode === undefined ? 'no response' : `status ${statusCode}` })
+    span.end()
+  }
+
+  ended(record: RequestRecord, ex: Exchange | undefined): void {
+    this.attemptEnded(undefined, false)
+    const span = this.#span
+    if (ex) {
+      span.updateName(`${record.method} ${ex.route.prefix}`)
+      span.setAttribute(ATTR_HTTP_ROUTE, ex.route.prefix)
+      for (const { key, policy } of ex.route.livePolicies) {
+        if (key === 'rateLimit') span.setAttribute('portico.rate_limit.decision', record.code === 'rate_limited' ? 'refused' : record.code === 'state_unavailable' ? 'fail_closed' : 'allowed')
+        if (key === 'circuitBreaker') span.setAttribute('portico.circuit_breaker.state', String(policy.describe?.().state ?? 'unknown'))
+      }
+    }
+    span.setAttribute('portico.route', record.route)
+    if (record.instance) span.setAttribute('portico.instance', record.instance)
+    span.setAttribute('portico.attempt', record.attempts)
+    span.setAttribute(ATTR_HTTP_RESPONSE_STATUS_CODE, record.status)
+    if (record.code) span.setAttribute('portico.problem_code', record.code)
+    if (record.clientGone) span.setAttribute('portico.client_gone', true)
+    if (record.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: record.code ?? `status ${record.status}` })
+    span.end()
+  }
+}

@@ -1,0 +1,118 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { request } from 'undici'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { makeRoutesDir, spawnGateway, type GatewayProcess } from '../support/gateway.js'
+import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.js'
+import { waitFor } from '../support/poll.js'
+import { freePort } from '../support/ports.js'
+import { startUpstream, type Upstream } from '../support/upstream.js'
+
+const SERVER = 2
+const CLIENT = 3
+const ERROR = 2
+
+describe('OpenTelemetry tracing to a real OTLP/HTTP receiver', () => {
+  let receiver: OtlpReceiver
+  let upstream: Upstream
+  let gateway: GatewayProcess
+  let dir: string
+  let dead: number
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver()
+    upstream = await startUpstream('traced')
+    dead = await freePort()
+    dir = await mkdtemp(join(tmpdir(), 'portico-trace-'))
+    const routes = await makeRoutesDir({
+      'r.yaml': `routes:
+  - name: traced
+    prefix: /traced
+    upstreams: [http://127.0.0.1:${dead}, ${upstream.url}]
+    loadBalancer: round-robin
+    retry: { attempts: 2, backoff: 1ms, budgetPercent: 100 }
+`,
+    })
+    gateway = await spawnGateway(routes, {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_SERVICE_NAME: 'edge-gateway',
+      OTEL_BSP_SCHEDULE_DELAY: '100',
+      PORTICO_ACCESS_LOG: join(dir, 'access.log'),
+    })
+  })
+  afterAll(async () => {
+    await gateway?.stop('SIGKILL')
+    await upstream?.close()
+    await receiver?.close()
+    await rm(dir, { recursive: true, force: true })
+  })
+
+  const spansOf = (traceId: string) => waitFor(() => {
+    const spans = receiver.spans.filter((s) => s.traceId === traceId)
+    return spans.some((s) => s.kind === SERVER) ? spans : undefined
+  }, { what: `the spans of trace ${traceId}` })
+
+  it('exports a server span and one client span per attempt of a retried request, parented, and the upstream continues the trace', async () => {
+    // round robin: the first request goes to the dead instance first, then is retried on the live one
+    const response = await request(`${gateway.url}/traced/item?x=1`)
+    await response.body.dump()
+    expect(response.statusCode).toBe(200)
+    const traceparent = String(upstream.requests.at(-1)?.headers.traceparent)
+    const [, traceId = '', parentId] = traceparent.split('-')
+    const spans = await spansOf(traceId)
+    const server = spans.find((s) => s.kind === SERVER) as ReceivedSpan
+    const attempts = spans.filter((s) => s.kind === CLIENT).sort((a, b) => Number(a.attributes['portico.attempt']) - Number(b.attributes['portico.attempt']))
+    expect(server.name).toBe('GET /traced')
+    expect(server.parentSpanId).toBe('')
+    expect(server.attributes).toMatchObject({ 'http.request.method': 'GET', 'http.route': '/traced', 'http.response.status_code': 200, 'portico.route': 'traced', 'portico.attempt': 2, 'portico.instance': upstream.url, 'url.path': '/traced/item', 'url.query': 'x=1' })
+    expect(server.resource).toMatchObject({ 'service.name': 'edge-gateway' })
+    expect(attempts).toHaveLength(2)
+    for (const attempt of attempts) expect(attempt.parentSpanId).toBe(server.spanId)
+    expect(attempts[0]?.attributes).toMatchObject({ 'portico.attempt': 1, 'portico.instance': `http://127.0.0.1:${dead}` })
+    expect(attempts[0]?.status.code).toBe(ERROR)
+    expect(attempts[1]?.attributes).toMatchObject({ 'portico.attempt': 2, 'portico.instance': upstream.url, 'http.response.status_code': 200, 'http.request.resend_count': 1 })
+    // the upstream's parent is the attempt that reached it
+    expect(parentId).toBe(attempts[1]?.spanId)
+    // and the access log names the trace
+    await waitFor(async () => (await readFile(join(dir, 'access.log'), 'utf8')).includes(`"traceId":"${traceId}"`), { what: 'the access line with the trace id' })
+  })
+
+  it('continues the client\'s W3C trace', async () => {
+    const traceId = 'a1b2c3d4e5f60718293a4b5c6d7e8f90'
+    const clientSpan = '1122334455667788'
+    const response = await request(`${gateway.url}/traced/again`, { headers: { traceparent: `00-${traceId}-${clientSpan}-01` } })
+    await response.body.dump()
+    const server = (await spansOf(traceId)).find((s) => s.kind === SERVER) as ReceivedSpan
+    expect(server.parentSpanId).toBe(clientSpan)
+    expect(String(upstream.requests.at(-1)?.headers.traceparent)).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`))
+  })
+})
+
+describe('tracing with a dead collector', () => {
+  it('never slows or fails a request', async () => {
+    const upstream = await startUpstream('plain')
+    const collector = await freePort()
+    const routes = await makeRoutesDir({ 'r.yaml': `routes:\n  - name: plain\n    prefix: /plain\n    upstreams: [${upstream.url}]\n` })
+    const gateway = await spawnGateway(routes, { OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector}`, OTEL_BSP_SCHEDULE_DELAY: '50' })
+    try {
+      const slowest = { ms: 0 }
+      for (let round = 0; round < 10; round++) {
+        const statuses = await Promise.all(
+          Array.from({ length: 20 }, async () => {
+            const started = performance.now()
+            const response = await request(`${gateway.url}/plain`)
+            await response.body.dump()
+            slowest.ms = Math.max(slowest.ms, performance.now() - started)
+            return response.statusCode
+          }),
+        )
+        expect(statuses).toEqual(Array(20).fill(200))
+      }
+      expect(slowest.ms).toBeLessThan(500)
+      expect(gateway.output()).toContain('tracing: exporting spans over OTLP/HTTP')
+    } finally {
+      await gateway.stop('SIGKILL')
+      await upstream.close()
+    }
+  })
+})
