@@ -122,13 +122,16 @@ try {
   // The full chain's limits and breaker live in a Redis of the bench's own.
   const redisPort = await freePort()
   children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
+  // Tracing exports to a sink of the bench's own that takes OTLP requests and drops them, as a collector would.
+  const sink = await start(process.execPath, ['bench/otlp-sink.js', '0'], /listening (\d+)/)
   // One Portico process per target, so that each one's CPU time and JIT state are its own target's. As shipped: the
-  // default log level (its lines go to /dev/null, at the same cost as a terminal or a pipe), metrics on; one more at
-  // warn to show what the request log lines cost. BENCH_BASELINE=<another checkout, built> adds that build's plain and
-  // chain targets to the same run, for an A/B of a change. Readiness comes from the admin port.
-  const startPortico = async (cwd = root, logLevel = 'info'): Promise<{ port: number; pid: number | undefined }> => {
+  // default log level, the access log on stdout (here /dev/null, at the same cost as a terminal or a pipe), metrics on,
+  // tracing off; then the same with the access log off, and with tracing on (every request sampled). BENCH_BASELINE=
+  // <another checkout, built> adds that build's plain and chain targets to the same run, for an A/B of a change.
+  // Readiness comes from the admin port.
+  const startPortico = async (cwd = root, env: Record<string, string> = {}): Promise<{ port: number; pid: number | undefined }> => {
     const [port, adminPort] = [await freePort(), await freePort()]
-    const child = spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1', '--log-level', logLevel], { cwd, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}` } })
+    const child = spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1'], { cwd, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}`, ...env } })
     children.push(child)
     await until(async () => {
       const ready = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { components: { state: { status: string } } }
@@ -136,12 +139,16 @@ try {
     })
     return { port, pid: child.pid }
   }
-  const [plainPortico, quietPortico, chainPortico] = [await startPortico(), await startPortico(root, 'warn'), await startPortico()]
+  const plainPortico = await startPortico()
+  const noAccessLog = await startPortico(root, { PORTICO_ACCESS_LOG: 'off' })
+  const traced = await startPortico(root, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sink.match[1]}` })
+  const chainPortico = await startPortico()
   const targets: [name: string, url: string, pid: number | undefined][] = [
     ['direct', `${upstreamUrl}/api/items`, undefined],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
     ['portico', `http://127.0.0.1:${plainPortico.port}/api/items`, plainPortico.pid],
-    ['portico (log warn)', `http://127.0.0.1:${quietPortico.port}/api/items`, quietPortico.pid],
+    ['portico access log off', `http://127.0.0.1:${noAccessLog.port}/api/items`, noAccessLog.pid],
+    ['portico tracing on', `http://127.0.0.1:${traced.port}/api/items`, traced.pid],
     ['portico+redis chain', `http://127.0.0.1:${chainPortico.port}/chain/items`, chainPortico.pid],
   ]
   const baselineDir = process.env.BENCH_BASELINE
@@ -180,12 +187,12 @@ try {
   const plain = results.find((r) => r.name === 'portico') ?? results[0]
   const ratio = (a: number, b: number | undefined) => (Number.isFinite(a / (b ?? NaN)) ? (a / (b ?? NaN)).toFixed(2) : '-')
   console.log(`\n${connections} connections, median of ${roundCount} interleaved rounds of ${seconds} s, one machine (${process.version})`)
-  console.log('portico targets run as shipped (log level info, metrics on), except "portico (log warn)"')
-  console.log('target                 req/s     p50 ms  p99 ms  errors  cpu µs/req  req/s vs fastify-http-proxy  vs portico  cpu vs portico')
+  console.log('portico targets run as shipped (log level info, access log on stdout, metrics on, tracing off) but where named')
+  console.log('target                   req/s     p50 ms  p99 ms  errors  cpu µs/req  req/s vs fastify-http-proxy  vs portico  cpu vs portico')
   for (const r of results) {
     const cpu = Number.isFinite(r.cpuUs) ? r.cpuUs.toFixed(1) : '-'
     console.log(
-      `${r.name.padEnd(22)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${cpu.padStart(10)}  ${ratio(r.rps, baseline?.rps).padStart(26)}  ${ratio(r.rps, plain?.rps).padStart(10)}  ${ratio(r.cpuUs, plain?.cpuUs).padStart(14)}`,
+      `${r.name.padEnd(24)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${cpu.padStart(10)}  ${ratio(r.rps, baseline?.rps).padStart(26)}  ${ratio(r.rps, plain?.rps).padStart(10)}  ${ratio(r.cpuUs, plain?.cpuUs).padStart(14)}`,
     )
   }
 

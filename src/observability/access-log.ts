@@ -16,20 +16,31 @@ export interface AccessLog {
 // Past this much unwritten (a stalled pipe or disk), lines are dropped rather than held: the log never costs memory
 // without bound, nor blocks the event loop.
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024
+// Lines are written in batches of at least this much, or once a second, whichever comes first: a write per request
+// (a thread-pool round trip each) cost more than the line itself.
+const BATCH_BYTES = 4096
+const BATCH_MS = 1_000
 
 /**
- * One JSON line per request, written asynchronously (pino's SonicBoom destination): lines queue in memory while a
- * write is under way and go out together, so a slow disk or a full pipe never blocks the requests.
+ * One JSON line per request, written asynchronously (pino's SonicBoom destination): lines gather in memory and go
+ * out in batches, so a slow disk or a full pipe never blocks the requests. A line is the record as JSON after its
+ * time (epoch ms): JSON.stringify costs a fifth of a pino call, and the record is flat, its fields fixed.
  */
 export function createAccessLog(target: AccessLogTarget): AccessLog | undefined {
   if (target === 'off') return undefined
   const file = target !== 'stdout' && target !== 'stderr'
-  const destination = pino.destination({ dest: target === 'stdout' ? 1 : target === 'stderr' ? 2 : target, sync: false, mkdir: file, maxLength: MAX_BUFFERED_BYTES })
-  const logger = pino({ base: null }, destination)
+  const destination = pino.destination({
+    dest: target === 'stdout' ? 1 : target === 'stderr' ? 2 : target,
+    sync: false,
+    mkdir: file,
+    minLength: BATCH_BYTES,
+    periodicFlush: BATCH_MS,
+    maxLength: MAX_BUFFERED_BYTES,
+  })
   let closed = false
   return {
     write(record) {
-      if (!closed) logger.info(record, 'request')
+      if (!closed) destination.write(`{"time":${Date.now()},${JSON.stringify(record).slice(1)}\n`)
     },
     reopen() {
       if (file && !closed) destination.reopen()

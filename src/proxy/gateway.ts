@@ -97,12 +97,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const debug = options.logger.isLevelEnabled('debug')
   const app: FastifyInstance = Fastify({
     loggerInstance: options.logger as unknown as FastifyBaseLogger,
-    disableRequestLogging: !debug,
     // fastify also takes a hop count here; its types do not say so.
     trustProxy: options.trustProxy as boolean | string,
     bodyLimit: options.maxBodyBytes,
     requestIdHeader: false,
-    logController: new LogController({ requestIdLogLabel: 'requestId' }),
+    logController: new LogController({ requestIdLogLabel: 'requestId', disableRequestLogging: !debug }),
     genReqId: (raw: IncomingMessage) => {
       const offered = raw.headers['x-request-id']
       return typeof offered === 'string' && REQUEST_ID.test(offered) ? offered : randomUUID()

@@ -9,9 +9,7 @@ import { freePort } from '../support/ports.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
 interface Line {
-  level: number
   time: number
-  msg: string
   requestId: string
   traceId?: string
   client: string
@@ -90,7 +88,8 @@ describe('the access log of a real gateway process', () => {
     const body = await response.body.text()
     const id = String(response.headers['x-request-id'])
     const line = await lineFor(id)
-    expect(line).toMatchObject({ msg: 'request', level: 30, traceId, client: '127.0.0.1', method: 'POST', path: '/plain/items?page=2', upstreamPath: '/plain/items?page=2', route: 'plain', instance: fast.url, attempts: 1, status: 200, bytesIn: 5, clientGone: false })
+    expect(Math.abs(line.time - Date.now())).toBeLessThan(10_000)
+    expect(line).toMatchObject({ traceId, client: '127.0.0.1', method: 'POST', path: '/plain/items?page=2', upstreamPath: '/plain/items?page=2', route: 'plain', instance: fast.url, attempts: 1, status: 200, bytesIn: 5, clientGone: false })
     expect(line.code).toBeUndefined()
     expect(line.bytesOut).toBeGreaterThan(body.length) // headers and body
     expect(line.upstreamMs).toBeGreaterThan(0)
