@@ -1,9 +1,10 @@
 import { pino, type Logger } from 'pino'
 import { readFileSync } from 'node:fs'
-import { access } from 'node:fs/promises'
+import { access, readFile } from 'node:fs/promises'
 import { createAdminServer } from './admin/admin-server.js'
+import { AuditLog } from './admin/audit-log.js'
 import { HealthRegistry } from './admin/health-registry.js'
-import { ConfigError, type PorticoConfig } from './kernel/process-config.js'
+import { ConfigError, parseAdminTokens, type PorticoConfig } from './kernel/process-config.js'
 import { createGateway, describePolicies, type Gateway } from './proxy/gateway.js'
 import { createConsulClient } from './discovery/consul-client.js'
 import { ConsulDiscovery } from './discovery/consul-discovery.js'
@@ -96,7 +97,30 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     }
   })
 
-  const admin = createAdminServer({ logger, routes: gateway.routes, health, metrics: metrics.registry, token: config.adminToken })
+  const startedAt = Date.now()
+  const describeSelf = () => ({
+    id: state?.replicaId ?? 'local',
+    version: PORTICO_VERSION,
+    startedAt: new Date(startedAt).toISOString(),
+    uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+    routeTableVersion: gateway.routes.current().version,
+    health: health.report().status,
+    pid: process.pid,
+  })
+  state?.describeSelfWith(describeSelf)
+  const admin = createAdminServer({
+    logger,
+    routes: gateway.routes,
+    health,
+    metrics: metrics.registry,
+    tokens: await adminTokens(config),
+    metricsPublic: config.metricsPublic,
+    overrides: gateway.overrides,
+    audit: new AuditLog({ state, logger: logger.child({ component: 'audit' }) }),
+    // A replica's own entry is fresh; the others' are as of their last heartbeat (2 s).
+    fleet: async () => (state?.isUp() ? (await state.replicas()).map((r) => (r.id === state.replicaId ? describeSelf() : r)) : [describeSelf()]),
+    replicaId: state?.replicaId ?? 'local',
+  })
   const url = await gateway.app.listen({ host: config.host, port: config.port })
   const adminUrl = await admin.listen({ host: config.adminHost, port: config.adminPort })
   logger.info({ url, adminUrl, routesDir: config.routesDir }, 'portico is serving')
@@ -128,6 +152,12 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     })())
 
   return { gateway, health, url, adminUrl, shutdown, reopenLogs: () => accessLog?.reopen() }
+}
+
+async function adminTokens(config: PorticoConfig): Promise<{ name: string; token: string }[]> {
+  const tokens = config.adminToken ? [{ name: 'admin', token: config.adminToken }] : []
+  if (config.adminTokensFile) tokens.push(...parseAdminTokens(await readFile(config.adminTokensFile, 'utf8'), config.adminTokensFile))
+  return tokens
 }
 
 /** SIGHUP reloads route files; SIGUSR1 reopens the access log file; SIGTERM and SIGINT drain and exit 0. */

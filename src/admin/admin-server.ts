@@ -6,6 +6,9 @@ import { describePolicies, type LiveRoute } from '../proxy/gateway.js'
 import type { RouteWatcher } from '../config/route-watcher.js'
 import type { HealthRegistry } from './health-registry.js'
 import type { Registry } from 'prom-client'
+import { parseDuration } from '../kernel/duration.js'
+import type { OperatorOverrides } from '../state/operator-overrides.js'
+import { AUDIT_LENGTH, type AuditLog } from './audit-log.js'
 
 export interface AdminOptions {
   readonly logger: FastifyBaseLogger
@@ -13,8 +16,24 @@ export interface AdminOptions {
   readonly health: HealthRegistry
   /** Served on /metrics in Prometheus' text format. */
   readonly metrics: Registry
-  /** When set, every admin endpoint but /healthz wants `Authorization: Bearer <token>`. */
-  readonly token: string | undefined
+  /**
+   * Named admin tokens. When there is any, every admin endpoint but /healthz and /readyz (probes) wants
+   * `Authorization: Bearer <token>`; the token's name is who acted, in the audit.
+   */
+  readonly tokens: readonly AdminToken[]
+  /** /metrics answers without a token too (PORTICO_METRICS_PUBLIC). */
+  readonly metricsPublic: boolean
+  readonly overrides: OperatorOverrides
+  readonly audit: AuditLog
+  /** The replicas of the fleet (just this one without Redis), as each describes itself. */
+  readonly fleet: () => Promise<Record<string, unknown>[]>
+  /** This replica's id in the fleet (its audit entries say which replica acted). */
+  readonly replicaId: string
+}
+
+export interface AdminToken {
+  readonly name: string
+  readonly token: string
 }
 
 // The auth scheme is case-insensitive (RFC 9110 §11.1).
@@ -32,32 +51,38 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
   installProblemResponses(app)
   // Without a token, a page on another site could reach this port through DNS rebinding (its name resolving to
   // 127.0.0.1): only requests that name the port by address, or as localhost, are answered.
-  if (options.token === undefined) {
+  if (options.tokens.length === 0) {
     app.addHook('onRequest', (request, reply, done) => {
       if (LOCAL_HOST.test(request.headers.host ?? '')) return done()
       sendProblem(reply, new GatewayError('forbidden', 'Without PORTICO_ADMIN_TOKEN the admin port answers only to Host: an IP address or localhost'))
     })
   }
 
-  // Compared as digests: constant time whatever the lengths.
-  const expected = options.token === undefined ? undefined : digest(options.token)
+  // Compared as digests, against every token (no early exit): constant time whatever the lengths, and no timing tells
+  // which token came close.
+  const expected = options.tokens.map(({ name, token }) => ({ name, digest: digest(token) }))
   const authorize = async (request: FastifyRequest, reply: FastifyReply) => {
-    if (!expected) return
-    const offered = BEARER.exec(request.headers.authorization ?? '')?.[1] ?? ''
-    if (!timingSafeEqual(digest(offered), expected)) {
+    if (expected.length === 0) return
+    const offered = digest(BEARER.exec(request.headers.authorization ?? '')?.[1] ?? '')
+    let who: string | undefined
+    for (const { name, digest: candidate } of expected) if (timingSafeEqual(offered, candidate)) who = name
+    if (who === undefined) {
       reply.header('www-authenticate', 'Bearer realm="portico-admin"')
-      return sendProblem(reply, new GatewayError('unauthorized', 'This admin endpoint needs Authorization: Bearer <PORTICO_ADMIN_TOKEN>'))
+      return sendProblem(reply, new GatewayError('unauthorized', 'This admin endpoint needs Authorization: Bearer <an admin token>'))
     }
+    ;(request as AdminRequest)[kOperator] = who
   }
+  const operatorOf = (request: FastifyRequest): string => (request as AdminRequest)[kOperator] ?? 'local'
 
   app.get('/healthz', async () => ({ status: 'alive' }))
 
-  app.get('/readyz', { preHandler: authorize }, async (_request, reply) => {
+  // Open, so that Kubernetes probes work with a token set.
+  app.get('/readyz', async (_request, reply) => {
     const report = options.health.report()
     return reply.code(report.ready ? 200 : 503).send(report)
   })
 
-  app.get('/metrics', { preHandler: authorize }, async (_request, reply) => {
+  app.get('/metrics', { preHandler: options.metricsPublic ? [] : authorize }, async (_request, reply) => {
     reply.header('content-type', options.metrics.contentType)
     return options.metrics.metrics()
   })
@@ -79,11 +104,86 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
         source: route.source,
         policies: describePolicies(route),
         instances: route.instances().map((i) => ({ id: i.id, origin: i.origin, weight: i.weight, tags: i.tags })),
+        ...operatorView(options.overrides, route.name),
       })),
       sources: live.sources,
       errors: live.sources.flatMap((s) => s.errors.map((e) => ({ ...e, text: `${e.file}:${e.line}: ${e.message}`, kept: s.state }))),
     }
   })
 
+  registerActions(app, options, authorize, operatorOf)
   return app
+}
+
+const kOperator = Symbol('portico.operator')
+type AdminRequest = FastifyRequest & { [kOperator]?: string }
+
+/** What operators forced on a route, for /admin/routes. */
+function operatorView(overrides: OperatorOverrides, route: string): Record<string, unknown> {
+  const { breakers, ejections } = overrides.snapshot()
+  return { ...(breakers[route] ? { forcedBreaker: breakers[route] } : {}), ...(ejections[route] ? { operatorEjected: ejections[route] } : {}) }
+}
+
+interface ActionBody {
+  readonly state?: unknown
+  readonly for?: unknown
+  readonly reason?: unknown
+}
+
+/** The operator's actions (fleet-wide through Redis, this process without it), each audited, and the fleet's view. */
+function registerActions(app: FastifyInstance, options: AdminOptions, authorize: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>, operatorOf: (request: FastifyRequest) => string): void {
+  const { overrides, audit } = options
+  const routeNamed = (name: string): LiveRoute => {
+    const route = options.routes.current().table.routes.find((r) => r.name === name)
+    if (!route) throw new GatewayError('not_found', `No route is named "${name}"`)
+    return route
+  }
+  const decision = (request: FastifyRequest, body: ActionBody) => {
+    const reason = body.reason === undefined ? undefined : String(body.reason).slice(0, 500)
+    let until: number | undefined
+    if (body.for !== undefined) {
+      try {
+        until = Date.now() + parseDuration(String(body.for))
+      } catch (error) {
+        throw new GatewayError('bad_request', `"for": ${(error as Error).message}`)
+      }
+    }
+    return { by: operatorOf(request), reason, at: Date.now(), until }
+  }
+  const fleetWide = async (change: () => Promise<void>) => {
+    try {
+      await change()
+    } catch (error) {
+      throw new GatewayError('state_unavailable', `The change could not reach the fleet through Redis (${(error as Error).message}); nothing was changed`, { cause: error })
+    }
+  }
+  const bodyOf = (request: FastifyRequest): ActionBody => (typeof request.body === 'object' && request.body !== null ? (request.body as ActionBody) : {})
+
+  app.post<{ Params: { name: string } }>('/admin/routes/:name/breaker', { preHandler: authorize }, async (request) => {
+    const route = routeNamed(request.params.name)
+    const body = bodyOf(request)
+    if (body.state !== 'open' && body.state !== 'closed' && body.state !== 'auto') throw new GatewayError('bad_request', '"state" must be "open", "closed" or "auto"')
+    const made = decision(request, body)
+    await fleetWide(() => overrides.setBreaker(route.name, body.state === 'auto' ? undefined : { ...made, state: body.state as 'open' | 'closed' }))
+    await audit.record({ at: new Date(made.at).toISOString(), by: made.by, action: `breaker ${body.state}`, route: route.name, reason: made.reason, detail: made.until ? { until: new Date(made.until).toISOString() } : undefined, replica: options.replicaId })
+    return { route: route.name, breaker: overrides.breaker(route.name) ?? { state: 'auto' } }
+  })
+
+  for (const action of ['eject', 'admit'] as const) {
+    app.post<{ Params: { name: string; id: string } }>(`/admin/routes/:name/instances/:id/${action}`, { preHandler: authorize }, async (request) => {
+      const route = routeNamed(request.params.name)
+      const instance = route.discovered().find((i) => i.id === request.params.id || i.origin === request.params.id)
+      if (!instance) throw new GatewayError('not_found', `Route "${route.name}" has no instance "${request.params.id}"`)
+      const made = decision(request, bodyOf(request))
+      await fleetWide(() => overrides.setEjection(route.name, instance.id, action === 'eject' ? made : undefined))
+      await audit.record({ at: new Date(made.at).toISOString(), by: made.by, action, route: route.name, instance: instance.id, reason: made.reason, detail: made.until ? { until: new Date(made.until).toISOString() } : undefined, replica: options.replicaId })
+      return { route: route.name, instance: instance.id, origin: instance.origin, ejected: action === 'eject', until: made.until ? new Date(made.until).toISOString() : null }
+    })
+  }
+
+  app.get('/admin/fleet', { preHandler: authorize }, async () => ({ replicas: await options.fleet() }))
+
+  app.get<{ Querystring: { limit?: string } }>('/admin/audit', { preHandler: authorize }, async (request) => ({
+    entries: await audit.list(Math.min(AUDIT_LENGTH, Math.max(1, Number(request.query.limit) || 100))),
+  }))
 }

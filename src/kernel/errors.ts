@@ -24,6 +24,7 @@ export const GatewayErrors = {
   upstream_timeout: { status: 504, title: 'The upstream did not answer in time' },
   unauthorized: { status: 401, title: 'A valid bearer token is required' },
   forbidden: { status: 403, title: 'The request is not allowed here' },
+  not_found: { status: 404, title: 'No such admin resource' },
   internal: { status: 500, title: 'The gateway failed unexpectedly' },
 } as const satisfies Record<string, { status: number; title: string }>
 

@@ -9,6 +9,10 @@ export interface PorticoConfig {
   readonly adminPort: number
   readonly routesDir: string
   readonly adminToken: string | undefined
+  /** A file of `name:token` lines: several named admin tokens (the audit says which one acted). */
+  readonly adminTokensFile: string | undefined
+  /** /metrics answers without a token even when tokens are set. */
+  readonly metricsPublic: boolean
   readonly trustProxy: boolean | number | string
   readonly maxBodyBytes: number
   readonly drainTimeoutMs: number
@@ -54,6 +58,8 @@ export function loadConfig(flags: Flags, env: Env = process.env): PorticoConfig 
     adminPort: port(pick('admin-port', 'PORTICO_ADMIN_PORT') ?? '9901', source('admin-port', 'PORTICO_ADMIN_PORT')),
     routesDir: resolve(pick('routes', 'PORTICO_ROUTES') ?? './routes'),
     adminToken: env.PORTICO_ADMIN_TOKEN || undefined,
+    adminTokensFile: env.PORTICO_ADMIN_TOKENS_FILE ? resolve(env.PORTICO_ADMIN_TOKENS_FILE) : undefined,
+    metricsPublic: env.PORTICO_METRICS_PUBLIC === 'true',
     trustProxy: trustProxy(pick('trust-proxy', 'PORTICO_TRUST_PROXY')),
     maxBodyBytes: bytes(pick('max-body', 'PORTICO_MAX_BODY') ?? '10mb', source('max-body', 'PORTICO_MAX_BODY')),
     drainTimeoutMs: duration(pick('drain-timeout', 'PORTICO_DRAIN_TIMEOUT') ?? '25s', source('drain-timeout', 'PORTICO_DRAIN_TIMEOUT')),
@@ -116,4 +122,17 @@ function trustProxy(text: string | undefined): boolean | number | string {
   if (text === 'true') return true
   if (/^\d+$/.test(text)) return Number(text)
   return text // addresses or CIDRs, comma separated, as fastify takes them
+}
+
+/** `name:token` lines (blank lines and `#` comments skipped): the admin tokens of a PORTICO_ADMIN_TOKENS_FILE. */
+export function parseAdminTokens(text: string, file: string): { name: string; token: string }[] {
+  return text.split('\n').flatMap((line, i) => {
+    const trimmed = line.trim()
+    if (trimmed === '' || trimmed.startsWith('#')) return []
+    const colon = trimmed.indexOf(':')
+    const name = trimmed.slice(0, colon).trim()
+    const token = trimmed.slice(colon + 1).trim()
+    if (colon <= 0 || token.length < 8) throw new ConfigError(`${file}:${i + 1}: expected name:token (a token of at least 8 characters)`)
+    return [{ name, token }]
+  })
 }

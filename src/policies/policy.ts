@@ -4,6 +4,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Instance } from '../balancer/instance.js'
 import type { Logger } from '../kernel/logger.js'
+import type { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
 import type { PolicyEvents } from './policy-events.js'
 
@@ -71,6 +72,8 @@ export interface PolicyDeps {
   readonly logger: Logger
   /** Where decisions are counted for the metrics. */
   readonly events: PolicyEvents
+  /** What operators forced through the admin API. */
+  readonly overrides: OperatorOverrides
 }
 
 /** One route's live instance of a policy. Every part is optional: a policy fills the slots it needs. */

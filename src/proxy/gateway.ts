@@ -14,6 +14,7 @@ import { POLICIES } from '../policies/index.js'
 import { PolicyEvents } from '../policies/policy-events.js'
 import type { AttemptWrapper, RequestGuard, Send } from '../policies/policy.js'
 import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
+import { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
 import { exchangeOf, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
@@ -48,6 +49,8 @@ export interface GatewayOptions {
 export interface Gateway {
   readonly app: FastifyInstance
   readonly routes: RouteWatcher<LiveRoute>
+  /** What operators forced through the admin API, fleet-wide with Redis. */
+  readonly overrides: OperatorOverrides
   /** What the metrics read at scrape time. */
   readonly stats: GatewayStats
   close(): Promise<void>
@@ -73,7 +76,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const dispatcher = new UpstreamDispatcher(options.pool ?? DEFAULT_POOL)
   const discovery = options.discovery
   const policyEvents = new PolicyEvents()
-  const policyRegistry = new PolicyRegistry(POLICIES, { state: options.state, logger: options.logger, events: policyEvents })
+  const overrides = new OperatorOverrides({ state: options.state, logger: options.logger })
+  const policyRegistry = new PolicyRegistry(POLICIES, { state: options.state, logger: options.logger, events: policyEvents, overrides })
   const attempts = new AttemptStats()
   const active = new Map<string, { count: number }>()
   const activeOf = (route: string) => {
@@ -88,7 +92,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     compile: (definitions) => {
       discovery?.follow(new Set(definitions.flatMap((d) => (d.target.kind === 'service' ? [d.target.service] : []))))
       const policies = policyRegistry.build(definitions)
-      return definitions.map((definition) => compileRoute(definition, policies.get(definition.name) ?? [], discovery, inFlight, activeOf(definition.name)))
+      return definitions.map((definition) => compileRoute(definition, policies.get(definition.name) ?? [], discovery, inFlight, activeOf(definition.name), overrides))
     },
   })
 
@@ -137,6 +141,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     table: () => routes.current().table,
     draining: () => draining,
     tunnels,
+    overrides,
     logger: options.logger,
     attempts,
   })
@@ -174,11 +179,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   return {
     app,
     routes,
+    overrides,
     stats,
     async close() {
       draining = true
       routes.stop()
       policyRegistry.stop()
+      overrides.stop()
       tunnels.closeAll()
       await app.close()
       await dispatcher.close()
@@ -190,15 +197,16 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
  * A route as requests use it, built once per table: its guards in order, its attempt wrappers folded around the plain
  * send (undici's compose: the first policy outermost), and its instances less what policies filter out.
  */
-function compileRoute(definition: RouteDefinition, policies: readonly KeyedPolicy[], discovery: ServiceInstances | undefined, inFlight: InFlight, active: { count: number }): LiveRoute {
+function compileRoute(definition: RouteDefinition, policies: readonly KeyedPolicy[], discovery: ServiceInstances | undefined, inFlight: InFlight, active: { count: number }, overrides: OperatorOverrides): LiveRoute {
   const guards = policies.flatMap(({ policy }) => (policy.guard ? [policy.guard] : [])) as RequestGuard[]
   const wrappers = policies.flatMap(({ policy }) => (policy.wrap ? [policy.wrap] : [])) as AttemptWrapper[]
-  const filters = policies.flatMap(({ policy }) => (policy.filterInstances ? [policy.filterInstances] : []))
+  // An operator's ejections come first: what policies filter starts from the instances in rotation.
+  const filters = [(instances: readonly Instance[]) => overrides.admitted(definition.name, instances), ...policies.flatMap(({ policy }) => (policy.filterInstances ? [policy.filterInstances] : []))]
   const discovered = instancesOf(definition, discovery)
   return {
     ...definition,
     pick: createBalancer(definition.loadBalancer, { inFlight }),
-    instances: filters.length === 0 ? discovered : () => filters.reduce((instances, filter) => filter(instances), discovered()),
+    instances: () => filters.reduce((instances, filter) => filter(instances), discovered()),
     discovered,
     guards: guards.length > 0 ? guards : null,
     send: wrappers.reduceRight<Send>((next, wrap) => wrap(next), sendViaReplyFrom),

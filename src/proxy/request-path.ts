@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Readable } from 'node:stream'
 import type { RouteTable } from '../config/route-table.js'
 import { GatewayError } from '../kernel/errors.js'
+import type { BreakerOverride, OperatorOverrides } from '../state/operator-overrides.js'
 import { LimitedBody } from './body-limit.js'
 import { Exchange, exchangeOf, type GatewaySettings, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
@@ -13,6 +14,7 @@ export interface RequestPathContext extends GatewaySettings {
   readonly table: () => RouteTable<LiveRoute>
   readonly draining: () => boolean
   readonly tunnels: Tunnels
+  readonly overrides: OperatorOverrides
 }
 
 /**
@@ -55,6 +57,8 @@ function matchRoute(context: RequestPathContext, request: FastifyRequest, reply:
   const match = context.table().match(path)
   if (!match) throw new GatewayError('no_route', `No route serves ${path}`)
   const { route } = match
+  const forced = context.overrides.breaker(route.name)
+  if (forced?.state === 'open') throw forcedOpen(route.name, forced)
   // The query goes upstream byte for byte, as the client sent it.
   const ex = new Exchange(request, reply, route, match.upstreamPath, query === undefined ? match.upstreamPath : `${match.upstreamPath}?${query}`, context, done, route.guards === null ? undefined : continueGuards)
   if (route.methods && !route.methods.has(request.method)) {
@@ -118,6 +122,12 @@ function pickInstance(ex: Exchange): void {
   raw.originalUrl = raw.url
   raw.url = ex.upstreamUrl
   ex.proceed()
+}
+
+/** An operator forced the route's breaker open: clients hear when to come back (or in a minute, when it is open until set back). */
+function forcedOpen(route: string, forced: BreakerOverride): GatewayError {
+  const retryAfter = forced.until === undefined ? 60 : Math.max(1, Math.ceil((forced.until - Date.now()) / 1000))
+  return new GatewayError('circuit_open', `The breaker of route "${route}" was opened by an operator${forced.reason ? ` (${forced.reason})` : ''}`, { headers: { 'retry-after': String(retryAfter) } })
 }
 
 function noInstanceDetail(route: LiveRoute): string {

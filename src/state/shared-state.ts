@@ -17,12 +17,17 @@ export interface SharedState {
   liveReplicas(): number
   isUp(): boolean
   health(): ComponentHealth
+  /** What this replica tells the fleet of itself with every heartbeat (version, uptime, route table, health). */
+  describeSelfWith(describe: () => Record<string, unknown>): void
+  /** The replicas heard from lately, as each described itself. */
+  replicas(): Promise<Record<string, unknown>[]>
   /** Commands sent to Redis (the watchdog's pings included) and those that failed (error or timeout), since start. */
   commandCounts(): { readonly sent: number; readonly failed: number }
   close(): Promise<void>
 }
 
 const REPLICAS_KEY = 'portico:replicas'
+const REPLICA_KEY_PREFIX = 'portico:replica:'
 
 export interface SharedStateOptions {
   readonly url: string
@@ -52,6 +57,7 @@ export function createSharedState(options: SharedStateOptions): SharedState {
   const counts = { sent: 0, failed: 0 }
   countCommands(redis, counts)
   let replicas = 1
+  let describeSelf: () => Record<string, unknown> = () => ({})
   let lastError: string | undefined
   let down = false
 
@@ -80,6 +86,7 @@ export function createSharedState(options: SharedStateOptions): SharedState {
         .zremrangebyscore(REPLICAS_KEY, '-inf', now - 3 * heartbeatMs)
         .zcard(REPLICAS_KEY)
         .pexpire(REPLICAS_KEY, 10 * heartbeatMs)
+        .set(`${REPLICA_KEY_PREFIX}${replicaId}`, JSON.stringify({ ...describeSelf(), id: replicaId, seenAt: now }), 'PX', 3 * heartbeatMs)
         .exec()
       const count = Number(results?.[2]?.[1] ?? 1)
       if (count >= 1) replicas = count
@@ -120,6 +127,23 @@ export function createSharedState(options: SharedStateOptions): SharedState {
     liveReplicas: () => replicas,
     isUp: () => redis.status === 'ready',
     commandCounts: () => counts,
+    describeSelfWith(describe) {
+      describeSelf = describe
+      void heartbeat()
+    },
+    async replicas() {
+      const ids = await redis.zrange(REPLICAS_KEY, '0', '-1')
+      if (ids.length === 0) return []
+      const described = await redis.mget(ids.map((id) => `${REPLICA_KEY_PREFIX}${id}`))
+      return described.flatMap((text, i) => {
+        try {
+          const value: unknown = text === null ? null : JSON.parse(text)
+          return [typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : { id: ids[i] }]
+        } catch {
+          return [{ id: ids[i] }]
+        }
+      })
+    },
     health: () =>
       redis.status === 'ready'
         ? { status: 'ok', replicas }

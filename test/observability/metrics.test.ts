@@ -98,8 +98,11 @@ describe('Prometheus metrics on the admin port', () => {
     expect(text).toContain('portico_route_sources_refused 0')
   })
 
-  it('wants the admin token on everything but /healthz', async () => {
-    for (const path of ['/metrics', '/readyz', '/admin/routes']) {
+  it('wants the admin token on everything but /healthz and /readyz (probes)', async () => {
+    const ready = await request(`${gateway.adminUrl}/readyz`)
+    await ready.body.dump()
+    expect(ready.statusCode).toBe(200)
+    for (const path of ['/metrics', '/admin/routes', '/admin/fleet', '/admin/audit']) {
       const response = await request(gateway.adminUrl + path)
       expect(response.statusCode).toBe(401)
       expect(response.headers['www-authenticate']).toMatch(/^Bearer/)
@@ -113,7 +116,7 @@ describe('Prometheus metrics on the admin port', () => {
     await health.body.dump()
     // the scheme is case-insensitive; a shorter or longer token is as wrong as a different one
     for (const [authorization, status] of [['bearer sesame', 200], ['BEARER  sesame', 200], ['Bearer sesam', 401], ['Bearer sesame2', 401], ['Basic sesame', 401]] as const) {
-      const response = await request(`${gateway.adminUrl}/readyz`, { headers: { authorization } })
+      const response = await request(`${gateway.adminUrl}/admin/routes`, { headers: { authorization } })
       await response.body.dump()
       expect([authorization, response.statusCode]).toEqual([authorization, status])
     }

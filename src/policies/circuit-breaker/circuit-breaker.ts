@@ -3,6 +3,7 @@ import { GatewayError } from '../../kernel/errors.js'
 import type { Logger } from '../../kernel/logger.js'
 import { isClientFault } from '../../kernel/upstream-errors.js'
 import { FleetCounters } from '../../state/fleet-counters.js'
+import type { BreakerOverride, OperatorOverrides } from '../../state/operator-overrides.js'
 import type { SharedState } from '../../state/shared-state.js'
 import type { PolicyEvents } from '../policy-events.js'
 import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
@@ -49,8 +50,8 @@ export const circuitBreakerPolicy: PolicyKind<CircuitBreakerSpec, CircuitBreaker
   key: 'circuitBreaker',
   schema: CircuitBreakerSchema,
   toConfig: toCircuitBreakerConfig,
-  create: (route, config, { state, logger, events }) => {
-    const breaker = createRouteBreaker(route, config, state, logger, events)
+  create: (route, config, { state, logger, events, overrides }) => {
+    const breaker = createRouteBreaker(route, config, state, logger, events, overrides)
     return { wrap: breaker.wrap, describe: breaker.state, stop: breaker.stop }
   },
 }
@@ -62,7 +63,8 @@ interface RouteBreaker {
    * replica (or request) holds the fleet's single probe.
    */
   readonly wrap: AttemptWrapper
-  readonly state: () => { state: 'closed' | 'open' | 'half-open'; openUntil: number | undefined }
+  /** The state requests see, an operator's forced one included (with who forced it, why, and until when). */
+  readonly state: () => { state: 'closed' | 'open' | 'half-open'; openUntil: number | undefined; forced?: BreakerOverride }
   readonly stop: () => void
 }
 
@@ -96,7 +98,7 @@ class CountedAttempt implements AttemptHandler {
  *   its failure re-opens every replica;
  * - without Redis every replica keeps working on its own opossum state and resyncs when Redis returns.
  */
-function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: CircuitBreakerConfig, state: SharedState | undefined, logger: Logger, events: PolicyEvents): RouteBreaker {
+function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: CircuitBreakerConfig, state: SharedState | undefined, logger: Logger, events: PolicyEvents, overrides: OperatorOverrides): RouteBreaker {
   const breaker = new CircuitBreaker((attempt: () => Promise<unknown>) => attempt(), {
     timeout: false, // the forward call has its own timeouts
     errorThresholdPercentage: config.errorThresholdPercentage,
@@ -254,8 +256,9 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
       next(ex, new CountedAttempt(record, config.failureStatuses, handler))
     }
     return function circuitBreaker(ex, handler) {
-      // A request that started before a reload replaced this breaker finishes without it.
-      if (breaker.isShutdown) return next(ex, handler)
+      // A request that started before a reload replaced this breaker finishes without it; one under an operator's
+      // "closed" goes through uncounted (forced open is refused before any policy, for every route).
+      if (breaker.isShutdown || overrides.breaker(route)?.state === 'closed') return next(ex, handler)
       if (breaker.opened) return handler.onError(ex, circuitOpen())
       if (breaker.halfOpen && state?.isUp()) {
         state.redis.eval(TAKE_PROBE, 2, keys.state, keys.probe, state.replicaId, probeLockMs).then(
@@ -270,7 +273,11 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
 
   return {
     wrap,
-    state: () => ({ state: breaker.opened ? 'open' : breaker.halfOpen ? 'half-open' : 'closed', openUntil }),
+    state: () => {
+      const forced = overrides.breaker(route)
+      const own = breaker.opened ? 'open' : breaker.halfOpen ? 'half-open' : 'closed'
+      return { state: forced?.state ?? own, openUntil: forced ? forced.until : openUntil, ...(forced ? { forced } : {}) }
+    },
     stop() {
       counts.stop()
       state?.subscriber.off('message', onMessage)
