@@ -12,6 +12,7 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY schema ./schema
+COPY console ./console
 COPY examples ./examples
 COPY deploy/routes /etc/portico/routes
 USER node

@@ -12,7 +12,7 @@ import { createConsulRouteProvider } from './config/providers/consul-route-provi
 import { createFileProvider } from './config/providers/file-provider.js'
 import { createSharedState } from './state/shared-state.js'
 import { createAccessLog } from './observability/access-log.js'
-import { GatewayMetrics } from './observability/metrics.js'
+import { DURATION_BUCKETS, GatewayMetrics } from './observability/metrics.js'
 import { createTracing } from './observability/tracing.js'
 
 export interface RunningPortico {
@@ -120,6 +120,9 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     // A replica's own entry is fresh; the others' are as of their last heartbeat (2 s).
     fleet: async () => (state?.isUp() ? (await state.replicas()).map((r) => (r.id === state.replicaId ? describeSelf() : r)) : [describeSelf()]),
     replicaId: state?.replicaId ?? 'local',
+    traffic: () => metrics.routeTraffic(),
+    bucketBounds: DURATION_BUCKETS,
+    policyEvents: gateway.stats.policyEvents,
   })
   const url = await gateway.app.listen({ host: config.host, port: config.port })
   const adminUrl = await admin.listen({ host: config.adminHost, port: config.adminPort })

@@ -6,6 +6,8 @@ import { describePolicies, type LiveRoute } from '../proxy/gateway.js'
 import type { RouteWatcher } from '../config/route-watcher.js'
 import type { HealthRegistry } from './health-registry.js'
 import type { Registry } from 'prom-client'
+import { readFileSync } from 'node:fs'
+import type { PolicyEvents } from '../policies/policy-events.js'
 import { parseDuration } from '../kernel/duration.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import { AUDIT_LENGTH, type AuditLog } from './audit-log.js'
@@ -29,6 +31,11 @@ export interface AdminOptions {
   readonly fleet: () => Promise<Record<string, unknown>[]>
   /** This replica's id in the fleet (its audit entries say which replica acted). */
   readonly replicaId: string
+  /** Each route's counts so far, for the status page's rates and p99. */
+  readonly traffic: () => readonly { route: string; requests: number; errors: number; buckets: number[] }[]
+  /** Upper bounds (s) of those buckets. */
+  readonly bucketBounds: readonly number[]
+  readonly policyEvents: PolicyEvents
 }
 
 export interface AdminToken {
@@ -112,7 +119,78 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
   })
 
   registerActions(app, options, authorize, operatorOf)
+  registerConsole(app, options, authorize)
   return app
+}
+
+/** The status page (`GET /`, its script and style: files shipped with the package) and its live feed. */
+function registerConsole(app: FastifyInstance, options: AdminOptions, authorize: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>): void {
+  const files: Record<string, string> = { '/': 'index.html', '/console.js': 'console.js', '/console.css': 'console.css' }
+  const types: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' }
+  for (const [path, file] of Object.entries(files)) {
+    const body = readFileSync(new URL(`../../console/${file}`, import.meta.url), 'utf8')
+    // The page holds no data: it asks for the token, then reads the API with it.
+    app.get(path, async (_request, reply) =>
+      reply.type(types[file.split('.').pop() ?? 'html'] ?? 'text/plain').header('cache-control', 'no-store').header('content-security-policy', "default-src 'self'; connect-src 'self'").send(body),
+    )
+  }
+
+  app.get('/admin/snapshot', { preHandler: authorize }, async () => snapshotOf(options))
+
+  // Server-Sent Events, one snapshot a second. The page reads them with fetch (an EventSource cannot send the token).
+  const streams = new Set<FastifyReply>()
+  app.get('/admin/events', { preHandler: authorize }, (_request, reply) => {
+    reply.hijack()
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
+    streams.add(reply)
+    const send = () =>
+      void snapshotOf(options).then(
+        (snapshot) => reply.raw.write(`event: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`),
+        () => undefined,
+      )
+    send()
+    const timer = setInterval(send, 1_000)
+    reply.raw.on('close', () => {
+      clearInterval(timer)
+      streams.delete(reply)
+    })
+  })
+  app.addHook('onClose', async () => {
+    for (const reply of streams) reply.raw.end()
+  })
+}
+
+/** What the status page shows: routes with instances, breakers, limits and traffic counts; the fleet; file errors. */
+async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown>> {
+  const live = options.routes.current()
+  const traffic = new Map(options.traffic().map((t) => [t.route, t]))
+  const decisions = new Map<string, Record<string, number>>()
+  for (const { route, outcome, count } of options.policyEvents.of('rate_limit')) (decisions.get(route) ?? decisions.set(route, {}).get(route) ?? {})[outcome] = count
+  const { breakers, ejections } = options.overrides.snapshot()
+  return {
+    at: Date.now(),
+    replica: options.replicaId,
+    tableVersion: live.version,
+    bucketBounds: options.bucketBounds,
+    health: options.health.report(),
+    routes: live.table.routes.map((route) => {
+      const policies = describePolicies(route)
+      const outliers = new Set(((policies.outlierDetection as { ejected?: string[] } | undefined)?.ejected ?? []))
+      const operatorEjected = ejections[route.name] ?? {}
+      return {
+        name: route.name,
+        prefix: route.prefix,
+        target: route.target.kind === 'service' ? `service ${route.target.service}` : 'static',
+        breaker: policies.circuitBreaker ?? (breakers[route.name] ? { state: breakers[route.name]?.state, forced: breakers[route.name] } : null),
+        rateLimit: policies.rateLimit ?? null,
+        decisions: decisions.get(route.name) ?? {},
+        traffic: traffic.get(route.name) ?? { requests: 0, errors: 0, buckets: [] },
+        instances: route.discovered().map((i) => ({ id: i.id, origin: i.origin, state: operatorEjected[i.id] ? 'ejected by operator' : outliers.has(i.id) ? 'ejected (outlier)' : 'in rotation' })),
+      }
+    }),
+    fleet: await options.fleet().catch(() => []),
+    errors: live.sources.flatMap((source) => source.errors.map((e) => `${e.file}:${e.line}: ${e.message}`)),
+  }
 }
 
 const kOperator = Symbol('portico.operator')

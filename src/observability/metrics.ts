@@ -1,6 +1,8 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric, type MetricValueWithName } from 'prom-client'
 import type { PolicyEventKind } from '../policies/policy-events.js'
 import { DURATION_BUCKETS, DurationCounts } from '../proxy/attempt-stats.js'
+
+export { DURATION_BUCKETS }
 import type { ComponentHealth } from '../kernel/health.js'
 import type { GatewayStats, RequestRecord } from '../proxy/gateway.js'
 
@@ -187,6 +189,19 @@ export class GatewayMetrics {
         this.set(sources.routes().refusedSources)
       },
     })
+  }
+
+  /**
+   * Each route's counts so far (requests, 5xx answers, non-cumulative duration buckets and their bounds): the status
+   * page turns two of these into rates and a p99.
+   */
+  routeTraffic(): { route: string; requests: number; errors: number; buckets: number[] }[] {
+    return [...this.#traffic].map(([route, t]) => ({
+      route,
+      requests: t.durations.count,
+      errors: [...t.byStatus].reduce((n, [status, count]) => (status >= 500 ? n + count : n), 0),
+      buckets: [...t.durations.inBucket],
+    }))
   }
 
   recordRequest({ route, status, durationMs, code }: RequestRecord): void {
