@@ -59,6 +59,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       return { version: live.version, routes: live.table.routes.length, refusedSources: live.sources.filter((s) => s.state !== 'applied').length }
     },
     gateway: () => gateway.stats,
+    forcedBreakers: () => Object.entries(gateway.overrides.snapshot().breakers).map(([route, b]) => ({ route, state: b.state })),
     redisCommands: () => state?.commandCounts(),
   })
   const accessLog = createAccessLog(config.accessLog)
@@ -85,6 +86,12 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   })
 
   health.register('discovery', () => discovery.health())
+  // What operators forced stays visible where probes and dashboards look; it does not make the replica unready.
+  health.register('operator', () => {
+    const { breakers, ejections } = gateway.overrides.snapshot()
+    const forced = Object.keys(breakers).length + Object.values(ejections).reduce((n, e) => n + Object.keys(e).length, 0)
+    return forced === 0 ? { status: 'ok' } : { status: 'ok', detail: `${forced} operator decision(s) in force`, breakers, ejections }
+  })
   await gateway.routes.start()
   health.register('routes', () => {
     const live = gateway.routes.current()

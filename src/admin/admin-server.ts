@@ -259,7 +259,7 @@ function registerActions(app: FastifyInstance, options: AdminOptions, authorize:
     })
   }
 
-  app.get('/admin/fleet', { preHandler: authorize }, async () => ({ replicas: await options.fleet() }))
+  app.get('/admin/fleet', { preHandler: authorize }, async () => ({ self: options.replicaId, replicas: await options.fleet() }))
 
   app.get<{ Querystring: { limit?: string } }>('/admin/audit', { preHandler: authorize }, async (request) => ({
     entries: await audit.list(Math.min(AUDIT_LENGTH, Math.max(1, Number(request.query.limit) || 100))),

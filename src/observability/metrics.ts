@@ -13,6 +13,8 @@ export interface MetricsSources {
   readonly sharedState: () => ComponentHealth
   readonly routes: () => { version: number; routes: number; refusedSources: number }
   readonly gateway: () => GatewayStats
+  /** Breakers an operator forced open or closed. */
+  readonly forcedBreakers: () => Iterable<{ route: string; state: 'open' | 'closed' }>
   /** Redis command counts, when the gateway has Redis. */
   readonly redisCommands: () => { readonly sent: number; readonly failed: number } | undefined
 }
@@ -143,6 +145,16 @@ export class GatewayMetrics {
       collect() {
         this.reset()
         for (const { route, state } of sources.breakers()) this.set({ route }, BREAKER_STATE[state])
+      },
+    })
+    new Gauge({
+      name: 'portico_circuit_breaker_forced',
+      help: '1 for a breaker an operator forced open or closed (by route and state).',
+      labelNames: ['route', 'state'],
+      registers,
+      collect() {
+        this.reset()
+        for (const { route, state } of sources.forcedBreakers()) this.set({ route, state }, 1)
       },
     })
     new Gauge({

@@ -73,6 +73,11 @@ describe('operator actions on a fleet of two replicas sharing one Redis', () => 
     const view = await request(`${b.adminUrl}/admin/routes`, { headers: { authorization: `Bearer ${ONCALL}` } })
     const listed = ((await view.body.json()) as { routes: { name: string; forcedBreaker?: { state: string; by: string; reason: string } }[] }).routes.find((r) => r.name === shop)
     expect(listed?.forcedBreaker).toMatchObject({ state: 'open', by: 'ops', reason: 'shop db failover' })
+    const ready = (await get(`${b.adminUrl}/readyz`)).json as { status: string; components: { operator: { breakers: Record<string, unknown> } } }
+    expect(ready.status).toBe('ok')
+    expect(ready.components.operator.breakers[shop]).toMatchObject({ state: 'open', by: 'ops' })
+    const metrics = await request(`${b.adminUrl}/metrics`, { headers: { authorization: `Bearer ${OPS}` } })
+    expect(await metrics.body.text()).toContain(`portico_circuit_breaker_forced{route="${shop}",state="open"} 1`)
 
     expect((await act(b, `/admin/routes/${shop}/breaker`, { state: 'auto' }, ONCALL)).status).toBe(200)
     await waitFor(async () => (await get(`${a.url}/shop`)).status === 200, { timeoutMs: 1_000, what: 'A to serve again' })
@@ -128,12 +133,16 @@ describe('operator actions on a fleet of two replicas sharing one Redis', () => 
   })
 
   it('lists both replicas in /admin/fleet and every action, with who and why, in /admin/audit', async () => {
-    const fleet = await request(`${b.adminUrl}/admin/fleet`, { headers: { authorization: `Bearer ${OPS}` } })
-    const { replicas } = (await fleet.body.json()) as { replicas: { id: string; version: string; routeTableVersion: number; health: string; uptimeSeconds: number }[] }
-    // other test files' replicas may share this Redis: these two are among them
-    expect(replicas.length).toBeGreaterThanOrEqual(2)
-    expect(new Set(replicas.map((r) => r.id)).size).toBe(replicas.length)
-    for (const replica of replicas) expect(replica).toMatchObject({ version: expect.any(String), routeTableVersion: 1, health: expect.any(String), uptimeSeconds: expect.any(Number) })
+    const fleetOf = async (gateway: TestGateway) => {
+      const response = await request(`${gateway.adminUrl}/admin/fleet`, { headers: { authorization: `Bearer ${OPS}` } })
+      return (await response.body.json()) as { self: string; replicas: { id: string; version: string; routeTableVersion: number; health: string; uptimeSeconds: number }[] }
+    }
+    const [fromA, fromB] = [await fleetOf(a), await fleetOf(b)]
+    expect(fromA.self).not.toBe(fromB.self)
+    // other test files' replicas may share this Redis: these two are among them, each as it described itself
+    for (const id of [fromA.self, fromB.self]) {
+      expect(fromB.replicas.find((r) => r.id === id)).toMatchObject({ version: expect.any(String), routeTableVersion: 1, health: expect.any(String), uptimeSeconds: expect.any(Number) })
+    }
     const audit = await request(`${a.adminUrl}/admin/audit`, { headers: { authorization: `Bearer ${ONCALL}` } })
     const { entries } = (await audit.body.json()) as { entries: { by: string; action: string; route: string; reason?: string; instance?: string }[] }
     const mine = entries.filter((e) => e.route === shop || e.route === flaky)

@@ -6,8 +6,7 @@ import { mergeRouteSources } from '../../src/config/merge-sources.js'
 import { publishedRouteSchema } from '../../src/config/published-schema.js'
 import { ROOT } from '../support/gateway.js'
 import { GatewayMetrics } from '../../src/observability/metrics.js'
-import { PolicyEvents } from '../../src/policies/policy-events.js'
-import { AttemptStats } from '../../src/proxy/attempt-stats.js'
+import { emptySources } from '../support/metrics.js'
 
 const read = (path: string) => readFile(join(ROOT, path), 'utf8')
 
@@ -105,14 +104,7 @@ describe('published JSON Schema', () => {
 describe('the Grafana dashboard and the Prometheus alert rules', () => {
   /** Every metric name the gateway exports, from its registry (histograms add _bucket, _sum and _count). */
   const exported = async (): Promise<Set<string>> => {
-    const metrics = new GatewayMetrics({
-      breakers: () => [],
-      discovery: () => ({ status: 'ok' }),
-      sharedState: () => ({ status: 'ok' }),
-      routes: () => ({ version: 1, routes: 0, refusedSources: 0 }),
-      gateway: () => ({ policyEvents: new PolicyEvents(), attempts: () => new AttemptStats(), activeRequests: () => [], connections: async () => 0 }),
-      redisCommands: () => undefined,
-    })
+    const metrics = new GatewayMetrics(emptySources())
     const names = new Set<string>()
     for (const metric of await metrics.registry.getMetricsAsJSON()) {
       names.add(metric.name)

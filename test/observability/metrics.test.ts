@@ -1,9 +1,8 @@
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { GatewayMetrics } from '../../src/observability/metrics.js'
+import { emptySources } from '../support/metrics.js'
 import type { RequestRecord } from '../../src/proxy/gateway.js'
-import { AttemptStats } from '../../src/proxy/attempt-stats.js'
-import { PolicyEvents } from '../../src/policies/policy-events.js'
 import { startGateway, type TestGateway } from '../support/gateway.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 import { freePort } from '../support/ports.js'
@@ -166,14 +165,7 @@ const record = (fields: Partial<RequestRecord>): RequestRecord => ({
 
 describe('GatewayMetrics', () => {
   it('counts requests by status and places durations in cumulative buckets', async () => {
-    const metrics = new GatewayMetrics({
-      breakers: () => [],
-      discovery: () => ({ status: 'ok' }),
-      sharedState: () => ({ status: 'ok' }),
-      routes: () => ({ version: 1, routes: 1, refusedSources: 0 }),
-      gateway: () => ({ policyEvents: new PolicyEvents(), attempts: () => new AttemptStats(), activeRequests: () => [], connections: async () => 0 }),
-      redisCommands: () => undefined,
-    })
+    const metrics = new GatewayMetrics(emptySources())
     metrics.recordRequest(record({ route: 'r', status: 200, durationMs: 3 }))
     metrics.recordRequest(record({ route: 'r', status: 200, durationMs: 70 }))
     metrics.recordRequest(record({ route: 'r', status: 504, durationMs: 40_000, code: 'upstream_timeout' }))
