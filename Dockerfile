@@ -1,11 +1,11 @@
 # Portico gateway image. The example services use the same image with another command (see docker-compose.yml).
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
 RUN npm ci --no-audit --no-fund && npm prune --omit=dev
 
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production PORTICO_HOST=0.0.0.0 PORTICO_ADMIN_HOST=0.0.0.0 PORTICO_ROUTES=/etc/portico/routes
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules

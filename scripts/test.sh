@@ -25,15 +25,33 @@ fi
 CONSUL_BIN="$(bash scripts/install-consul.sh | tail -n 1)" || { echo "test: no Consul agent (see scripts/install-consul.sh)" >&2; exit 1; }
 export CONSUL_BIN
 
-report="$(mktemp -t portico-vitest-XXXXXX.json)"
-npx vitest run --reporter=default --reporter=json --outputFile="$report" "$@"
-status=$?
+# The suite runs on the machine's Node and on Node 24 LTS, the production runtime (PORTICO_TEST_NODES=current runs the
+# first only). The closing line sums both runs.
+runtimes=("")
+if [ "${PORTICO_TEST_NODES:-all}" != current ] && [ "$(node -p 'process.versions.node.split(".")[0]')" != 24 ]; then
+  node24="$(bash scripts/install-node24.sh | tail -n 1)" || { echo "test: Node 24 could not be installed" >&2; exit 1; }
+  runtimes+=("$node24")
+fi
+
+status=0
+reports=()
+for bin in "${runtimes[@]}"; do
+  report="$(mktemp -t portico-vitest-XXXXXX.json)"
+  reports+=("$report")
+  echo "test: the suite on Node $(PATH="${bin:+$bin:}$PATH" node -v)" >&2
+  PATH="${bin:+$bin:}$PATH" npx vitest run --reporter=default --reporter=json --outputFile="$report" "$@" || status=1
+done
 node -e '
   const fs = require("node:fs")
-  let r
-  try { r = JSON.parse(fs.readFileSync(process.argv[1], "utf8")) } catch { console.log("0 passed, 1 failed"); process.exit(0) }
-  const skipped = r.numPendingTests + r.numTodoTests
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests + (r.numFailedTestSuites && !r.numFailedTests ? r.numFailedTestSuites : 0)} failed` + (skipped ? `, ${skipped} skipped` : ""))
-' "$report"
-rm -f "$report"
+  let passed = 0, failed = 0, skipped = 0
+  for (const file of process.argv.slice(1)) {
+    let r
+    try { r = JSON.parse(fs.readFileSync(file, "utf8")) } catch { failed++; continue }
+    passed += r.numPassedTests
+    failed += r.numFailedTests + (r.numFailedTestSuites && !r.numFailedTests ? r.numFailedTestSuites : 0)
+    skipped += r.numPendingTests + r.numTodoTests
+  }
+  console.log(`${passed} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : ""))
+' "${reports[@]}"
+rm -f "${reports[@]}"
 exit $status

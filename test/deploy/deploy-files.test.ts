@@ -67,6 +67,9 @@ describe('docker-compose.yml', () => {
   it('has a Dockerfile whose entrypoint is the built CLI', async () => {
     const dockerfile = await read('Dockerfile')
     expect(dockerfile).toMatch(/ENTRYPOINT \["node", "dist\/cli\.js"\]/)
+    // the production runtime, both stages
+    expect(dockerfile.match(/^FROM node:24-bookworm-slim/gm)).toHaveLength(2)
+    expect(dockerfile).toMatch(/COPY console \.\/console/)
     expect(dockerfile).toMatch(/COPY deploy\/routes/)
   })
 })
