@@ -187,7 +187,14 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       policyRegistry.stop()
       overrides.stop()
       tunnels.closeAll()
-      await app.close()
+      // fastify closes the connections idle when closing starts; one whose last request ends later would otherwise
+      // stay open (and hold the close) until its keep-alive timeout or the drain timeout.
+      const sweep = setInterval(() => app.server.closeIdleConnections(), 100)
+      try {
+        await app.close()
+      } finally {
+        clearInterval(sweep)
+      }
       await dispatcher.close()
     },
   }
