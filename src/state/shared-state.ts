@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis'
+import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { randomUUID } from 'node:crypto'
 import type { Logger } from '../kernel/logger.js'
 import type { ComponentHealth } from '../kernel/health.js'
@@ -26,8 +26,12 @@ export interface SharedState {
   close(): Promise<void>
 }
 
-const REPLICAS_KEY = 'portico:replicas'
-const REPLICA_KEY_PREFIX = 'portico:replica:'
+const CLUSTER_REFUSAL = /^(MOVED|ASK|CLUSTERDOWN|CROSSSLOT|TRYAGAIN)\b/
+// How long a Cluster refusal keeps readiness degraded after the last one.
+const REFUSAL_MEMORY_MS = 10_000
+// One hash tag for the fleet's own keys: the heartbeat's transaction and the fleet's MGET stay in one Cluster slot.
+const REPLICAS_KEY = 'portico:{fleet}:replicas'
+const REPLICA_KEY_PREFIX = 'portico:{fleet}:replica:'
 
 export interface SharedStateOptions {
   readonly url: string
@@ -37,6 +41,31 @@ export interface SharedStateOptions {
   readonly heartbeatMs?: number
   /** How often Redis is pinged; two pings unanswered within the command timeout drop the connection. */
   readonly watchdogMs?: number
+}
+
+type ConnectionOptions = Omit<RedisOptions, 'host' | 'port' | 'path' | 'sentinels'> & { retryStrategy: (attempt: number) => number }
+
+/**
+ * A client for REDIS_URL: `redis://` or `rediss://` (one server), `redis+cluster://[:password@]h1:6379,h2:6379` (a
+ * Redis Cluster, through ioredis' Cluster: slots followed, MOVED and ASK redirects handled), or
+ * `redis+sentinel://[:password@]s1:26379,s2:26379/mymaster` (the master Sentinel names, followed across failovers).
+ * A Cluster is handed around as the same command interface as one server: every key of one route carries its
+ * `{route}` hash tag, so a route's multi-key commands and scripts stay in one slot.
+ */
+export function connectRedis(url: string, connection: ConnectionOptions): Redis {
+  const many = /^redis\+(cluster|sentinel):\/\/(?:([^@/]*)@)?([^/?#]+)(?:\/([^/?#]+))?\/?$/.exec(url)
+  if (!many) return new Redis(url, connection)
+  const [, kind, auth, hosts = '', name] = many
+  const password = auth ? decodeURIComponent(auth.includes(':') ? auth.slice(auth.indexOf(':') + 1) : auth) || undefined : undefined
+  const nodes = hosts.split(',').map((address) => {
+    const at = address.lastIndexOf(':')
+    return at === -1 ? { host: address, port: kind === 'cluster' ? 6379 : 26379 } : { host: address.slice(0, at), port: Number(address.slice(at + 1)) }
+  })
+  if (kind === 'sentinel') return new Redis({ ...connection, sentinels: nodes, name: name ?? 'mymaster', password, sentinelRetryStrategy: connection.retryStrategy })
+  const { retryStrategy, enableOfflineQueue, ...perNode } = connection
+  const cluster = new Cluster(nodes, { redisOptions: { ...perNode, password }, clusterRetryStrategy: retryStrategy, enableOfflineQueue, retryDelayOnFailover: 100, retryDelayOnClusterDown: 100, maxRedirections: 16 })
+  // The same commands, sent to the node that owns each key's slot.
+  return cluster as unknown as Redis
 }
 
 export function createSharedState(options: SharedStateOptions): SharedState {
@@ -51,11 +80,21 @@ export function createSharedState(options: SharedStateOptions): SharedState {
     retryStrategy: (attempt: number) => Math.min(1_000, 50 * 2 ** attempt),
     lazyConnect: false,
   }
-  const redis = new Redis(options.url, connection)
-  const subscriber = new Redis(options.url, { ...connection, commandTimeout: undefined })
+  const redis = connectRedis(options.url, connection)
+  const subscriber = connectRedis(options.url, { ...connection, commandTimeout: undefined })
   const replicaId = randomUUID()
   const counts = { sent: 0, failed: 0 }
-  countCommands(redis, counts)
+  // A Cluster's refusals (a redirect a single-node client cannot follow, a cluster down, keys across slots) leave the
+  // connection up while the commands fail: readiness and the metrics must say so, and the log why.
+  let clusterRefusal: { message: string; at: number } | undefined
+  let refusalLoggedAt = 0
+  countCommands(redis, counts, (error) => {
+    if (!CLUSTER_REFUSAL.test(error.message)) return
+    clusterRefusal = { message: error.message, at: Date.now() }
+    if (Date.now() - refusalLoggedAt < 60_000) return
+    refusalLoggedAt = Date.now()
+    logger.warn({ err: error.message }, error.message.startsWith('MOVED') || error.message.startsWith('ASK') ? 'REDIS_URL names one node of a Redis Cluster: use redis+cluster://host:port,… (limits and breakers fall back to local state meanwhile)' : 'the Redis Cluster refuses commands: limits and breakers fall back to local state')
+  })
   let replicas = 1
   let describeSelf: () => Record<string, unknown> = () => ({})
   let lastError: string | undefined
@@ -102,9 +141,10 @@ export function createSharedState(options: SharedStateOptions): SharedState {
   // gateway gave up on them. So a watchdog pings it; after two pings without an answer the connection is dropped, with
   // its queue: the policies go to their documented local behaviour at once, and reconnecting probes Redis until it
   // answers again.
+  // A Cluster is left to its own failure handling (slots move to a promoted replica; a ping would go to any node).
   let missedPings = 0
   const watchdog = setInterval(() => {
-    if (redis.status !== 'ready') return
+    if (redis.status !== 'ready' || redis instanceof Cluster) return
     redis.ping().then(
       () => {
         missedPings = 0
@@ -125,7 +165,8 @@ export function createSharedState(options: SharedStateOptions): SharedState {
     redis,
     subscriber,
     liveReplicas: () => replicas,
-    isUp: () => redis.status === 'ready',
+    // A Cluster that refused lately counts as down: the hot path goes local at once, and tries again after a while.
+    isUp: () => redis.status === 'ready' && !(clusterRefusal && Date.now() - clusterRefusal.at < REFUSAL_MEMORY_MS),
     commandCounts: () => counts,
     describeSelfWith(describe) {
       describeSelf = describe
@@ -144,10 +185,11 @@ export function createSharedState(options: SharedStateOptions): SharedState {
         }
       })
     },
-    health: () =>
-      redis.status === 'ready'
-        ? { status: 'ok', replicas }
-        : { status: 'degraded', detail: `Redis unreachable (${lastError ?? redis.status}): limits and breakers are local`, replicas },
+    health: () => {
+      if (redis.status !== 'ready') return { status: 'degraded', detail: `Redis unreachable (${lastError ?? redis.status}): limits and breakers are local`, replicas }
+      if (clusterRefusal && Date.now() - clusterRefusal.at < REFUSAL_MEMORY_MS) return { status: 'degraded', detail: `Redis refuses commands (${clusterRefusal.message}): limits and breakers are local`, replicas }
+      return { status: 'ok', replicas }
+    },
     async close() {
       clearInterval(timer)
       clearInterval(watchdog)
@@ -162,9 +204,12 @@ export function createSharedState(options: SharedStateOptions): SharedState {
  * Counts every command through the one method they all pass (pipelines and MULTI included): ioredis has no event per
  * command. A failed one is counted when its promise settles.
  */
-function countCommands(redis: Redis, counts: { sent: number; failed: number }): void {
+function countCommands(redis: Redis, counts: { sent: number; failed: number }, onError: (error: Error) => void): void {
   const send = redis.sendCommand.bind(redis)
-  const onFailure = (): void => void counts.failed++
+  const onFailure = (error: Error): void => {
+    counts.failed++
+    onError(error)
+  }
   redis.sendCommand = ((command, stream) => {
     counts.sent++
     command.promise.then(undefined, onFailure)

@@ -25,7 +25,7 @@ export interface TestRedisCluster {
 async function startServer(port: number, dir: string, args: string[]): Promise<ChildProcess> {
   const child = spawn(REDIS_SERVER, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...args], { stdio: 'ignore' })
   await waitFor(async () => {
-    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null }).on('error', () => undefined)
     try {
       await probe.connect()
       return (await probe.ping()) === 'PONG'
@@ -55,7 +55,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
   const masterOf = async (key: string): Promise<number> => {
     for (const port of ports) {
       if (!children.get(port) || children.get(port)?.exitCode !== null) continue
-      const client = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0 })
+      const client = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0, retryStrategy: () => null }).on('error', () => undefined)
       try {
         const slot = await client.cluster('KEYSLOT', key)
         const slots = await client.cluster('SLOTS')
@@ -109,7 +109,7 @@ export async function startRedisSentinel(name = 'mymaster'): Promise<TestRedisSe
   }
   const currentMaster = async (): Promise<number> => {
     for (const port of sentinelPorts) {
-      const client = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0, retryStrategy: () => null })
+      const client = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0, retryStrategy: () => null }).on('error', () => undefined)
       try {
         const [, masterAt] = (await client.call('SENTINEL', 'get-master-addr-by-name', name)) as [string, string]
         return Number(masterAt)
