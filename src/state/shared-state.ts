@@ -210,9 +210,10 @@ function countCommands(redis: Redis, counts: { sent: number; failed: number }, o
     counts.failed++
     onError(error)
   }
-  redis.sendCommand = ((command, stream) => {
+  // Every argument passes on: a Cluster's sendCommand takes a third (the node a redirected command goes to).
+  redis.sendCommand = ((command: Parameters<typeof redis.sendCommand>[0], ...rest: unknown[]) => {
     counts.sent++
     command.promise.then(undefined, onFailure)
-    return send(command, stream)
+    return (send as (...args: unknown[]) => unknown)(command, ...rest)
   }) as typeof redis.sendCommand
 }

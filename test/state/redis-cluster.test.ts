@@ -49,6 +49,25 @@ describe('shared state on a real Redis Cluster (3 masters, 3 replicas)', () => {
       expect(statuses.filter((s) => s === 429)).toHaveLength(3)
     }
   })
+
+  it('lives through a master killed: no 5xx while the cluster fails over, and shared state resumes', async () => {
+    const [failing, untouched] = routes as [string, string]
+    await cluster.killMaster(await cluster.masterOf(`{${failing}}`))
+    const statuses = new Set<number>()
+    const started = Date.now()
+    await waitFor(
+      async () => {
+        for (const replica of replicas) statuses.add(await statusOf(`${replica.url}/${failing}`))
+        return Date.now() - started > 1_500 && (await Promise.all(replicas.map(stateOf))).every((s) => s.status === 'ok')
+      },
+      { timeoutMs: 20_000, intervalMs: 100, what: 'the cluster to fail over and both replicas to say shared state is ok' },
+    )
+    expect([...statuses].filter((s) => s >= 500)).toEqual([])
+    // the other masters' counts never left: that route is still exactly at its limit, fleet-wide
+    const after: number[] = []
+    for (let i = 0; i < 4; i++) after.push(await statusOf(`${(replicas[i % 2] as TestGateway).url}/${untouched}`))
+    expect(after).toEqual([429, 429, 429, 429])
+  })
 })
 
 describe('REDIS_URL naming one node of a Redis Cluster', () => {

@@ -41,17 +41,40 @@ async function startServer(port: number, dir: string, args: string[]): Promise<C
 /** A real Redis Cluster of 3 masters, each with one replica, on free ports (redis-cli --cluster create). */
 export async function startRedisCluster(): Promise<TestRedisCluster> {
   const dir = await mkdtemp(join(tmpdir(), 'portico-cluster-'))
-  const ports = await Promise.all(Array.from({ length: 6 }, () => freePort()))
+  const ports: number[] = []
+  while (ports.length < 6) {
+    const port = await freePort()
+    if (!ports.includes(port)) ports.push(port)
+  }
   const children = new Map<number, ChildProcess>()
   await Promise.all(
     ports.map(async (port) => {
-      children.set(port, await startServer(port, dir, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000']))
+      // a replica may take over however long it was apart from its master, and syncs at once (no diskless delay)
+      children.set(port, await startServer(port, dir, ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000', '--cluster-replica-validity-factor', '0', '--repl-diskless-sync-delay', '0']))
     }),
   )
   await run('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '1', '--cluster-yes'])
   const admin = new Redis({ port: ports[0], host: '127.0.0.1' })
   await waitFor(async () => (await admin.cluster('INFO')).includes('cluster_state:ok'), { timeoutMs: 15_000, what: 'the cluster to be ok' })
   admin.disconnect()
+  // every replica has its master's data before anything is killed
+  await waitFor(
+    async () => {
+      const links = await Promise.all(
+        ports.map(async (port) => {
+          const client = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0, retryStrategy: () => null }).on('error', () => undefined)
+          try {
+            const info = await client.info('replication')
+            return info.includes('role:master') || info.includes('master_link_status:up')
+          } finally {
+            client.disconnect()
+          }
+        }),
+      )
+      return links.every(Boolean)
+    },
+    { timeoutMs: 15_000, what: 'every replica to be in sync' },
+  )
   const masterOf = async (key: string): Promise<number> => {
     for (const port of ports) {
       if (!children.get(port) || children.get(port)?.exitCode !== null) continue
@@ -97,7 +120,12 @@ export interface TestRedisSentinel {
 /** A real Sentinel set-up: a master, a replica, and three sentinels (quorum 2), on free ports. */
 export async function startRedisSentinel(name = 'mymaster'): Promise<TestRedisSentinel> {
   const dir = await mkdtemp(join(tmpdir(), 'portico-sentinel-'))
-  const [masterPort, replicaPort, ...sentinelPorts] = await Promise.all(Array.from({ length: 5 }, () => freePort())) as [number, number, number, number, number]
+  const all: number[] = []
+  while (all.length < 5) {
+    const port = await freePort()
+    if (!all.includes(port)) all.push(port)
+  }
+  const [masterPort, replicaPort, ...sentinelPorts] = all as [number, number, number, number, number]
   const master = await startServer(masterPort, dir, [])
   const replica = await startServer(replicaPort, dir, ['--replicaof', '127.0.0.1', String(masterPort)])
   const sentinels: ChildProcess[] = []
