@@ -1,3 +1,4 @@
+import { parseJsonObject } from '../kernel/json.js'
 import type { Logger } from '../kernel/logger.js'
 import type { SharedState } from '../state/shared-state.js'
 
@@ -42,11 +43,8 @@ export class AuditLog {
     const texts = await this.#state.redis.lrange(KEY, 0, limit - 1).catch(() => undefined)
     if (!texts) return this.#local.slice(0, limit)
     return texts.flatMap((text) => {
-      try {
-        return [JSON.parse(text) as AuditEntry]
-      } catch {
-        return []
-      }
+      const entry = parseJsonObject(text)
+      return entry ? [entry as unknown as AuditEntry] : []
     })
   }
 }

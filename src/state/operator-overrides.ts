@@ -1,3 +1,4 @@
+import { parseJsonObject } from '../kernel/json.js'
 import type { Logger } from '../kernel/logger.js'
 import type { SharedState } from './shared-state.js'
 
@@ -164,14 +165,9 @@ const isOut = (ejected: ReadonlyMap<string, OperatorDecision>, id: string): bool
 
 /** A decision as another replica (or anything else) wrote it: checked field by field, junk refused. */
 function parseDecision(text: string): OperatorDecision | undefined {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    return undefined
-  }
-  if (typeof value !== 'object' || value === null) return undefined
-  const { by, reason, at, until, state } = value as Record<string, unknown>
+  const value = parseJsonObject(text)
+  if (!value) return undefined
+  const { by, reason, at, until, state } = value
   if (typeof by !== 'string' || typeof at !== 'number' || (until !== undefined && typeof until !== 'number') || (reason !== undefined && typeof reason !== 'string')) return undefined
   if (state !== undefined && state !== 'open' && state !== 'closed') return undefined
   return { by, reason, at, until, ...(state === undefined ? {} : { state }) } as OperatorDecision

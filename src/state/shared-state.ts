@@ -1,5 +1,6 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis'
 import { randomUUID } from 'node:crypto'
+import { parseJsonObject } from '../kernel/json.js'
 import type { Logger } from '../kernel/logger.js'
 import type { ComponentHealth } from '../kernel/health.js'
 
@@ -176,14 +177,7 @@ export function createSharedState(options: SharedStateOptions): SharedState {
       const ids = await redis.zrange(REPLICAS_KEY, '0', '-1')
       if (ids.length === 0) return []
       const described = await redis.mget(ids.map((id) => `${REPLICA_KEY_PREFIX}${id}`))
-      return described.flatMap((text, i) => {
-        try {
-          const value: unknown = text === null ? null : JSON.parse(text)
-          return [typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : { id: ids[i] }]
-        } catch {
-          return [{ id: ids[i] }]
-        }
-      })
+      return described.map((text, i) => (text === null ? undefined : parseJsonObject(text)) ?? { id: ids[i] })
     },
     health: () => {
       if (redis.status !== 'ready') return { status: 'degraded', detail: `Redis unreachable (${lastError ?? redis.status}): limits and breakers are local`, replicas }

@@ -89,12 +89,16 @@ describe('processes that register themselves', () => {
       cwd: ROOT,
       env: { ...process.env, PORT: String(port), CONSUL_HTTP_ADDR: consul, HEALTH_INTERVAL: '1s', HOSTNAME: `ex-${process.pid}` },
     })
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
     const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)))
     const id = await waitFor(async () => (await passingIds(consul, 'users')).find((i) => i.endsWith(`-${port}`)), { timeoutMs: 15_000, what: 'users to pass' })
     child.kill('SIGTERM')
     await exited
-    // the agent syncs a deregistration to the catalog right away, but not within the same call
-    await waitFor(async () => !(await known(consul, 'users')).includes(id), { what: 'users to leave the catalog' })
+    expect(output).toContain(`deregistered ${id}`)
+    // the agent syncs a deregistration to the catalog right away, but not within the same call (and slower on a busy machine)
+    await waitFor(async () => !(await known(consul, 'users')).includes(id), { timeoutMs: 15_000, what: `users to leave the catalog; the service said:\n${output}` })
   })
 
   it('`portico register` registers a service written in anything, and deregisters on SIGTERM', async () => {

@@ -1,5 +1,6 @@
 import CircuitBreaker from 'opossum'
 import { GatewayError } from '../../kernel/errors.js'
+import { parseJsonObject } from '../../kernel/json.js'
 import type { Logger } from '../../kernel/logger.js'
 import { isClientFault } from '../../kernel/upstream-errors.js'
 import { FleetCounters } from '../../state/fleet-counters.js'
@@ -31,14 +32,9 @@ interface BreakerMessage {
  * whatever is not a message of a version this replica reads. Never throws: the channel is input like any other.
  */
 function parseBreakerMessage(text: string): BreakerMessage | undefined {
-  let value: unknown
-  try {
-    value = JSON.parse(text)
-  } catch {
-    return undefined
-  }
-  if (typeof value !== 'object' || value === null) return undefined
-  const { v = MESSAGE_VERSION, route, event, until, from } = value as Record<string, unknown>
+  const value = parseJsonObject(text)
+  if (!value) return undefined
+  const { v = MESSAGE_VERSION, route, event, until, from } = value
   if (v !== MESSAGE_VERSION || typeof route !== 'string' || typeof from !== 'string' || (event !== 'open' && event !== 'close')) return undefined
   if (until !== undefined && (typeof until !== 'number' || !Number.isFinite(until))) return undefined
   return { v: MESSAGE_VERSION, route, event, until, from }
