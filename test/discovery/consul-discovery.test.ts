@@ -143,7 +143,7 @@ describe('when Consul comes back empty (own agent restarted without its state)',
       await consul.stop()
       await one.close()
     }
-  })
+  }, 60_000) // two agent starts: slow on a busy machine
 })
 
 describe('routes published in Consul meta (opt-in)', () => {
