@@ -145,7 +145,10 @@ function registerConsole(app: FastifyInstance, options: AdminOptions, authorize:
     streams.add(reply)
     const send = () =>
       void snapshotOf(options).then(
-        (snapshot) => reply.raw.write(`event: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`),
+        (snapshot) => {
+          // The snapshot may be ready after the page went away.
+          if (!reply.raw.destroyed && !reply.raw.writableEnded) reply.raw.write(`event: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`)
+        },
         () => undefined,
       )
     send()

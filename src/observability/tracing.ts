@@ -100,16 +100,15 @@ class TracedExchange implements TracedRequest {
 
   attemptStarted(ex: Exchange): string {
     this.#attempt?.end()
-    const url = new URL(ex.upstreamUrl, ex.instance.origin)
+    const url = urlOf(ex)
     this.#attempt = this.#tracer.startSpan(
       `${ex.request.method} ${ex.route.name}`,
       {
         kind: SpanKind.CLIENT,
         attributes: {
           [ATTR_HTTP_REQUEST_METHOD]: ex.request.method,
-          [ATTR_URL_FULL]: url.href,
-          [ATTR_SERVER_ADDRESS]: url.hostname,
-          [ATTR_SERVER_PORT]: Number(url.port || 80),
+          [ATTR_URL_FULL]: url?.href ?? ex.instance.origin + ex.upstreamUrl,
+          ...(url ? { [ATTR_SERVER_ADDRESS]: url.hostname, [ATTR_SERVER_PORT]: Number(url.port || 80) } : {}),
           ...(ex.attempt > 1 ? { [ATTR_HTTP_REQUEST_RESEND_COUNT]: ex.attempt - 1 } : {}),
           'portico.route': ex.route.name,
           'portico.instance': ex.instance.origin,
@@ -151,5 +150,14 @@ class TracedExchange implements TracedRequest {
     if (record.clientGone) span.setAttribute('portico.client_gone', true)
     if (record.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: record.code ?? `status ${record.status}` })
     span.end()
+  }
+}
+
+/** The attempt's URL; undefined for an instance address URL cannot parse (the attempt then fails as a 502, not here). */
+function urlOf(ex: Exchange): URL | undefined {
+  try {
+    return new URL(ex.upstreamUrl, ex.instance.origin)
+  } catch {
+    return undefined
   }
 }

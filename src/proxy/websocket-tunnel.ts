@@ -72,7 +72,13 @@ export class Tunnels {
     upstream.on('response', (res: IncomingMessage) => {
       clearTimeout(timer)
       client.off('close', abandon)
-      reply.code(res.statusCode ?? 502).headers(clientResponseHeaders(res.headers, request)).send(res)
+      try {
+        reply.code(res.statusCode ?? 502).headers(clientResponseHeaders(res.headers, request)).send(res)
+      } catch (error) {
+        // A status or header node will not send (this runs from an event, where a throw would end the process).
+        res.resume()
+        deliver.onError(ex, Object.assign(error as Error, { code: 'UND_ERR_INFO' }))
+      }
     })
     upstream.on('error', (error: Error) => {
       clearTimeout(timer)

@@ -31,6 +31,11 @@ describe('OpenTelemetry tracing to a real OTLP/HTTP receiver', () => {
     upstreams: [http://127.0.0.1:${dead}, ${upstream.url}]
     loadBalancer: round-robin
     retry: { attempts: 2, backoff: 1ms, budgetPercent: 100 }
+  - name: odd
+    prefix: /odd
+    upstreams: ['http://127.0.0.1:${dead}', 'http://[zz]:80']
+    loadBalancer: round-robin
+    retry: { attempts: 2, backoff: 1ms, budgetPercent: 100 }
 `,
     })
     gateway = await spawnGateway(routes, {
@@ -75,6 +80,23 @@ describe('OpenTelemetry tracing to a real OTLP/HTTP receiver', () => {
     expect(parentId).toBe(attempts[1]?.spanId)
     // and the access log names the trace
     await waitFor(async () => (await readFile(join(dir, 'access.log'), 'utf8')).includes(`"traceId":"${traceId}"`), { what: 'the access line with the trace id' })
+  })
+
+  it('survives a retry to an instance address no URL can be made of (sent from a timer, where a throw ends the process)', async () => {
+    // a request that starts on the dead instance is retried onto the odd one (502); one that starts on the odd one is
+    // answered by @fastify/http-proxy's own URL check (500)
+    const statuses: number[] = []
+    for (let i = 0; i < 2; i++) {
+      const odd = await request(`${gateway.url}/odd`)
+      await odd.body.dump()
+      statuses.push(odd.statusCode)
+    }
+    for (const status of statuses) expect([500, 502]).toContain(status)
+    expect(statuses).toContain(502)
+    const next = await request(`${gateway.url}/traced/after`)
+    await next.body.dump()
+    expect(next.statusCode).toBe(200)
+    expect(gateway.child.exitCode).toBe(null)
   })
 
   it('continues the client\'s W3C trace', async () => {
