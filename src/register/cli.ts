@@ -27,31 +27,41 @@ export async function registerCommand(args: string[]): Promise<number> {
     if (at < 1) throw new ConfigError(`register: --meta "${pair}" is not key=value`)
     meta[pair.slice(0, at)] = pair.slice(at + 1)
   }
-  const registration = await register({
-    name: values.name,
-    port,
-    address: values.address,
-    id: values.id,
-    tags: values.tag ?? [],
-    meta,
-    health: values.health ? { path: values.health, interval: values['health-interval'] ?? '10s' } : false,
-    log: (message) => console.log(message),
-  })
-  // The registration holds no socket open, so nothing else keeps this process up until a signal arrives.
-  const keepAlive = setInterval(() => undefined, 60_000)
-  const done = new Promise<number>((resolve) => {
-    const stop = () => {
-      clearInterval(keepAlive)
-      registration.deregister().then(
-        () => resolve(0),
-        (error: unknown) => {
-          console.error(`portico register: deregistering failed: ${(error as Error).message}`)
-          resolve(1)
-        },
-      )
+  // Listening before registering: Consul may show the instance passing before its answer reaches this process, and a
+  // signal in between must still deregister it. Nothing else keeps this process up until a signal arrives.
+  const stop = new AbortController()
+  const stopRequested = new Promise<void>((resolve) => {
+    const onSignal = () => {
+      stop.abort()
+      resolve()
     }
-    process.once('SIGTERM', stop)
-    process.once('SIGINT', stop)
+    process.once('SIGTERM', onSignal)
+    process.once('SIGINT', onSignal)
   })
-  return done
+  const keepAlive = setInterval(() => undefined, 60_000)
+  try {
+    const registration = await register({
+      name: values.name,
+      port,
+      address: values.address,
+      id: values.id,
+      tags: values.tag ?? [],
+      meta,
+      health: values.health ? { path: values.health, interval: values['health-interval'] ?? '10s' } : false,
+      signal: stop.signal,
+      log: (message) => console.log(message),
+    }).catch((error: unknown) => {
+      if (stop.signal.aborted) return undefined // stopped before Consul ever took the registration: nothing to undo
+      throw error
+    })
+    if (!registration) return 0
+    await stopRequested
+    await registration.deregister()
+    return 0
+  } catch (error) {
+    console.error(`portico register: ${(error as Error).message}`)
+    return 1
+  } finally {
+    clearInterval(keepAlive)
+  }
 }

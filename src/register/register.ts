@@ -74,33 +74,15 @@ export async function register(options: RegisterOptions): Promise<Registration> 
 
   const stopped = new AbortController()
   const giveUp = AbortSignal.any([stopped.signal, ...(options.signal ? [options.signal] : [])])
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await registerNow()
-      break
-    } catch (error) {
-      if (giveUp.aborted) throw new Error(`registering ${id} with Consul at ${client.address} was aborted`, { cause: error })
-      log(`consul at ${client.address} not reachable yet (${(error as Error).message}); retrying`)
-      await pause(backoffDelay(attempt, { baseMs: 200, capMs: 5_000 }), giveUp)
-    }
-  }
-  log(`registered ${id} with consul at ${client.address}`)
-
-  const resync = setInterval(() => {
-    client.hasService(id).then(
-      (known) => (known || stopped.signal.aborted ? undefined : registerNow().then(() => log(`re-registered ${id} after the agent forgot it`))),
-      () => undefined, // agent down: the next tick tries again
-    ).catch(() => undefined)
-  }, options.resyncIntervalMs ?? 5_000)
-  resync.unref()
-
+  let lastAttempt: Promise<unknown> = Promise.resolve()
   let deregistering: Promise<void> | undefined
   const deregister = () =>
     (deregistering ??= (async () => {
       stopped.abort()
-      clearInterval(resync)
       process.off('SIGTERM', onSignal)
       process.off('SIGINT', onSignal)
+      // A registration still on its way may land after the deregistration: wait for it first.
+      await lastAttempt.catch(() => undefined)
       await client.deregister(id)
       log(`deregistered ${id}`)
     })())
@@ -113,10 +95,37 @@ export async function register(options: RegisterOptions): Promise<Registration> 
         if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
       })
   }
+  // Listening before the first registration: Consul may show the instance passing before its answer reaches this
+  // process, and a signal in between must still deregister it.
   if (options.deregisterOnSignals) {
     process.once('SIGTERM', onSignal)
     process.once('SIGINT', onSignal)
   }
+
+  const aborted = (cause: unknown) => new Error(`registering ${id} with Consul at ${client.address} was aborted`, { cause })
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await (lastAttempt = registerNow())
+      break
+    } catch (error) {
+      if (giveUp.aborted) throw aborted(error)
+      log(`consul at ${client.address} not reachable yet (${(error as Error).message}); retrying`)
+      await pause(backoffDelay(attempt, { baseMs: 200, capMs: 5_000 }), giveUp)
+      if (giveUp.aborted) throw aborted(error)
+    }
+  }
+  log(`registered ${id} with consul at ${client.address}`)
+  if (stopped.signal.aborted) return { id, deregister }
+
+  const resync = setInterval(() => {
+    client.hasService(id).then(
+      (known) => (known || stopped.signal.aborted ? undefined : registerNow().then(() => log(`re-registered ${id} after the agent forgot it`))),
+      () => undefined, // agent down: the next tick tries again
+    ).catch(() => undefined)
+  }, options.resyncIntervalMs ?? 5_000)
+  resync.unref()
+  stopped.signal.addEventListener('abort', () => clearInterval(resync), { once: true })
+
   return { id, deregister }
 }
 

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { createServer, type IncomingHttpHeaders } from 'node:http'
+import { createServer, request, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
@@ -113,6 +113,39 @@ describe('processes that register themselves', () => {
     child.kill('SIGTERM')
     expect(await exited).toBe(0)
     await waitFor(async () => !(await known(consul, `legacy-${process.pid}`)).includes(id), { what: 'legacy to leave the catalog' })
+    await service.close()
+  })
+
+  it('`portico register` deregisters on a SIGTERM that arrives before Consul\'s answer to the registration', async () => {
+    // Consul shows the instance passing before its answer reaches the process: hold that answer until the signal is sent.
+    const service = await startUpstream('late', (req, res) => res.writeHead(req.url === '/health' ? 200 : 404).end())
+    let signalSent!: () => void
+    const released = new Promise<void>((resolve) => (signalSent = resolve))
+    const agent = new URL(consul)
+    const holdingProxy = createServer((req, res) => {
+      const upstream = request({ host: agent.hostname, port: agent.port, method: req.method, path: req.url, headers: req.headers }, async (answer) => {
+        if (req.url?.startsWith('/v1/agent/service/register')) await released
+        res.writeHead(answer.statusCode ?? 502, answer.headers)
+        answer.pipe(res)
+      })
+      req.pipe(upstream)
+    })
+    await new Promise<void>((resolve) => holdingProxy.listen(0, '127.0.0.1', resolve))
+    const name = `late-${process.pid}`
+    const child = runCli(['register', '--name', name, '--port', String(service.port), '--health', '/health'], {
+      CONSUL_HTTP_ADDR: `127.0.0.1:${(holdingProxy.address() as AddressInfo).port}`,
+    })
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    const exited = new Promise<number | string | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)))
+    await waitFor(async () => (await passingIds(consul, name))[0], { timeoutMs: 15_000, what: `${name} to pass` })
+    child.kill('SIGTERM')
+    signalSent()
+    expect(await exited, output).toBe(0)
+    await waitFor(async () => (await known(consul, name)).length === 0, { timeoutMs: 15_000, what: `${name} to leave the catalog; it said:\n${output}` })
+    holdingProxy.closeAllConnections()
+    holdingProxy.close()
     await service.close()
   })
 
