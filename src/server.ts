@@ -52,6 +52,11 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
         const breaker = describePolicies(r).circuitBreaker as { state: 'closed' | 'open' | 'half-open' } | undefined
         return breaker ? [{ route: r.name, state: breaker.state }] : []
       }),
+    caches: () =>
+      gateway.routes.current().table.routes.flatMap((r) => {
+        const cache = describePolicies(r).cache as { bytesHere: number } | undefined
+        return cache ? [{ route: r.name, bytes: cache.bytesHere }] : []
+      }),
     discovery: () => discovery.health(),
     sharedState: () => (state ? state.health() : { status: 'ok' }),
     routes: () => {

@@ -11,6 +11,8 @@ import type { PolicyEvents } from '../policies/policy-events.js'
 import { parseDuration } from '../kernel/duration.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import { AUDIT_LENGTH, type AuditLog } from './audit-log.js'
+import { RouteTable } from '../config/route-table.js'
+import { normalizePath } from '../proxy/normalize-path.js'
 
 export interface AdminOptions {
   readonly logger: FastifyBaseLogger
@@ -261,6 +263,27 @@ function registerActions(app: FastifyInstance, options: AdminOptions, authorize:
       return { route: route.name, instance: instance.id, origin: instance.origin, ejected: action === 'eject', until: made.until ? new Date(made.until).toISOString() : null }
     })
   }
+
+  app.delete<{ Params: { name: string }; Querystring: { path?: string } }>('/admin/cache/:name', { preHandler: authorize }, async (request) => {
+    const route = routeNamed(request.params.name)
+    const cache = route.livePolicies.find((p) => p.key === 'cache')?.policy
+    if (!cache?.purge) throw new GatewayError('not_found', `Route "${route.name}" has no cache`)
+    const { path } = request.query
+    let upstreamPath: string | undefined
+    if (path !== undefined) {
+      // The path as clients ask for it; entries are kept under what the upstream is asked for.
+      const normalized = normalizePath(path)
+      const match = normalized === undefined ? undefined : new RouteTable([route]).match(normalized)
+      if (!match) throw new GatewayError('bad_request', `"path": ${JSON.stringify(path)} is not a path of route "${route.name}" (prefix ${route.prefix})`)
+      upstreamPath = match.upstreamPath
+    }
+    const made = decision(request, {})
+    const purged = await cache.purge(upstreamPath).catch((error: unknown) => {
+      throw new GatewayError('state_unavailable', `The cache in Redis could not be purged (${(error as Error).message})`, { cause: error })
+    })
+    await audit.record({ at: new Date(made.at).toISOString(), by: made.by, action: 'cache purge', route: route.name, detail: path === undefined ? undefined : { path }, replica: options.replicaId })
+    return { route: route.name, path: path ?? null, purged }
+  })
 
   app.get('/admin/fleet', { preHandler: authorize }, async () => ({ self: options.replicaId, replicas: await options.fleet() }))
 

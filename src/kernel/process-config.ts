@@ -1,5 +1,5 @@
 import { resolve } from 'node:path'
-import { parseDuration } from './duration.js'
+import { parseDuration, parseSize } from './duration.js'
 
 /** Everything the gateway process is configured with: flags win over env vars, env vars over defaults. */
 export interface PorticoConfig {
@@ -107,10 +107,11 @@ function duration(text: string, from: string): number {
 }
 
 function bytes(text: string, from: string): number {
-  const match = /^(\d+)(b|kb|mb|gb)?$/i.exec(text)
-  if (!match) throw new ConfigError(`${from}: "${text}" is not a size (use e.g. 1048576, 512kb, 10mb)`)
-  const unit = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 }[(match[2] ?? 'b').toLowerCase() as 'b']
-  return Number(match[1]) * unit
+  try {
+    return parseSize(text)
+  } catch (error) {
+    throw new ConfigError(`${from}: ${(error as Error).message}`)
+  }
 }
 
 function accessLogTarget(text: string): string {

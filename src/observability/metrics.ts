@@ -9,6 +9,8 @@ import type { GatewayStats, RequestRecord } from '../proxy/gateway.js'
 export interface MetricsSources {
   /** Per route: its breaker's state, when it has one. */
   readonly breakers: () => Iterable<{ route: string; state: 'closed' | 'open' | 'half-open' }>
+  /** Per route with a cache: the bytes its entries take in this process. */
+  readonly caches: () => Iterable<{ route: string; bytes: number }>
   readonly discovery: () => ComponentHealth
   readonly sharedState: () => ComponentHealth
   readonly routes: () => { version: number; routes: number; refusedSources: number }
@@ -128,6 +130,20 @@ export class GatewayMetrics {
     scrapedCounter(registers, 'portico_retries_total', 'Retries by route and result: retried, budget_exhausted.', ['route', 'result'], events('retry', 'result'))
     scrapedCounter(registers, 'portico_outlier_ejections_total', 'Instances ejected by outlier detection, by route.', ['route', 'outcome'], events('ejection', 'outcome'))
     scrapedCounter(registers, 'portico_circuit_breaker_transitions_total', 'Breaker transitions by route and the state entered (open, half_open, closed).', ['route', 'to'], events('breaker_transition', 'to'))
+    scrapedCounter(registers, 'portico_cache_requests_total', 'Requests that looked in a route\'s cache, by outcome: hit, collapsed (hit after waiting for another request\'s fetch), miss, revalidate (stale entry checked upstream), bypass (the key\'s answers cannot be kept).', ['route', 'outcome'], events('cache', 'outcome'))
+    scrapedCounter(registers, 'portico_cache_stale_served_total', 'Stale entries answered, by route and why: on_error (staleIfError) or while_revalidating (staleWhileRevalidate).', ['route', 'reason'], events('cache_stale', 'reason'))
+    scrapedCounter(registers, 'portico_cache_coalesced_waits_total', 'Requests that waited for another request\'s fetch of the same key: in this replica (coalesced) or in another (fleet).', ['route', 'scope'], events('cache_wait', 'scope'))
+    scrapedCounter(registers, 'portico_cache_evictions_total', 'Entries the memory store let go to stay within maxSize, by route.', ['route', 'reason'], events('cache_eviction', 'reason'))
+    new Gauge({
+      name: 'portico_cache_bytes',
+      help: 'Bytes of cache entries held in this process, by route (a Redis store holds its entries in Redis).',
+      labelNames: ['route'],
+      registers,
+      collect() {
+        this.reset()
+        for (const { route, bytes } of sources.caches()) this.set({ route }, bytes)
+      },
+    })
     scrapedCounter(registers, 'portico_redis_commands_total', 'Commands sent to Redis.', [], function* () {
       const counts = sources.redisCommands()
       if (counts) yield [{}, counts.sent]

@@ -1,5 +1,5 @@
 /** The decisions policies count, each by route and outcome. */
-export type PolicyEventKind = 'rate_limit' | 'retry' | 'ejection' | 'breaker_transition'
+export type PolicyEventKind = 'rate_limit' | 'retry' | 'ejection' | 'breaker_transition' | 'cache' | 'cache_stale' | 'cache_wait' | 'cache_eviction'
 
 /**
  * What the policies decided, counted by kind, route and outcome: plain numbers on the request path (nested maps, no

@@ -22,6 +22,8 @@ export interface UpstreamResponse {
 export interface PolicyExchange {
   readonly request: FastifyRequest
   readonly reply: FastifyReply
+  /** The path and query sent upstream (normalised, prefix rewritten): what the request asks of its route. */
+  readonly upstreamUrl: string
   /** The instance of the attempt under way (or about to be made). */
   readonly instance: Instance
   /** Attempts made so far, this one included. */
@@ -84,6 +86,8 @@ export interface RoutePolicy {
   readonly filterInstances?: (instances: readonly Instance[]) => readonly Instance[]
   /** What the admin API and metrics show of it now. */
   describe?(): Record<string, unknown>
+  /** Drops what the policy keeps for its route (a cache's entries), or only what it keeps of one upstream path. */
+  purge?(path: string | undefined): Promise<number>
   /** Releases timers and subscriptions; called once the route no longer uses this policy. */
   stop?(): void
 }

@@ -160,6 +160,7 @@ const record = (fields: Partial<RequestRecord>): RequestRecord => ({
   durationMs: 1,
   upstreamMs: 1,
   clientGone: false,
+  cache: undefined,
   ...fields,
 })
 

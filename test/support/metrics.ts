@@ -5,6 +5,7 @@ import { AttemptStats } from '../../src/proxy/attempt-stats.js'
 /** Metrics sources of a gateway with nothing to report: for tests of the registry itself. */
 export const emptySources = (): MetricsSources => ({
   breakers: () => [],
+  caches: () => [],
   discovery: () => ({ status: 'ok' }),
   sharedState: () => ({ status: 'ok' }),
   routes: () => ({ version: 1, routes: 0, refusedSources: 0 }),

@@ -1,0 +1,479 @@
+import CachePolicy from 'http-cache-semantics'
+import type { IncomingHttpHeaders } from 'node:http'
+import { pipeline, Transform, type TransformCallback } from 'node:stream'
+import { parseJsonObject } from '../../kernel/json.js'
+import type { AttemptWrapper, PolicyDeps, PolicyExchange, PolicyKind, PolicyRoute, RequestGuard, UpstreamResponse } from '../policy.js'
+import { MemoryStore, RedisStore, type CacheEntry, type CacheKey, type CacheStore, type StoredResponse } from './cache-store.js'
+import { ResponseCacheSchema, toResponseCacheConfig, type ResponseCacheConfig, type ResponseCacheSpec } from './schema.js'
+
+export const responseCachePolicy: PolicyKind<ResponseCacheSpec, ResponseCacheConfig> = {
+  key: 'cache',
+  schema: ResponseCacheSchema,
+  toConfig: toResponseCacheConfig,
+  create: (route, config, deps) => new ResponseCache(route, config, deps),
+}
+
+/** RFC 9211 Cache-Status values this cache answers with (the access log and the metrics read the same outcomes). */
+const STATUS = {
+  hit: 'Portico; hit',
+  collapsed: 'Portico; hit; collapsed',
+  stale: 'Portico; hit; detail=stale',
+  miss: 'Portico; fwd=miss',
+  stored: 'Portico; fwd=miss; stored',
+  revalidated: 'Portico; fwd=stale; fwd-status=304',
+  refreshed: 'Portico; fwd=stale; stored',
+  revalidating: 'Portico; fwd=stale',
+} as const
+
+// Statuses a shared cache may keep whole (RFC 9111 §3, less the partial 206 and the redirects that depend on the request).
+const STORABLE_STATUSES = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
+// Never kept: they describe one connection or one answer, or the gateway sets them on every answer itself.
+const UNSTORED_HEADERS = new Set(['age', 'cache-status', 'connection', 'content-length', 'keep-alive', 'transfer-encoding', 'set-cookie', 'proxy-connection', 'upgrade', 'x-request-id'])
+const CHANNEL = 'portico:cache:purge'
+const FLEET_POLL_MS = 25
+
+/** One request's dealings with the cache, from the guard to the end of its upstream answer. */
+interface Lookup {
+  readonly key: CacheKey
+  /** Where the response entry is (the key itself, or a variant of it). */
+  entryKey: CacheKey
+  /** A stale entry found: revalidated upstream, or answered when the upstream fails (staleIfError). */
+  stale: StoredResponse | undefined
+  /** Set on the request that fetches the key for the others (per replica). */
+  flight: Flight | undefined
+  /** Headers on the reply before the upstream answered (the gateway's own, e.g. RateLimit): not part of the entry. */
+  readonly preset: ReadonlySet<string>
+}
+
+/** The one upstream fetch of a key in this replica; the others wait for its end, then look again. */
+class Flight {
+  readonly #waiters: (() => void)[] = []
+  #done = false
+
+  wait(resume: () => void, boundMs: number): void {
+    let resumed = false
+    const once = () => {
+      if (resumed) return
+      resumed = true
+      clearTimeout(timer)
+      resume()
+    }
+    // Past the bound the waiter goes upstream itself: a slow fetch must not hold every request of the key.
+    const timer = setTimeout(once, boundMs)
+    this.#waiters.push(once)
+  }
+
+  finish(): boolean {
+    if (this.#done) return false
+    this.#done = true
+    for (const resume of this.#waiters) resume()
+    return true
+  }
+}
+
+/**
+ * A route's response cache. The guard answers fresh entries (after the rate and concurrency limits, which a hit still
+ * counts against) and makes concurrent misses of one key wait for one fetch; the wrapper, outermost around retries and
+ * the breaker, stores what the upstream answers while it streams to the client, revalidates stale entries, and
+ * answers a stale entry instead of an upstream failure within `staleIfError`.
+ */
+class ResponseCache {
+  readonly guard: RequestGuard
+  readonly wrap: AttemptWrapper
+  readonly #route: PolicyRoute
+  readonly #config: ResponseCacheConfig
+  readonly #deps: PolicyDeps
+  readonly #store: CacheStore
+  readonly #memory: MemoryStore
+  readonly #lookups = new WeakMap<PolicyExchange, Lookup>()
+  readonly #flights = new Map<string, Flight>()
+  readonly #onPurgeMessage: (channel: string, message: string) => void
+
+  constructor(route: PolicyRoute, config: ResponseCacheConfig, deps: PolicyDeps) {
+    this.#route = route
+    this.#config = config
+    this.#deps = deps
+    this.#memory = new MemoryStore(config.maxBytes, () => deps.events.count('cache_eviction', route.name, 'evicted'))
+    const { state } = deps
+    this.#store =
+      config.store === 'redis' && state
+        ? new RedisStore(state, route.name, this.#memory, (key) => deps.logger.warn({ route: route.name, key }, 'a cache entry in Redis is not one this version wrote; treated as a miss'))
+        : this.#memory
+    // Other replicas' purges reach this one's memory (the whole store, or the fallback of a Redis store).
+    this.#onPurgeMessage = (channel, message) => {
+      if (channel !== CHANNEL) return
+      const purge = parseJsonObject(message)
+      if (purge?.v === 1 && purge.route === route.name && purge.from !== state?.replicaId) void this.#memory.purge(typeof purge.path === 'string' ? purge.path : undefined)
+    }
+    if (state) {
+      state.subscriber.on('message', this.#onPurgeMessage)
+      void state.subscriber.subscribe(CHANNEL).catch(() => undefined)
+    }
+    this.guard = (ex, next) => this.#admit(ex, next)
+    this.wrap = (send) => (ex, handler) => {
+      const lookup = this.#lookups.get(ex)
+      if (!lookup) return send(ex, handler)
+      send(ex, {
+        onResponse: (ex, res) => this.#answered(ex, res, lookup, handler.onResponse.bind(handler)),
+        onError: (ex, error) => {
+          this.#endFlight(lookup)
+          if (this.#staleUsable(lookup, this.#config.staleIfErrorMs) && !ex.reply.sent && !ex.clientGone) return this.#answerFromEntry(ex, lookup.stale as StoredResponse, 'stale', 'on_error')
+          handler.onError(ex, error)
+        },
+      })
+    }
+  }
+
+  describe(): Record<string, unknown> {
+    const { bytes, entries } = this.#store.held
+    return { store: this.#store instanceof RedisStore ? 'redis' : 'memory', entriesHere: entries, bytesHere: bytes, maxBytes: this.#config.maxBytes }
+  }
+
+  /** Drops the route's entries (or one upstream path's) on every replica. */
+  async purge(path: string | undefined): Promise<number> {
+    const { state } = this.#deps
+    const count = await this.#store.purge(path)
+    if (state?.isUp()) await state.redis.publish(CHANNEL, JSON.stringify({ v: 1, route: this.#route.name, path, from: state.replicaId })).catch(() => undefined)
+    return count
+  }
+
+  stop(): void {
+    this.#deps.state?.subscriber.off('message', this.#onPurgeMessage)
+    for (const flight of this.#flights.values()) flight.finish()
+    this.#flights.clear()
+  }
+
+  /** The guard: a cacheable request gets a lookup; what it finds decides whether it goes upstream. */
+  #admit(ex: PolicyExchange, next: (error?: Error) => void): void {
+    const { request } = ex
+    if (!this.#config.methods.has(request.method) || request.headers.range !== undefined) return next()
+    const [path = '/', query = ''] = splitQuery(ex)
+    let rest = `${request.method}\n${query}`
+    for (const name of this.#config.vary) rest += `\n${name}:${headerText(request.headers[name])}`
+    const key = { path, rest }
+    const lookup: Lookup = { key, entryKey: key, stale: undefined, flight: undefined, preset: new Set(Object.keys(ex.reply.getHeaders())) }
+    this.#lookups.set(ex, lookup)
+    this.#consult(ex, lookup, next, true)
+  }
+
+  #consult(ex: PolicyExchange, lookup: Lookup, next: (error?: Error) => void, mayWait: boolean): void {
+    const found = this.#find(ex, lookup)
+    if (found instanceof Promise) found.then((entry) => this.#decide(ex, lookup, next, mayWait, entry), () => this.#decide(ex, lookup, next, mayWait, undefined))
+    else this.#decide(ex, lookup, next, mayWait, found)
+  }
+
+  /** The entry for the request: its key's, or through the upstream's Vary, its variant's. */
+  #find(ex: PolicyExchange, lookup: Lookup): CacheEntry | undefined | Promise<CacheEntry | undefined> {
+    const atKey = this.#store.get(lookup.key)
+    const follow = (entry: CacheEntry | undefined) => {
+      if (entry?.kind !== 'variants') return entry
+      lookup.entryKey = variantKey(lookup.key, entry.vary, ex.request.headers)
+      return this.#store.get(lookup.entryKey)
+    }
+    return atKey instanceof Promise ? atKey.then(follow) : follow(atKey)
+  }
+
+  #decide(ex: PolicyExchange, lookup: Lookup, next: (error?: Error) => void, mayWait: boolean, entry: CacheEntry | undefined): void {
+    if (ex.clientGone) return
+    if (entry?.kind === 'pass') {
+      this.#count('bypass')
+      return next()
+    }
+    if (entry?.kind === 'response') {
+      if (entry.policy.satisfiesWithoutRevalidation(policyRequest(ex))) {
+        this.#count(mayWait ? 'hit' : 'collapsed')
+        return this.#answerFromEntry(ex, entry, mayWait ? 'hit' : 'collapsed')
+      }
+      lookup.stale = entry
+      // Someone revalidates it already: within staleWhileRevalidate the others need not wait.
+      if (this.#flights.has(flightId(lookup.key)) && this.#staleUsable(lookup, this.#config.staleWhileRevalidateMs)) return this.#answerFromEntry(ex, entry, 'stale', 'while_revalidating')
+      if (this.#staleUsable(lookup, this.#config.staleIfErrorMs) && noInstance(ex)) return this.#answerFromEntry(ex, entry, 'stale', 'on_error')
+    }
+    const id = flightId(lookup.key)
+    const flight = this.#flights.get(id)
+    if (flight && mayWait) {
+      this.#deps.events.count('cache_wait', this.#route.name, 'coalesced')
+      return flight.wait(() => this.#consult(ex, lookup, next, false), this.#route.timeout.responseMs)
+    }
+    if (flight) return this.#goUpstream(ex, lookup, next)
+    this.#lead(ex, lookup, next, id)
+  }
+
+  /** This request fetches the key for the replica; with a Redis store, first for the fleet, or it waits for who does. */
+  #lead(ex: PolicyExchange, lookup: Lookup, next: (error?: Error) => void, id: string): void {
+    const flight = new Flight()
+    this.#flights.set(id, flight)
+    lookup.flight = flight
+    // However the request ends (the client gone included), the replica's waiters are let go.
+    ex.onEnd(() => this.#endFlight(lookup))
+    if (this.#store === this.#memory) return this.#goUpstream(ex, lookup, next)
+    const boundMs = this.#route.timeout.responseMs
+    const deadline = Date.now() + boundMs
+    const tryLead = (): void => {
+      this.#store.lead(lookup.key, boundMs).then(
+        (leading) => {
+          if (leading || ex.clientGone) return this.#goUpstream(ex, lookup, next)
+          if (this.#staleUsable(lookup, this.#config.staleWhileRevalidateMs)) {
+            this.#endFlight(lookup)
+            return this.#answerFromEntry(ex, lookup.stale as StoredResponse, 'stale', 'while_revalidating')
+          }
+          this.#deps.events.count('cache_wait', this.#route.name, 'fleet')
+          // Another replica fetches it: wait for its entry, or past the bound go upstream.
+          const poll = (): void => {
+            if (ex.clientGone) return
+            const found = this.#find(ex, lookup)
+            Promise.resolve(found).then(
+              (entry) => {
+                if (entry?.kind === 'response' && entry.policy.satisfiesWithoutRevalidation(policyRequest(ex))) {
+                  this.#count('collapsed')
+                  this.#endFlight(lookup)
+                  return this.#answerFromEntry(ex, entry, 'collapsed')
+                }
+                if (entry?.kind === 'pass' || Date.now() >= deadline) return this.#goUpstream(ex, lookup, next)
+                setTimeout(tryLead, FLEET_POLL_MS)
+              },
+              () => this.#goUpstream(ex, lookup, next),
+            )
+          }
+          poll()
+        },
+        () => this.#goUpstream(ex, lookup, next),
+      )
+    }
+    tryLead()
+  }
+
+  #goUpstream(ex: PolicyExchange, lookup: Lookup, next: (error?: Error) => void): void {
+    if (ex.clientGone) return
+    this.#count(lookup.stale ? 'revalidate' : 'miss')
+    const stale = lookup.stale
+    if (stale) {
+      // Ask with the stored validators: a 304 refreshes the entry without its body crossing the wire again.
+      const headers = stale.policy.revalidationHeaders(policyRequest(ex))
+      const request = ex.request.headers
+      for (const name of ['if-none-match', 'if-modified-since'] as const) {
+        if (headers[name] === undefined) delete request[name]
+        else request[name] = headerText(headers[name])
+      }
+    }
+    next()
+  }
+
+  /** The upstream answered a request that looked in the cache. */
+  #answered(ex: PolicyExchange, res: UpstreamResponse, lookup: Lookup, onResponse: (ex: PolicyExchange, res: UpstreamResponse) => void): void {
+    const { stale } = lookup
+    if (stale && res.statusCode === 304) {
+      const { policy, modified } = stale.policy.revalidatedPolicy(policyRequest(ex), { status: res.statusCode, headers: res.headers as CachePolicy.Headers })
+      if (!modified) {
+        ex.discard(res)
+        const refreshed: StoredResponse = { ...stale, policy, headers: { ...stale.headers, ...storableHeaders(res.headers, lookup.preset, false) } }
+        this.#put(lookup.entryKey, refreshed)
+        this.#endFlight(lookup)
+        return this.#answerFromEntry(ex, refreshed, 'revalidated')
+      }
+    }
+    if (res.statusCode >= 500 && this.#staleUsable(lookup, this.#config.staleIfErrorMs)) {
+      ex.discard(res)
+      this.#endFlight(lookup)
+      return this.#answerFromEntry(ex, stale as StoredResponse, 'stale', 'on_error')
+    }
+    const policy = this.#storablePolicy(ex, res)
+    if (!policy) {
+      ex.reply.header('cache-status', appendStatus(res.headers['cache-status'], STATUS.miss))
+      // A key whose answers cannot be kept: its requests stop waiting for one another.
+      if (lookup.flight) this.#put(lookup.key, { kind: 'pass' }, this.#config.ttlMs)
+      this.#endFlight(lookup)
+      return onResponse(ex, res)
+    }
+    // `stored` only when the length says so now: a body of unknown length may still outgrow maxEntrySize.
+    const storedForSure = res.headers['content-length'] !== undefined || ex.request.method === 'HEAD'
+    ex.reply.header('cache-status', appendStatus(res.headers['cache-status'], stale ? (storedForSure ? STATUS.refreshed : STATUS.revalidating) : storedForSure ? STATUS.stored : STATUS.miss))
+    const headers = storableHeaders(ex.reply.getHeaders(), lookup.preset, ex.request.method === 'HEAD')
+    const vary = varyOf(res.headers.vary, this.#config.vary)
+    const collector = new BodyCollector(this.#config.maxEntryBytes, (body) => {
+      if (body !== undefined) {
+        if (vary.length > 0) {
+          this.#put(lookup.key, { kind: 'variants', vary }, policy.timeToLive() + this.#keptStaleMs())
+          lookup.entryKey = variantKey(lookup.key, vary, ex.request.headers)
+        }
+        this.#put(lookup.entryKey, { kind: 'response', policy, status: res.statusCode, headers, body })
+      }
+      this.#endFlight(lookup)
+    })
+    onResponse(ex, { ...res, stream: pipeline(res.stream, collector, noop) })
+  }
+
+  /** The policy of a response the cache may keep, or undefined. */
+  #storablePolicy(ex: PolicyExchange, res: UpstreamResponse): CachePolicy | undefined {
+    const { headers } = res
+    if (!STORABLE_STATUSES.has(res.statusCode) || headers['set-cookie'] !== undefined || headers.vary?.trim() === '*') return undefined
+    const length = Number(headers['content-length'])
+    if (length > this.#config.maxEntryBytes) return undefined
+    const request = policyRequest(ex)
+    // The route's ttl for a response that says nothing of its freshness; never for one asked with credentials.
+    const saysNothing = headers.expires === undefined && !/\b(s-maxage|max-age)\s*=/i.test(headers['cache-control'] ?? '')
+    const withTtl = saysNothing && request.headers.authorization === undefined ? { ...headers, 'cache-control': appendDirective(headers['cache-control'], `s-maxage=${Math.floor(this.#config.ttlMs / 1000)}`) } : headers
+    const policy = new CachePolicy(request, { status: res.statusCode, headers: withTtl as CachePolicy.Headers }, { shared: true })
+    return policy.storable() ? policy : undefined
+  }
+
+  #put(key: CacheKey, entry: CacheEntry, ttlMs?: number): void {
+    const ms = ttlMs ?? (entry.kind === 'response' ? entry.policy.timeToLive() + this.#keptStaleMs() : this.#config.ttlMs)
+    if (ms > 0) this.#store.set(key, entry, ms)
+  }
+
+  /** How long past its freshness an entry is still of use. */
+  #keptStaleMs(): number {
+    return Math.max(this.#config.staleIfErrorMs, this.#config.staleWhileRevalidateMs)
+  }
+
+  #staleUsable(lookup: Lookup, windowMs: number): boolean {
+    const { stale } = lookup
+    if (!stale || windowMs === 0) return false
+    const pastFreshMs = (stale.policy.age() - stale.policy.maxAge()) * 1000
+    return pastFreshMs <= windowMs
+  }
+
+  #endFlight(lookup: Lookup): void {
+    const { flight } = lookup
+    if (!flight) return
+    lookup.flight = undefined
+    const id = flightId(lookup.key)
+    if (this.#flights.get(id) === flight) this.#flights.delete(id)
+    this.#store.unlead(lookup.key)
+    flight.finish()
+  }
+
+  /** Answers from an entry; a stale one is counted by why it was answered. */
+  #answerFromEntry(ex: PolicyExchange, entry: StoredResponse, outcome: 'hit' | 'collapsed' | 'revalidated'): void
+  #answerFromEntry(ex: PolicyExchange, entry: StoredResponse, outcome: 'stale', why: 'on_error' | 'while_revalidating'): void
+  #answerFromEntry(ex: PolicyExchange, entry: StoredResponse, outcome: keyof typeof STATUS, why?: string): void {
+    if (why !== undefined) this.#deps.events.count('cache_stale', this.#route.name, why)
+    const { reply, request } = ex
+    const notModified = entry.status === 200 && matchesConditional(request.headers, entry.headers)
+    reply.code(notModified ? 304 : entry.status)
+    reply.headers(entry.headers)
+    reply.header('age', String(Math.floor(entry.policy.age())))
+    reply.header('cache-status', STATUS[outcome])
+    reply.header('x-request-id', request.id)
+    // A HEAD entry keeps the upstream's Content-Length: its body is the GET's, which nobody sent.
+    if (notModified || request.method === 'HEAD') return void reply.send()
+    reply.send(entry.body)
+  }
+
+  #count(outcome: string): void {
+    this.#deps.events.count('cache', this.#route.name, outcome)
+  }
+}
+
+/**
+ * Passes the body through as it comes and keeps a copy up to `limit` bytes; `done` gets the whole body once the upstream
+ * finished it, or undefined when it was larger. A body cut short (the upstream or the client gone) never reaches `done`
+ * whole: the stream is destroyed, and `done(undefined)` runs when it closes.
+ */
+class BodyCollector extends Transform {
+  readonly #limit: number
+  readonly #done: (body: Buffer | undefined) => void
+  #chunks: Buffer[] | undefined = []
+  #bytes = 0
+  #reported = false
+
+  constructor(limit: number, done: (body: Buffer | undefined) => void) {
+    super()
+    this.#limit = limit
+    this.#done = done
+    this.once('close', () => this.#report(undefined))
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    if (this.#chunks !== undefined) {
+      this.#bytes += chunk.length
+      if (this.#bytes > this.#limit) this.#chunks = undefined
+      else this.#chunks.push(chunk)
+    }
+    callback(null, chunk)
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.#report(this.#chunks && Buffer.concat(this.#chunks, this.#bytes))
+    callback()
+  }
+
+  #report(body: Buffer | undefined): void {
+    if (this.#reported) return
+    this.#reported = true
+    this.#chunks = undefined
+    this.#done(body)
+  }
+}
+
+/** The request as CachePolicy reads it: its key's URL, and its headers without Host (instances share one cache). */
+function policyRequest(ex: PolicyExchange): CachePolicy.Request {
+  const { host: _host, ...headers } = ex.request.headers
+  return { method: ex.request.method, url: ex.upstreamUrl, headers: headers as CachePolicy.Headers }
+}
+
+function splitQuery({ upstreamUrl: url }: PolicyExchange): [string, string | undefined] {
+  const index = url.indexOf('?')
+  return index === -1 ? [url, undefined] : [url.slice(0, index), url.slice(index + 1)]
+}
+
+function noInstance(ex: PolicyExchange): boolean {
+  return ex.pickAnother(new Set()) === undefined
+}
+
+const flightId = (key: CacheKey) => `${key.path}\n${key.rest}`
+
+function variantKey(key: CacheKey, vary: readonly string[], headers: IncomingHttpHeaders): CacheKey {
+  let rest = `${key.rest}\n#`
+  for (const name of vary) rest += `\n${name}:${headerText(headers[name])}`
+  return { path: key.path, rest }
+}
+
+/** The upstream's Vary names that the route's own `vary` does not already split on. */
+function varyOf(vary: string | undefined, routeVary: readonly string[]): string[] {
+  if (vary === undefined) return []
+  const names = new Set(vary.split(',').map((name) => name.trim().toLowerCase()).filter((name) => name !== '' && !routeVary.includes(name)))
+  return [...names].sort()
+}
+
+function storableHeaders(headers: Record<string, unknown>, preset: ReadonlySet<string>, keepLength: boolean): Record<string, string | string[]> {
+  const kept: Record<string, string | string[]> = {}
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || preset.has(name) || (UNSTORED_HEADERS.has(name) && !(keepLength && name === 'content-length'))) continue
+    kept[name] = Array.isArray(value) ? value.map(String) : String(value)
+  }
+  return kept
+}
+
+/** If-None-Match (weak comparison), else If-Modified-Since, against the entry (RFC 9110 §13.2.2). */
+function matchesConditional(request: IncomingHttpHeaders, stored: Readonly<Record<string, string | string[]>>): boolean {
+  const ifNoneMatch = request['if-none-match']
+  const etag = stored.etag
+  if (ifNoneMatch !== undefined) {
+    if (ifNoneMatch.trim() === '*') return true
+    if (typeof etag !== 'string') return false
+    const opaque = (tag: string) => tag.trim().replace(/^W\//, '')
+    return ifNoneMatch.split(',').some((tag) => opaque(tag) === opaque(etag))
+  }
+  const since = request['if-modified-since']
+  const lastModified = stored['last-modified']
+  if (since === undefined || typeof lastModified !== 'string') return false
+  const sinceMs = Date.parse(since)
+  const modifiedMs = Date.parse(lastModified)
+  return Number.isFinite(sinceMs) && Number.isFinite(modifiedMs) && modifiedMs <= sinceMs
+}
+
+function appendStatus(upstream: unknown, ours: string): string {
+  return typeof upstream === 'string' && upstream !== '' ? `${upstream}, ${ours}` : ours
+}
+
+function appendDirective(cacheControl: string | undefined, directive: string): string {
+  return cacheControl === undefined || cacheControl.trim() === '' ? directive : `${cacheControl}, ${directive}`
+}
+
+function headerText(value: string | string[] | undefined): string {
+  return value === undefined ? '' : Array.isArray(value) ? value.join(', ') : value
+}
+
+const noop = (): void => undefined
