@@ -209,33 +209,36 @@ class ResponseCache {
     if (this.#store === this.#memory) return this.#goUpstream(ex, lookup, next)
     const boundMs = this.#route.timeout.responseMs
     const deadline = Date.now() + boundMs
+    let waited = false
+    /** Answers a fresh entry another replica stored; false when there is none. */
+    const answered = (entry: CacheEntry | undefined): boolean => {
+      if (entry?.kind !== 'response' || !entry.policy.satisfiesWithoutRevalidation(policyRequest(ex))) return false
+      this.#count('collapsed')
+      this.#endFlight(lookup)
+      this.#answerFromEntry(ex, entry, 'collapsed')
+      return true
+    }
+    const look = (then: (entry: CacheEntry | undefined) => void) => {
+      Promise.resolve(this.#find(ex, lookup)).then(then, () => this.#goUpstream(ex, lookup, next))
+    }
     const tryLead = (): void => {
       this.#store.lead(lookup.key, boundMs).then(
         (leading) => {
-          if (leading || ex.clientGone) return this.#goUpstream(ex, lookup, next)
+          if (ex.clientGone) return
+          // Leading after a wait: the fetch that held the lock stores its entry before it lets go, so look once more.
+          if (leading) return waited ? look((entry) => answered(entry) || this.#goUpstream(ex, lookup, next)) : this.#goUpstream(ex, lookup, next)
           if (this.#staleUsable(lookup, this.#config.staleWhileRevalidateMs)) {
             this.#endFlight(lookup)
             return this.#answerFromEntry(ex, lookup.stale as StoredResponse, 'stale', 'while_revalidating')
           }
-          this.#deps.events.count('cache_wait', this.#route.name, 'fleet')
+          if (!waited) this.#deps.events.count('cache_wait', this.#route.name, 'fleet')
+          waited = true
           // Another replica fetches it: wait for its entry, or past the bound go upstream.
-          const poll = (): void => {
-            if (ex.clientGone) return
-            const found = this.#find(ex, lookup)
-            Promise.resolve(found).then(
-              (entry) => {
-                if (entry?.kind === 'response' && entry.policy.satisfiesWithoutRevalidation(policyRequest(ex))) {
-                  this.#count('collapsed')
-                  this.#endFlight(lookup)
-                  return this.#answerFromEntry(ex, entry, 'collapsed')
-                }
-                if (entry?.kind === 'pass' || Date.now() >= deadline) return this.#goUpstream(ex, lookup, next)
-                setTimeout(tryLead, FLEET_POLL_MS)
-              },
-              () => this.#goUpstream(ex, lookup, next),
-            )
-          }
-          poll()
+          look((entry) => {
+            if (answered(entry)) return
+            if (entry?.kind === 'pass' || Date.now() >= deadline) return this.#goUpstream(ex, lookup, next)
+            setTimeout(tryLead, FLEET_POLL_MS)
+          })
         },
         () => this.#goUpstream(ex, lookup, next),
       )

@@ -5,7 +5,7 @@ import { startGateway, type TestGateway } from '../../support/gateway.js'
 import { answer } from '../../support/http.js'
 import { waitFor } from '../../support/poll.js'
 import { routeFile } from '../../support/routes.js'
-import { startUpstream, type Upstream } from '../../support/upstream.js'
+import { startUpstream } from '../../support/upstream.js'
 
 /** What the test upstream answers for a path: its status, headers and body; `truncate` cuts the body short. */
 interface Behaviour {
@@ -175,5 +175,153 @@ describe('a route with a memory cache', () => {
     await Promise.all([get('/p1'), get('/p2')])
     expect([upstream.count('/p1'), upstream.count('/p2')]).toEqual([3, 2])
     expect((await answer(`${gateway.adminUrl}/admin/cache/nope`, { method: 'DELETE' })).code).toBe('not_found')
+  })
+})
+
+/** A sample's value from the admin port's /metrics, 0 when absent. */
+async function metric(adminUrl: string, name: string, labels: string): Promise<number> {
+  const text = (await answer(`${adminUrl}/metrics`)).text
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`))
+  return line ? Number(line.split(' ').at(-1)) : 0
+}
+
+describe('a cache and the other policies', () => {
+  let upstream: Awaited<ReturnType<typeof scriptedUpstream>>
+  let gateway: TestGateway
+  beforeAll(async () => {
+    upstream = await scriptedUpstream()
+    gateway = await startGateway({
+      'limited.yaml': routeFile('limited', '/limited', upstream.url, 'cache: {}', 'rateLimit: { limit: 2, window: 1m }'),
+      'broken.yaml': routeFile('broken', '/broken', upstream.url, 'cache: { staleIfError: 1m }', 'circuitBreaker: { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeout: 1h }'),
+      'small.yaml': routeFile('small', '/small', upstream.url, 'cache: { maxSize: 64kb, maxEntrySize: 8kb }'),
+      'swr.yaml': routeFile('swr', '/swr', upstream.url, 'cache: { staleWhileRevalidate: 1m }'),
+    })
+  })
+  afterAll(async () => {
+    await gateway?.close()
+    await upstream?.close()
+  })
+
+  it('counts a hit against the rate limit (a hit is a request)', async () => {
+    const statuses = []
+    for (let i = 0; i < 3; i++) statuses.push((await answer(`${gateway.url}/limited/x`)).status)
+    expect(statuses).toEqual([200, 200, 429])
+    expect(upstream.count('/limited/x')).toBe(1)
+  })
+
+  it('answers the stale entry while the breaker is open, which a hit does not go through', async () => {
+    upstream.set('/broken/x', { headers: { 'cache-control': 'max-age=1' }, body: 'kept' })
+    await answer(`${gateway.url}/broken/x`)
+    upstream.set('/broken/x', { status: 503 })
+    // the 503s count against the breaker: it opens, and the entry keeps answering
+    await waitFor(
+      async () => {
+        await answer(`${gateway.url}/broken/x`)
+        return (await metric(gateway.adminUrl, 'portico_circuit_breaker_state', 'route="broken"')) === 2
+      },
+      { timeoutMs: 10_000, what: 'the breaker to open' },
+    )
+    const upstreamBefore = upstream.count('/broken/x')
+    const whileOpen = await answer(`${gateway.url}/broken/x`)
+    expect(whileOpen).toMatchObject({ status: 200, text: 'kept' })
+    expect(cacheStatus(whileOpen)).toBe('Portico; hit; detail=stale')
+    expect(upstream.count('/broken/x')).toBe(upstreamBefore)
+    expect(await metric(gateway.adminUrl, 'portico_cache_stale_served_total', 'route="broken",reason="on_error"')).toBeGreaterThan(0)
+  })
+
+  it('answers the stale entry within staleWhileRevalidate while one request revalidates it', async () => {
+    // stale on arrival (Age past max-age), within the window
+    upstream.set('/swr/x', { headers: { 'cache-control': 'max-age=50', age: '100' }, body: 'old' })
+    await answer(`${gateway.url}/swr/x`)
+    upstream.set('/swr/x', { headers: { 'cache-control': 'max-age=60' }, body: 'new', delayMs: 300 })
+    const revalidating = answer(`${gateway.url}/swr/x`)
+    await waitFor(() => upstream.count('/swr/x') === 2, { what: 'the revalidation to reach the upstream' })
+    const meanwhile = await answer(`${gateway.url}/swr/x`)
+    expect(meanwhile.text).toBe('old')
+    expect(cacheStatus(meanwhile)).toBe('Portico; hit; detail=stale')
+    expect((await revalidating).text).toBe('new')
+    expect(cacheStatus(await answer(`${gateway.url}/swr/x`))).toBe('Portico; hit')
+    expect(upstream.count('/swr/x')).toBe(2)
+  })
+
+  it('keeps the memory store within maxSize under a stream of distinct keys, the least recently used going first', async () => {
+    upstream.set('/small/any', {})
+    for (let i = 0; i < 60; i++) {
+      upstream.set(`/small/${i}`, { body: String(i).padEnd(4096, '.') })
+      await answer(`${gateway.url}/small/${i}`)
+    }
+    const bytes = await metric(gateway.adminUrl, 'portico_cache_bytes', 'route="small"')
+    expect(bytes).toBeGreaterThan(32 * 1024)
+    expect(bytes).toBeLessThanOrEqual(64 * 1024)
+    expect(await metric(gateway.adminUrl, 'portico_cache_evictions_total', 'route="small",reason="evicted"')).toBeGreaterThan(40)
+    // the newest are still there, the oldest are not
+    expect(cacheStatus(await answer(`${gateway.url}/small/59`))).toBe('Portico; hit')
+    expect(cacheStatus(await answer(`${gateway.url}/small/0`))).not.toBe('Portico; hit')
+  })
+})
+
+describe('a cache in Redis shared by three replicas', () => {
+  const redisUrl = inject('redisUrl')
+  const route = `shared-${process.pid}`
+  let upstream: Awaited<ReturnType<typeof scriptedUpstream>>
+  let replicas: TestGateway[]
+  let redis: Redis
+  beforeAll(async () => {
+    upstream = await scriptedUpstream()
+    redis = new Redis(redisUrl)
+    const files = {
+      'shared.yaml': routeFile(route, `/${route}`, upstream.url, 'rewritePrefix: /', 'cache: { store: redis }'),
+      'local.yaml': routeFile(`${route}-mem`, `/${route}-mem`, upstream.url, 'rewritePrefix: /mem', 'cache: {}'),
+    }
+    replicas = await Promise.all([0, 1, 2].map(() => startGateway(files, {}, { REDIS_URL: redisUrl })))
+  })
+  afterAll(async () => {
+    await Promise.all((replicas ?? []).map((r) => r.close()))
+    await upstream?.close()
+    redis?.disconnect()
+  })
+  const at = (i: number, path: string) => answer(`${replicas[i % 3]!.url}/${route}${path}`)
+
+  it('makes one upstream request for 50 concurrent misses of one key across the fleet', async () => {
+    upstream.set('/stampede', { delayMs: 300, body: 'fetched once' })
+    const all = await Promise.all(Array.from({ length: 50 }, (_, i) => at(i, '/stampede')))
+    expect(all.map((r) => r.status)).toEqual(Array(50).fill(200))
+    expect(new Set(all.map((r) => r.text))).toEqual(new Set(['fetched once']))
+    expect(upstream.count('/stampede')).toBe(1)
+  })
+
+  it('answers from the entry another replica stored', async () => {
+    upstream.set('/elsewhere', {})
+    await at(0, '/elsewhere')
+    const others = await Promise.all([at(1, '/elsewhere'), at(2, '/elsewhere')])
+    expect(others.map(cacheStatus)).toEqual(['Portico; hit', 'Portico; hit'])
+    expect(upstream.count('/elsewhere')).toBe(1)
+  })
+
+  it('takes junk at an entry\'s key for a miss, and replaces it', async () => {
+    upstream.set('/junk', {})
+    await at(0, '/junk')
+    const keys = await redis.keys(`portico:cache:{${route}}:*`)
+    expect(keys.length).toBeGreaterThan(0)
+    await Promise.all(keys.map((key) => redis.set(key, Buffer.from([0, 0, 0, 9, 0x7b, 0x22, 0xff, 0x00]))))
+    const after = await at(1, '/junk')
+    expect(after.status).toBe(200)
+    expect(upstream.count('/junk')).toBe(2)
+    expect(cacheStatus(await at(2, '/junk'))).toBe('Portico; hit')
+  })
+
+  it('purges on every replica: the Redis store once, each replica\'s memory store through Redis', async () => {
+    upstream.set('/purged', {})
+    upstream.set('/mem/purged', {})
+    const mem = (i: number) => answer(`${replicas[i]!.url}/${route}-mem/purged`)
+    await Promise.all([at(0, '/purged'), mem(0), mem(1), mem(2)])
+    expect(upstream.count('/mem/purged')).toBeLessThanOrEqual(3)
+    const memBefore = upstream.count('/mem/purged')
+    expect((await answer(`${replicas[0]!.adminUrl}/admin/cache/${route}?path=/${route}/purged`, { method: 'DELETE' })).status).toBe(200)
+    expect((await answer(`${replicas[0]!.adminUrl}/admin/cache/${route}-mem`, { method: 'DELETE' })).status).toBe(200)
+    await at(2, '/purged')
+    expect(upstream.count('/purged')).toBe(2)
+    await waitFor(async () => cacheStatus(await mem(2)) !== 'Portico; hit' && cacheStatus(await mem(1)) !== 'Portico; hit', { timeoutMs: 5_000, what: 'the other replicas to drop their memory entries' })
+    expect(upstream.count('/mem/purged')).toBeGreaterThan(memBefore)
   })
 })
