@@ -74,11 +74,15 @@ function nginxConfig(upstreamPort: number, port: number): string {
   const dir = mkdtempSync(join(tmpdir(), 'portico-bench-nginx-'))
   writeFileSync(
     join(dir, 'nginx.conf'),
-    `daemon off; worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+    // As root, nginx's worker would write its cache as nobody into a directory only root may enter.
+    `daemon off; user ${process.getuid?.() === 0 ? 'root' : 'nobody'}; worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
 events { worker_connections 1024; }
 http { access_log off;
   upstream app { server 127.0.0.1:${upstreamPort}; keepalive 64; }
-  server { listen 127.0.0.1:${port}; location /api/ { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } } }`,
+  proxy_cache_path ${dir}/cache keys_zone=bench:1m;
+  server { listen 127.0.0.1:${port};
+    location /api/ { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    location /cached/ { proxy_pass http://app/api/; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_cache bench; proxy_cache_valid 200 1h; } } }`,
   )
   return dir
 }
@@ -117,6 +121,16 @@ try {
     upstreams: [${upstreamUrl}]
     rateLimit: { key: ip, limits: [{ limit: 1000000000, window: 1h }] }
     circuitBreaker: { volumeThreshold: 1000 }
+  - name: cached
+    prefix: /cached
+    upstreams: [${upstreamUrl}]
+    rewritePrefix: /api
+    cache: { ttl: 1h }
+  - name: cached-redis
+    prefix: /shared
+    upstreams: [${upstreamUrl}]
+    rewritePrefix: /api
+    cache: { ttl: 1h, store: redis }
 `,
   )
   // The full chain's limits and breaker live in a Redis of the bench's own.
@@ -143,6 +157,7 @@ try {
   const noAccessLog = await startPortico(root, { PORTICO_ACCESS_LOG: 'off' })
   const traced = await startPortico(root, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sink.match[1]}` })
   const chainPortico = await startPortico()
+  const [cacheMemory, cacheRedis] = [await startPortico(), await startPortico()]
   const targets: [name: string, url: string, pid: number | undefined][] = [
     ['direct', `${upstreamUrl}/api/items`, undefined],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
@@ -150,6 +165,8 @@ try {
     ['portico access log off', `http://127.0.0.1:${noAccessLog.port}/api/items`, noAccessLog.pid],
     ['portico tracing on', `http://127.0.0.1:${traced.port}/api/items`, traced.pid],
     ['portico+redis chain', `http://127.0.0.1:${chainPortico.port}/chain/items`, chainPortico.pid],
+    ['portico cache hit memory', `http://127.0.0.1:${cacheMemory.port}/cached/items`, cacheMemory.pid],
+    ['portico cache hit redis', `http://127.0.0.1:${cacheRedis.port}/shared/items`, cacheRedis.pid],
   ]
   const baselineDir = process.env.BENCH_BASELINE
   if (baselineDir) {
@@ -170,6 +187,7 @@ try {
     children.push(child)
     await until(async () => (await fetch(`http://127.0.0.1:${port}/api/items`)).ok)
     targets.push(['nginx', `http://127.0.0.1:${port}/api/items`, undefined])
+    targets.push(['nginx proxy_cache hit', `http://127.0.0.1:${port}/cached/items`, undefined])
   }
 
   // Two cores carry the load generator, the upstream and the proxy, and the machine's speed swings from second to

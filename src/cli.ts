@@ -6,12 +6,13 @@ import { mergeRouteSources } from './config/merge-sources.js'
 import { formatRouteFileError } from './config/parse-route-file.js'
 import { readRouteDir } from './config/providers/route-dir.js'
 import { createLogger, handleSignals, startPortico } from './server.js'
+import { runPrimary, workerCount, workerId } from './workers.js'
 
 const USAGE = `Usage:
   portico start [--routes DIR] [--port N] [--admin-port N] [--host H] [--admin-host H]
                 [--trust-proxy true|N|CIDRs] [--max-body SIZE]
                 [--shutdown-delay DURATION] [--drain-timeout DURATION] [--log-level LEVEL]
-                [--access-log stdout|stderr|off|FILE]
+                [--access-log stdout|stderr|off|FILE] [--workers N|auto]
   portico validate [DIR]
   portico register --name NAME --port N [--health PATH] [--address A] [--tag T]... [--meta k=v]...
 
@@ -31,6 +32,7 @@ const START_FLAGS = {
   'log-level': { type: 'string' },
   'access-log': { type: 'string' },
   'consul-routes': { type: 'boolean' },
+  workers: { type: 'string' },
 } as const
 
 async function main(argv: string[]): Promise<number> {
@@ -58,6 +60,7 @@ async function start(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: START_FLAGS, strict: true, allowPositionals: false })
   const config = loadConfig(values)
   const logger = createLogger(config.logLevel)
+  if (workerId() === undefined && workerCount(config.workers) > 1) return runPrimary(config, logger)
   const portico = await startPortico(config, logger)
   handleSignals(portico, logger)
   return new Promise<number>(() => undefined) // runs until a signal ends it

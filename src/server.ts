@@ -14,6 +14,7 @@ import { createSharedState } from './state/shared-state.js'
 import { createAccessLog } from './observability/access-log.js'
 import { DURATION_BUCKETS, GatewayMetrics } from './observability/metrics.js'
 import { createTracing } from './observability/tracing.js'
+import { joinPrimary, workerId } from './workers.js'
 
 export interface RunningPortico {
   readonly gateway: Gateway
@@ -30,11 +31,17 @@ export interface RunningPortico {
   reopenLogs(): void
 }
 
+/** How long a worker being replaced answers with Connection: close before it closes the connections left idle. */
+const HAND_OVER_MS = 1_000
+
+/** In a worker of `--workers`: its number, on every log line and access log line. */
+const WORKER = workerId()
+
 /** The package's version, for spans and logs (read once: the CLI runs from dist/, tests from src/). */
 const PORTICO_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version
 
 export function createLogger(level: string): Logger {
-  return pino({ level, base: { service: 'portico' } })
+  return pino({ level, base: { service: 'portico', ...(WORKER === undefined ? {} : { worker: WORKER, pid: process.pid }) } })
 }
 
 export async function startPortico(config: PorticoConfig, logger: Logger = createLogger(config.logLevel)): Promise<RunningPortico> {
@@ -67,7 +74,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     forcedBreakers: () => Object.entries(gateway.overrides.snapshot().breakers).map(([route, b]) => ({ route, state: b.state })),
     redisCommands: () => state?.commandCounts(),
   })
-  const accessLog = createAccessLog(config.accessLog)
+  const accessLog = createAccessLog(config.accessLog, WORKER)
   const tracing = createTracing(process.env, logger, PORTICO_VERSION)
   const state = config.redisUrl ? createSharedState({ url: config.redisUrl, logger: logger.child({ component: 'redis' }) }) : undefined
   health.register('state', () => (state ? state.health() : { status: 'ok', detail: 'no REDIS_URL: rate limits and breakers are per process, in memory' }))
@@ -137,14 +144,21 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     policyEvents: gateway.stats.policyEvents,
   })
   const url = await gateway.app.listen({ host: config.host, port: config.port })
-  const adminUrl = await admin.listen({ host: config.adminHost, port: config.adminPort })
-  logger.info({ url, adminUrl, routesDir: config.routesDir }, 'portico is serving')
+  // A worker's own admin server answers its primary only; the primary holds the admin port.
+  const adminUrl = await admin.listen(WORKER === undefined ? { host: config.adminHost, port: config.adminPort } : { host: '127.0.0.1', port: 0, exclusive: true })
+  logger.info({ url, adminUrl, routesDir: config.routesDir }, WORKER === undefined ? 'portico is serving' : 'worker is serving')
 
   let stopping: Promise<void> | undefined
-  const shutdown = () =>
+  /** A worker the primary replaces hands over: no delay (no load balancer watches it), kept-alive clients served. */
+  const shutdown = (handOver = false) =>
     (stopping ??= (async () => {
       health.shutdown()
-      if (config.shutdownDelayMs > 0) {
+      if (handOver) {
+        // Busy keep-alive connections get their next answer with Connection: close and move to the other workers;
+        // only connections idle since then are closed under a client that might be reusing one.
+        gateway.startHandOver()
+        await new Promise((resolve) => setTimeout(resolve, HAND_OVER_MS))
+      } else if (config.shutdownDelayMs > 0) {
         logger.info({ shutdownDelayMs: config.shutdownDelayMs }, 'shutting down: not ready, still serving while load balancers catch up')
         await new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs))
       }
@@ -153,7 +167,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       const deadline = new Promise<'timeout'>((resolve) => {
         timer = setTimeout(() => resolve('timeout'), config.drainTimeoutMs)
       })
-      const drained = await Promise.race([gateway.close().then(() => 'drained' as const), deadline])
+      const drained = await Promise.race([gateway.close({ handOver }).then(() => 'drained' as const), deadline])
       clearTimeout(timer)
       if (drained === 'timeout') {
         logger.warn('drain timeout reached: closing the remaining connections')
@@ -166,7 +180,16 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       await tracing?.shutdown()
     })())
 
-  return { gateway, health, url, adminUrl, shutdown, reopenLogs: () => accessLog?.reopen() }
+  if (WORKER !== undefined) {
+    joinPrimary(metrics.registry, { url, adminUrl }, () => {
+      logger.info('handing over to a new worker: draining')
+      void shutdown(true).then(
+        () => process.exit(0),
+        () => process.exit(1),
+      )
+    })
+  }
+  return { gateway, health, url, adminUrl, shutdown: () => shutdown(), reopenLogs: () => accessLog?.reopen() }
 }
 
 async function adminTokens(config: PorticoConfig): Promise<{ name: string; token: string }[]> {

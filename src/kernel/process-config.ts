@@ -26,6 +26,8 @@ export interface PorticoConfig {
   readonly consul: ConsulConnection
   /** Opt-in: services may publish their own routes through Consul service meta (`portico-prefix`). */
   readonly consulRoutes: boolean
+  /** Processes serving traffic on the port: 1 (this process), a number of workers, or `auto` (one per usable CPU). */
+  readonly workers: number | 'auto'
 }
 
 export interface ConsulConnection {
@@ -70,6 +72,7 @@ export function loadConfig(flags: Flags, env: Env = process.env): PorticoConfig 
     redisUrl: env.REDIS_URL || undefined,
     consul: consulConnection(env),
     consulRoutes: (pick('consul-routes', 'PORTICO_CONSUL_ROUTES') ?? (flags['consul-routes'] === true ? 'true' : 'false')) === 'true',
+    workers: workers(pick('workers', 'PORTICO_WORKERS') ?? '1', source('workers', 'PORTICO_WORKERS')),
   }
 }
 
@@ -104,6 +107,13 @@ function duration(text: string, from: string): number {
   } catch (error) {
     throw new ConfigError(`${from}: ${(error as Error).message}`)
   }
+}
+
+function workers(text: string, from: string): number | 'auto' {
+  if (text === 'auto') return 'auto'
+  const count = Number(text)
+  if (!Number.isInteger(count) || count < 1 || count > 256) throw new ConfigError(`${from}: "${text}" is not a worker count (1-256, or auto)`)
+  return count
 }
 
 function bytes(text: string, from: string): number {

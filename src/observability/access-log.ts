@@ -26,7 +26,7 @@ const BATCH_MS = 1_000
  * out in batches, so a slow disk or a full pipe never blocks the requests. A line is the record as JSON after its
  * time (epoch ms): JSON.stringify costs a fifth of a pino call, and the record is flat, its fields fixed.
  */
-export function createAccessLog(target: AccessLogTarget): AccessLog | undefined {
+export function createAccessLog(target: AccessLogTarget, worker?: number): AccessLog | undefined {
   if (target === 'off') return undefined
   const file = target !== 'stdout' && target !== 'stderr'
   const destination = pino.destination({
@@ -38,9 +38,10 @@ export function createAccessLog(target: AccessLogTarget): AccessLog | undefined 
     maxLength: MAX_BUFFERED_BYTES,
   })
   let closed = false
+  const workerField = worker === undefined ? '' : `"worker":${worker},`
   return {
     write(record) {
-      if (!closed) destination.write(`{"time":${Date.now()},${JSON.stringify(record).slice(1)}\n`)
+      if (!closed) destination.write(`{"time":${Date.now()},${workerField}${JSON.stringify(record).slice(1)}\n`)
     },
     reopen() {
       if (file && !closed) destination.reopen()

@@ -155,6 +155,7 @@ export class GatewayMetrics {
     this.#problems = new Counter({ name: 'portico_gateway_errors_total', help: 'Answers the gateway gave itself, by route and problem code (rate_limited, circuit_open, upstream_timeout, …).', labelNames: ['route', 'code'], registers })
     new Gauge({
       name: 'portico_circuit_breaker_state',
+      aggregator: 'max',
       help: 'Breaker state per route: 0 closed, 1 half-open, 2 open.',
       labelNames: ['route'],
       registers,
@@ -165,6 +166,7 @@ export class GatewayMetrics {
     })
     new Gauge({
       name: 'portico_circuit_breaker_forced',
+      aggregator: 'max',
       help: '1 for a breaker an operator forced open or closed (by route and state).',
       labelNames: ['route', 'state'],
       registers,
@@ -175,6 +177,7 @@ export class GatewayMetrics {
     })
     new Gauge({
       name: 'portico_discovery_instances',
+      aggregator: 'max',
       help: 'Passing instances per Consul service, as last known.',
       labelNames: ['service'],
       registers,
@@ -185,6 +188,7 @@ export class GatewayMetrics {
     })
     new Gauge({
       name: 'portico_discovery_stale',
+      aggregator: 'max',
       help: '1 while the instances of a service are the last known ones because Consul is unreachable.',
       labelNames: ['service'],
       registers,
@@ -195,6 +199,7 @@ export class GatewayMetrics {
     })
     new Gauge({
       name: 'portico_shared_state_up',
+      aggregator: 'min',
       help: '1 while Redis is reachable (or not configured); 0 while limits and breakers run on local state.',
       registers,
       collect() {
@@ -203,6 +208,7 @@ export class GatewayMetrics {
     })
     new Gauge({
       name: 'portico_route_table_version',
+      aggregator: 'min',
       help: 'Version of the live route table; it grows with every applied change.',
       registers,
       collect() {
@@ -211,6 +217,7 @@ export class GatewayMetrics {
     })
     new Gauge({
       name: 'portico_route_sources_refused',
+      aggregator: 'max',
       help: 'Route files (or published routes) refused for errors; their last good version, if any, serves.',
       registers,
       collect() {

@@ -53,7 +53,14 @@ export interface Gateway {
   readonly overrides: OperatorOverrides
   /** What the metrics read at scrape time. */
   readonly stats: GatewayStats
-  close(): Promise<void>
+  /**
+   * Stops accepting connections and drains. A request that comes on a kept-alive connection meanwhile is answered 503
+   * `shutting_down` (the replica is leaving: try another), or with `handOver`, served and its connection closed after
+   * it (a worker leaving a host whose other workers serve on).
+   */
+  close(options?: { handOver?: boolean }): Promise<void>
+  /** Before a hand-over's close: every answer from now on closes its connection, while the listener still accepts. */
+  startHandOver(): void
 }
 
 export interface GatewayStats {
@@ -132,7 +139,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // the gateway's warning with route and instance.
   if (!debug) app.addHook('onRoute', (route) => void (route.logLevel = 'error'))
 
-  let draining = false
+  let draining: 'no' | 'refuse' | 'hand-over' = 'no'
   const tunnels = new Tunnels()
   tunnels.routeUpgrades(app)
   const requestPath = createRequestPath({
@@ -181,8 +188,11 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     routes,
     overrides,
     stats,
-    async close() {
-      draining = true
+    startHandOver() {
+      draining = 'hand-over'
+    },
+    async close({ handOver = false } = {}) {
+      draining = handOver ? 'hand-over' : 'refuse'
       routes.stop()
       policyRegistry.stop()
       overrides.stop()

@@ -12,7 +12,7 @@ import { isUpgradeRequest, type Tunnels } from './websocket-tunnel.js'
 /** What the request path reads of its gateway on every request. */
 export interface RequestPathContext extends GatewaySettings {
   readonly table: () => RouteTable<LiveRoute>
-  readonly draining: () => boolean
+  readonly draining: () => 'no' | 'refuse' | 'hand-over'
   readonly tunnels: Tunnels
   readonly overrides: OperatorOverrides
 }
@@ -48,8 +48,13 @@ export function createRequestPath(context: RequestPathContext) {
 
 /** 1. Match: the normalised path against the live table (one read; a reload never changes a request midway). */
 function matchRoute(context: RequestPathContext, request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): Exchange {
-  // A request on a kept-alive connection while draining: send the client elsewhere.
-  if (context.draining()) throw new GatewayError('shutting_down', 'The gateway is draining; retry on another replica', { headers: { connection: 'close' } })
+  // A request on a kept-alive connection while draining: send the client elsewhere (or, handing over to the host's
+  // other workers, serve it and let the client's next connection reach one of them).
+  const draining = context.draining()
+  if (draining !== 'no') {
+    if (draining === 'refuse') throw new GatewayError('shutting_down', 'The gateway is draining; retry on another replica', { headers: { connection: 'close' } })
+    reply.header('connection', 'close')
+  }
   checkFraming(request)
   const [rawPath = '/', query] = splitQuery(request.url)
   const path = normalizePath(rawPath)

@@ -4,6 +4,7 @@ import { parse, parseAllDocuments } from 'yaml'
 import { describe, expect, it } from 'vitest'
 import { mergeRouteSources } from '../../src/config/merge-sources.js'
 import { publishedRouteSchema } from '../../src/config/published-schema.js'
+import { loadConfig } from '../../src/kernel/process-config.js'
 import { ROOT } from '../support/gateway.js'
 import { GatewayMetrics } from '../../src/observability/metrics.js'
 import { emptySources } from '../support/metrics.js'
@@ -78,7 +79,7 @@ describe('Kubernetes manifests', () => {
   it('parse, and the Deployment, Service, probes and ConfigMap agree with each other', async () => {
     const docs = parseAllDocuments(await read('deploy/kubernetes/portico.yaml')).map((d) => {
       expect(d.errors).toEqual([])
-      return d.toJS() as { kind: string; metadata: { name: string }; spec?: any; data?: Record<string, string> }
+      return d.toJS() as { kind: string; metadata: { name: string }; spec?: any; data?: Record<string, string>; stringData?: Record<string, string> }
     })
     const byKind = (kind: string, name: string) => docs.find((d) => d.kind === kind && d.metadata.name === name)
     const deployment = byKind('Deployment', 'portico')
@@ -95,8 +96,35 @@ describe('Kubernetes manifests', () => {
     expect(byKind('Service', new URL(redisUrl).hostname)).toBeTruthy()
     const routes = mergeRouteSources(Object.entries(config?.data ?? {}).map(([source, text]) => ({ source, text })), new Map())
     expect(routes.sources.flatMap((s) => s.errors)).toEqual([])
+    // the flags and variables it sets are the gateway's own
+    const settings = loadConfig(flagsOf(container.args.slice(1)), Object.fromEntries(container.env.map((e: { name: string; value?: string }) => [e.name, e.value ?? 'secret'])))
+    expect(settings.workers).toBe('auto')
+    expect(settings.adminToken).toBeDefined()
+    expect(container.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'admin' })
+    expect(container.lifecycle.preStop.sleep.seconds + settings.shutdownDelayMs / 1000 + settings.drainTimeoutMs / 1000).toBeLessThan(deployment?.spec.template.spec.terminationGracePeriodSeconds)
+    const secret = container.env.find((e: { name: string }) => e.name === 'PORTICO_ADMIN_TOKEN').valueFrom.secretKeyRef
+    expect(byKind('Secret', secret.name)?.stringData?.[secret.key]).toBeTruthy()
+    const hpa = byKind('HorizontalPodAutoscaler', 'portico')
+    expect(hpa?.spec.scaleTargetRef).toMatchObject({ kind: 'Deployment', name: 'portico' })
+    expect(container.resources.requests.cpu).toBeDefined() // utilisation is measured against the request
+    expect(byKind('PodDisruptionBudget', 'portico')?.spec.selector.matchLabels).toEqual(deployment?.spec.template.metadata.labels)
+  })
+
+  it('gives the example services a health check of their own, not the gateway image\'s', async () => {
+    const compose = parse(await read('docker-compose.yml')) as { services: Record<string, { entrypoint?: string[]; environment?: Record<string, string>; healthcheck?: { test: string[] } }> }
+    for (const [name, service] of Object.entries(compose.services)) {
+      if (!service.entrypoint?.[1]?.startsWith('examples/')) continue
+      expect(service.healthcheck?.test.join(' '), name).toContain(`127.0.0.1:${service.environment?.PORT}/health`)
+    }
   })
 })
+
+/** `--name value` pairs as parseArgs would hand them over. */
+function flagsOf(args: string[]): Record<string, string> {
+  const flags: Record<string, string> = {}
+  for (let i = 0; i < args.length; i += 2) flags[(args[i] as string).replace(/^--/, '')] = args[i + 1] as string
+  return flags
+}
 
 describe('published JSON Schema', () => {
   it('is up to date with the route schema (run `npm run schema`)', async () => {

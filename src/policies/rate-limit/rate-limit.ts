@@ -1,5 +1,6 @@
 import type { FastifyReply } from 'fastify'
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
+import cluster from 'node:cluster'
+import { RateLimiterCluster, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
 import { readRequestKey } from '../../balancer/request-key.js'
 import { GatewayError } from '../../kernel/errors.js'
 import type { SharedState } from '../../state/shared-state.js'
@@ -22,7 +23,7 @@ interface Window {
   readonly limit: number
   readonly windowMs: number
   readonly shared: SharedConsume | undefined
-  local: RateLimiterMemory
+  local: RateLimiterAbstract
   localReplicas: number
 }
 
@@ -58,14 +59,14 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
             () => state.liveReplicas(),
           )
         : undefined,
-      local: new RateLimiterMemory({ points: state ? localPoints(limit, replicas) : limit, duration: windowMs / 1000 }),
+      local: state ? new RateLimiterMemory({ points: localPoints(limit, replicas), duration: windowMs / 1000 }) : hostLimiter(route, limit, windowMs),
       localReplicas: replicas,
     }
   })
   const policyHeader = config.limits.map((l) => `${l.limit};w=${l.windowMs / 1000}`).join(', ')
 
   /** This replica's share while Redis is away; re-sized when the replica count changed. */
-  const localShare = (window: Window): RateLimiterMemory => {
+  const localShare = (window: Window): RateLimiterAbstract => {
     const replicas = state?.liveReplicas() ?? 1
     if (replicas !== window.localReplicas) {
       window.local = new RateLimiterMemory({ points: localPoints(window.limit, replicas), duration: window.windowMs / 1000 })
@@ -172,6 +173,16 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
   }
 }
 
+/**
+ * Without Redis, a limit holds per host: in the workers of `--workers`, the primary keeps the counts
+ * (rate-limiter-flexible's cluster limiter, one IPC round trip a request); in a process alone, memory.
+ */
+function hostLimiter(route: string, limit: number, windowMs: number): RateLimiterAbstract {
+  const options = { points: limit, duration: windowMs / 1000 }
+  // The primary keeps one counter per prefix, made with the first options it hears: a changed limit is a new prefix.
+  return cluster.isWorker ? new RateLimiterCluster({ ...options, keyPrefix: `${route}:${windowMs}:${limit}`, timeoutMs: 1_000 }) : new RateLimiterMemory(options)
+}
+
 /** Distinct keys one in-memory window holds; past it, new keys share one bucket: stricter, never unbounded memory. */
 export const MAX_LOCAL_KEYS = 100_000
 const OVERFLOW_KEY = '\u0000overflow'
@@ -181,7 +192,7 @@ const OVERFLOW_KEY = '\u0000overflow'
  * no bound of its own; its store's size is read here (internal: if it ever moves, the bound lapses, nothing breaks,
  * and the test of it fails).
  */
-function boundedKey(limiter: RateLimiterMemory, key: string): string {
+function boundedKey(limiter: RateLimiterAbstract, key: string): string {
   const storage = (limiter as unknown as { _memoryStorage?: { _storage?: Map<string, unknown> } })._memoryStorage?._storage
   return storage !== undefined && storage.size >= MAX_LOCAL_KEYS && !storage.has(limiter.getKey(key)) ? OVERFLOW_KEY : key
 }

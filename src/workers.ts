@@ -1,0 +1,227 @@
+import cluster, { type Worker } from 'node:cluster'
+import { readFileSync } from 'node:fs'
+import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http'
+import { availableParallelism } from 'node:os'
+import type { Logger } from 'pino'
+import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client'
+import { RateLimiterClusterMaster } from 'rate-limiter-flexible'
+import type { PorticoConfig } from './kernel/process-config.js'
+
+/** What a worker tells the primary once it serves: its traffic URL, and where its own admin server answers. */
+interface ReadyMessage {
+  readonly portico: 'ready'
+  readonly url: string
+  readonly adminUrl: string
+}
+
+/** The primary asks a worker to stop taking connections, finish what it has, and exit (a rolling restart). */
+const RETIRE = { portico: 'retire' } as const
+
+/** The workers one host runs for `--workers`: a count, or `auto`: the CPUs this process may use, a container's quota included. */
+export function workerCount(setting: number | 'auto'): number {
+  if (setting !== 'auto') return setting
+  return Math.max(1, Math.min(availableParallelism(), cgroupCpus() ?? Number.POSITIVE_INFINITY))
+}
+
+/** The CPU quota of this process's cgroup (v2, then v1), rounded up; undefined when there is none. */
+function cgroupCpus(): number | undefined {
+  const read = (path: string) => {
+    try {
+      return readFileSync(path, 'utf8').trim()
+    } catch {
+      return undefined
+    }
+  }
+  const [quota, period] = read('/sys/fs/cgroup/cpu.max')?.split(/\s+/) ?? [read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us'), read('/sys/fs/cgroup/cpu/cpu.cfs_period_us')]
+  const cpus = Number(quota) / Number(period)
+  return Number.isFinite(cpus) && cpus > 0 ? Math.ceil(cpus) : undefined
+}
+
+/** This process's worker number under `--workers`; undefined in a process that serves alone (or the primary). */
+export function workerId(): number | undefined {
+  return cluster.worker?.id
+}
+
+/** In a worker: the primary may read `registry` for its aggregated /metrics, and hears when this worker serves. */
+export function joinPrimary(registry: Registry, ready: Omit<ReadyMessage, 'portico'>, retire: () => void): void {
+  AggregatorRegistry.setRegistries([registry])
+  new AggregatorRegistry() // its constructor installs the worker's side of prom-client's cluster protocol
+  process.on('message', (message: unknown) => {
+    if ((message as typeof RETIRE | undefined)?.portico === RETIRE.portico) retire()
+  })
+  process.send?.({ portico: 'ready', ...ready } satisfies ReadyMessage)
+}
+
+/**
+ * The primary of `--workers N`: it forks the workers (each a whole gateway on the shared traffic port, node:cluster
+ * handing out connections), replaces one that dies, replaces them one by one on SIGUSR2 (a new one serves before an
+ * old one stops), passes SIGHUP and SIGUSR1 on, and on SIGTERM/SIGINT lets every worker drain, then exits. It holds the
+ * host's rate-limit counts without Redis (rate-limiter-flexible's cluster limiter), and answers on the admin port:
+ * /metrics aggregated over the workers, actions sent to every worker, everything else to one.
+ */
+export async function runPrimary(config: PorticoConfig, logger: Logger): Promise<number> {
+  const count = workerCount(config.workers)
+  new RateLimiterClusterMaster()
+  const metrics = new AggregatorRegistry<PrometheusContentType>()
+  const admins = new Map<number, string>()
+  const retiring = new Set<number>()
+  let stopping = false
+  let trafficUrl = ''
+
+  const fork = (): Promise<Worker> =>
+    new Promise((resolve, reject) => {
+      const worker = cluster.fork()
+      const onMessage = (message: unknown) => {
+        const ready = message as ReadyMessage | undefined
+        if (ready?.portico !== 'ready') return
+        admins.set(worker.id, ready.adminUrl)
+        trafficUrl = ready.url
+        worker.off('message', onMessage)
+        worker.off('exit', onEarlyExit)
+        resolve(worker)
+      }
+      const onEarlyExit = (code: number | null) => reject(new Error(`worker ${worker.id} exited (${code}) before it served`))
+      worker.on('message', onMessage)
+      worker.once('exit', onEarlyExit)
+    })
+
+  const started = new Map<number, number>()
+  cluster.on('fork', (worker) => started.set(worker.id, Date.now()))
+  cluster.on('exit', (worker, code, signal) => {
+    admins.delete(worker.id)
+    const lived = Date.now() - (started.get(worker.id) ?? 0)
+    started.delete(worker.id)
+    if (stopping || retiring.delete(worker.id)) return
+    logger.error({ worker: worker.id, pid: worker.process.pid, code, signal }, 'worker died; starting another')
+    // One that dies at once (a crash at start) is not restarted in a tight loop.
+    setTimeout(() => void fork().catch((error: unknown) => logger.error({ err: error }, 'replacing a worker failed')), lived < 5_000 ? 1_000 : 0)
+  })
+
+  const retire = (worker: Worker): Promise<void> =>
+    new Promise((resolve) => {
+      retiring.add(worker.id)
+      worker.once('exit', () => resolve())
+      // A worker that does not finish within the drain timeout is stopped.
+      const kill = setTimeout(() => worker.process.kill('SIGKILL'), config.drainTimeoutMs + 5_000)
+      worker.once('exit', () => clearTimeout(kill))
+      worker.send(RETIRE)
+    })
+
+  let rolling: Promise<void> | undefined
+  const roll = async () => {
+    const old = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+    logger.info({ workers: old.length }, 'SIGUSR2: replacing the workers one by one')
+    for (const worker of old) {
+      await fork()
+      await retire(worker)
+    }
+    logger.info('SIGUSR2: every worker replaced')
+  }
+
+  try {
+    await Promise.all(Array.from({ length: count }, fork))
+  } catch (error) {
+    stopping = true
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM')
+    throw error
+  }
+  const admin = createServer((req, res) => void answerAdmin(req, res, metrics, [...admins.values()]))
+  const adminUrl = await new Promise<string>((resolve, reject) => {
+    admin.once('error', reject)
+    admin.listen(config.adminPort, config.adminHost, () => {
+      const address = admin.address() as { port: number }
+      resolve(`http://${config.adminHost.includes(':') ? `[${config.adminHost}]` : config.adminHost}:${address.port}`)
+    })
+  })
+  logger.info({ url: trafficUrl, adminUrl, workers: count, routesDir: config.routesDir }, 'portico is serving')
+
+  return new Promise<number>((resolve) => {
+    const forward = (signal: NodeJS.Signals) => () => {
+      for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal)
+    }
+    process.on('SIGHUP', forward('SIGHUP'))
+    process.on('SIGUSR1', forward('SIGUSR1'))
+    process.on('SIGUSR2', () => {
+      rolling ??= roll()
+        .catch((error: unknown) => logger.error({ err: error }, 'SIGUSR2: replacing the workers failed'))
+        .finally(() => (rolling = undefined))
+    })
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return
+      stopping = true
+      logger.info({ signal }, 'stopping: every worker drains')
+      const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
+      Promise.all(workers.map((w) => new Promise((done) => (w.isDead() ? done(undefined) : (w.once('exit', done), w.process.kill('SIGTERM'))))))
+        .then(() => new Promise((done) => admin.close(done)))
+        .then(() => resolve(0), () => resolve(1))
+    }
+    process.once('SIGTERM', () => stop('SIGTERM'))
+    process.once('SIGINT', () => stop('SIGINT'))
+  })
+}
+
+/** The primary's admin port: /metrics of every worker at once; an action reaches every worker; a read, one of them. */
+async function answerAdmin(req: IncomingMessage, res: ServerResponse, metrics: AggregatorRegistry<PrometheusContentType>, workers: string[]): Promise<void> {
+  try {
+    if (req.method === 'GET' && req.url?.split('?')[0] === '/metrics') {
+      // prom-client answers for the workers; the admin token is checked by the first worker (its answer is dropped).
+      const check = await relay(req, workers[0], undefined)
+      if (check.status !== 200) return void res.writeHead(check.status, check.headers).end(check.body)
+      const text = await metrics.clusterMetrics()
+      return void res.writeHead(200, { 'content-type': metrics.contentType }).end(text)
+    }
+    if (workers.length === 0) return void res.writeHead(503, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ title: 'No worker serves', status: 503, code: 'shutting_down' }))
+    if (req.method === 'GET' || req.method === 'HEAD') return stream(req, res, workers[0] as string)
+    const body = await readBody(req)
+    const answers = await Promise.all(workers.map((target) => relay(req, target, body)))
+    const first = answers[0] as Relayed
+    res.writeHead(first.status, first.headers).end(first.body)
+  } catch (error) {
+    res.writeHead(502, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ title: 'A worker did not answer', status: 502, code: 'upstream_unavailable', detail: (error as Error).message }))
+  }
+}
+
+interface Relayed {
+  readonly status: number
+  readonly headers: Record<string, string | string[] | undefined>
+  readonly body: Buffer
+}
+
+/** A read goes to one worker and streams back as it comes (the status page's events never end). */
+function stream(req: IncomingMessage, res: ServerResponse, target: string): void {
+  const upstream = request(`${target}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (answer) => {
+    res.writeHead(answer.statusCode ?? 502, answer.headers)
+    answer.pipe(res)
+  })
+  upstream.on('error', () => (res.headersSent ? res.destroy() : res.writeHead(502).end()))
+  res.on('close', () => upstream.destroy())
+  upstream.end()
+}
+
+function relay(req: IncomingMessage, target: string | undefined, body: Buffer | undefined): Promise<Relayed> {
+  if (target === undefined) return Promise.reject(new Error('no worker serves'))
+  return new Promise((resolve, reject) => {
+    const upstream = request(`${target}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (answer) => {
+      const chunks: Buffer[] = []
+      answer.on('data', (chunk: Buffer) => chunks.push(chunk))
+      answer.on('end', () => resolve({ status: answer.statusCode ?? 502, headers: answer.headers, body: Buffer.concat(chunks) }))
+      answer.on('error', reject)
+    })
+    upstream.on('error', reject)
+    upstream.end(body)
+  })
+}
+
+function readBody(req: IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (size > 1024 * 1024) return req.destroy(new Error('admin request body over 1 MiB'))
+      chunks.push(chunk)
+    })
+    req.on('end', () => resolve(Buffer.concat(chunks)))
+    req.on('error', reject)
+  })
+}

@@ -1,0 +1,111 @@
+import { get } from 'node:http'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { request } from 'undici'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { makeRoutesDir, spawnGateway, type GatewayProcess } from '../support/gateway.js'
+import { waitFor } from '../support/poll.js'
+import { routeFile } from '../support/routes.js'
+import { startUpstream, type Upstream } from '../support/upstream.js'
+
+/** A GET on a connection of its own: node:cluster hands each new connection to the next worker. */
+function freshGet(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    get(url, { agent: false }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    }).on('error', reject)
+  })
+}
+
+const workerPids = (output: string): number[] =>
+  output
+    .split('\n')
+    .filter((line) => line.includes('"worker is serving"'))
+    .map((line) => (JSON.parse(line) as { pid: number }).pid)
+
+describe('portico start --workers 2', () => {
+  let upstream: Upstream
+  let gateway: GatewayProcess
+  let logDir: string
+  beforeAll(async () => {
+    upstream = await startUpstream('w')
+    logDir = await mkdtemp(join(tmpdir(), 'portico-workers-'))
+    const routes = await makeRoutesDir({
+      'plain.yaml': routeFile('plain', '/plain', upstream.url),
+      'limited.yaml': routeFile('limited', '/limited', upstream.url, 'rateLimit: { limit: 10, window: 1m }'),
+    })
+    gateway = await spawnGateway(routes, { PORTICO_ACCESS_LOG: join(logDir, 'access.log') }, ['--workers', '2'])
+  })
+  afterAll(async () => {
+    await gateway?.stop()
+    await upstream?.close()
+    await rm(logDir, { recursive: true, force: true })
+  })
+
+  it('serves on one port from two workers, which share one rate limit exactly without Redis', async () => {
+    const statuses: number[] = []
+    for (let i = 0; i < 30; i++) statuses.push(await freshGet(`${gateway.url}/limited/x`))
+    expect(statuses.filter((s) => s === 200)).toHaveLength(10)
+    expect(statuses.filter((s) => s === 429)).toHaveLength(20)
+    // the access log says which worker served: both did
+    const lines = await waitFor(async () => {
+      const text = await readFile(join(logDir, 'access.log'), 'utf8').catch(() => '')
+      const found = text.split('\n').filter((l) => l.includes('"route":"limited"'))
+      return found.length === 30 ? found : undefined
+    }, { timeoutMs: 5_000, what: 'the access log lines (flushed every second)' })
+    expect(new Set(lines.map((l) => (JSON.parse(l) as { worker: number }).worker)).size).toBe(2)
+  })
+
+  it('aggregates the workers\' metrics on the admin port', async () => {
+    const text = await (await request(`${gateway.adminUrl}/metrics`)).body.text()
+    const sample = (name: string) => Number(text.split('\n').find((l) => l.startsWith(name))?.split(' ').at(-1))
+    expect(sample('portico_requests_total{route="limited",status="200"}')).toBe(10)
+    expect(sample('portico_requests_total{route="limited",status="429"}')).toBe(20)
+    // a gauge the workers agree on is not summed
+    expect(sample('portico_route_table_version')).toBe(1)
+  })
+
+  it('replaces a worker that dies; the others serve meanwhile', async () => {
+    const [victim] = workerPids(gateway.output())
+    process.kill(victim as number, 'SIGKILL')
+    await waitFor(() => gateway.output().includes('worker died; starting another') && workerPids(gateway.output()).length === 3, { timeoutMs: 15_000, what: 'a new worker' })
+    const statuses = await Promise.all(Array.from({ length: 20 }, () => freshGet(`${gateway.url}/plain/x`)))
+    expect(statuses).toEqual(Array(20).fill(200))
+  })
+
+  it('replaces every worker on SIGUSR2 without failing a request under load', async () => {
+    const before = workerPids(gateway.output()).length
+    let stop = false
+    const failures: string[] = []
+    let served = 0
+    const loop = async () => {
+      while (!stop) {
+        try {
+          const response = await request(`${gateway.url}/plain/x`)
+          await response.body.text()
+          if (response.statusCode === 200) served++
+          else failures.push(String(response.statusCode))
+        } catch (error) {
+          failures.push((error as Error).message)
+        }
+      }
+    }
+    const loops = Array.from({ length: 4 }, loop)
+    await waitFor(() => served > 50, { what: 'traffic to flow' })
+    gateway.child.kill('SIGUSR2')
+    await waitFor(() => gateway.output().includes('SIGUSR2: every worker replaced'), { timeoutMs: 30_000, what: 'the workers to be replaced' })
+    const after = served
+    await waitFor(() => served > after + 50, { what: 'traffic on the new workers' })
+    stop = true
+    await Promise.all(loops)
+    expect(workerPids(gateway.output()).length).toBe(before + 2)
+    expect(failures).toEqual([])
+  })
+
+  it('drains every worker on SIGTERM and exits 0', async () => {
+    expect(await gateway.stop('SIGTERM')).toBe(0)
+    for (const pid of workerPids(gateway.output())) expect(() => process.kill(pid, 0)).toThrow()
+  })
+})
