@@ -5,6 +5,7 @@ import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client'
 import { RateLimiterClusterMaster } from 'rate-limiter-flexible'
+import { isHostMessage } from './kernel/host-channel.js'
 import type { PorticoConfig } from './kernel/process-config.js'
 
 /** What a worker tells the primary once it serves: its traffic URL, and where its own admin server answers. */
@@ -84,6 +85,12 @@ export async function runPrimary(config: PorticoConfig, logger: Logger): Promise
       worker.on('message', onMessage)
       worker.once('exit', onEarlyExit)
     })
+
+  // What one worker tells the host (a breaker opened without Redis) reaches the others.
+  cluster.on('message', (from, message) => {
+    if (!isHostMessage(message)) return
+    for (const worker of Object.values(cluster.workers ?? {})) if (worker && worker !== from && worker.isConnected()) worker.send(message)
+  })
 
   const started = new Map<number, number>()
   cluster.on('fork', (worker) => started.set(worker.id, Date.now()))

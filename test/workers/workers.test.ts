@@ -2,7 +2,7 @@ import { get } from 'node:http'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { request } from 'undici'
+import { Client, request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { makeRoutesDir, spawnGateway, type GatewayProcess } from '../support/gateway.js'
 import { waitFor } from '../support/poll.js'
@@ -27,20 +27,24 @@ const workerPids = (output: string): number[] =>
 
 describe('portico start --workers 2', () => {
   let upstream: Upstream
+  let failing: Upstream
   let gateway: GatewayProcess
   let logDir: string
   beforeAll(async () => {
     upstream = await startUpstream('w')
+    failing = await startUpstream('failing', (_req, res) => res.writeHead(500).end())
     logDir = await mkdtemp(join(tmpdir(), 'portico-workers-'))
     const routes = await makeRoutesDir({
       'plain.yaml': routeFile('plain', '/plain', upstream.url),
       'limited.yaml': routeFile('limited', '/limited', upstream.url, 'rateLimit: { limit: 10, window: 1m }'),
+      'broken.yaml': routeFile('broken', '/broken', failing.url, 'circuitBreaker: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeout: 1m }'),
     })
     gateway = await spawnGateway(routes, { PORTICO_ACCESS_LOG: join(logDir, 'access.log') }, ['--workers', '2'])
   })
   afterAll(async () => {
     await gateway?.stop()
     await upstream?.close()
+    await failing?.close()
     await rm(logDir, { recursive: true, force: true })
   })
 
@@ -65,6 +69,18 @@ describe('portico start --workers 2', () => {
     expect(sample('portico_requests_total{route="limited",status="429"}')).toBe(20)
     // a gauge the workers agree on is not summed
     expect(sample('portico_route_table_version')).toBe(1)
+  })
+
+  it('opens a breaker on every worker when one worker\'s breaker opens, without Redis', async () => {
+    // one kept-alive connection: one worker sees every failure, the other none
+    const one = new Client(gateway.url)
+    await waitFor(async () => (await one.request({ method: 'GET', path: '/broken/x' }).then(async (r) => (await r.body.dump(), r.statusCode))) === 503, { what: 'a breaker to open' })
+    await one.close()
+    const reached = failing.requests.length
+    // new connections go to both workers in turn: none of them calls the upstream any more
+    const statuses = await Promise.all(Array.from({ length: 10 }, () => freshGet(`${gateway.url}/broken/x`)))
+    expect(statuses).toEqual(Array(10).fill(503))
+    expect(failing.requests.length).toBe(reached)
   })
 
   it('replaces a worker that dies; the others serve meanwhile', async () => {

@@ -1,5 +1,6 @@
 import CircuitBreaker from 'opossum'
 import { GatewayError } from '../../kernel/errors.js'
+import { hostChannel } from '../../kernel/host-channel.js'
 import { parseJsonObject } from '../../kernel/json.js'
 import type { Logger } from '../../kernel/logger.js'
 import { isClientFault } from '../../kernel/upstream-errors.js'
@@ -112,6 +113,8 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
   }
   let openUntil: number | undefined
   let applyingRemote = false
+  // Who sent a message: the replica, or without Redis the worker process (its peers are the host's other workers).
+  const self = state?.replicaId ?? `pid:${process.pid}`
   // The fleet's counts, with the state key read in the same round trip: what the fleet decides on.
   const counts = new FleetCounters({
     state,
@@ -148,8 +151,9 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
   }
 
   async function announceOpen(): Promise<void> {
-    if (!state?.isUp()) return
     const until = openUntil ?? Date.now() + config.resetTimeoutMs
+    if (!state) return hostChannel.publish(CHANNEL, JSON.stringify({ v: MESSAGE_VERSION, route, event: 'open', until, from: self } satisfies BreakerMessage))
+    if (!state.isUp()) return
     try {
       await state.redis
         .multi()
@@ -163,7 +167,8 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
   }
 
   async function announceClose(): Promise<void> {
-    if (!state?.isUp()) return
+    if (!state) return hostChannel.publish(CHANNEL, JSON.stringify({ v: MESSAGE_VERSION, route, event: 'close', from: self } satisfies BreakerMessage))
+    if (!state.isUp()) return
     try {
       await state.redis
         .multi()
@@ -203,7 +208,7 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
       }
       return
     }
-    if (message.route !== route || message.from === state?.replicaId) return
+    if (message.route !== route || message.from === self) return
     if (message.event === 'open') {
       // Already open here: start the reset timer over, so no replica probes before the fleet's open period ends.
       remotely(() => {
@@ -215,6 +220,8 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
       remotely(() => breaker.close())
     }
   }
+  // With Redis, the fleet's channel; without it, the host's (other workers of `--workers`, if any).
+  const leaveHost = state ? undefined : hostChannel.subscribe(onMessage)
   if (state) {
     state.subscriber.on('message', onMessage)
     void state.subscriber.subscribe(CHANNEL).catch(() => undefined)
@@ -277,6 +284,7 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
     stop() {
       counts.stop()
       state?.subscriber.off('message', onMessage)
+      leaveHost?.()
       breaker.shutdown()
     },
   }
