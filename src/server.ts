@@ -14,7 +14,7 @@ import { createSharedState } from './state/shared-state.js'
 import { createAccessLog } from './observability/access-log.js'
 import { DURATION_BUCKETS, GatewayMetrics } from './observability/metrics.js'
 import { createTracing } from './observability/tracing.js'
-import { joinPrimary, workerId } from './workers.js'
+import { joinPrimary, RelayedDiscovery, workerId } from './workers.js'
 
 export interface RunningPortico {
   readonly gateway: Gateway
@@ -51,7 +51,8 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   const health = new HealthRegistry()
   // Consul is only contacted for the services routes name (and for published routes when opted in).
   const consul = createConsulClient(config.consul)
-  const discovery = new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) })
+  // A worker of `--workers` follows Consul through its primary: one blocking query per service for the host.
+  const discovery = WORKER === undefined ? new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) }) : new RelayedDiscovery()
   // Its sources are read at scrape time, when the gateway exists.
   const metrics = new GatewayMetrics({
     breakers: () =>

@@ -5,6 +5,10 @@ import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client'
 import { RateLimiterClusterMaster } from 'rate-limiter-flexible'
+import type { Instance, ServiceInstances } from './balancer/instance.js'
+import { createConsulClient } from './discovery/consul-client.js'
+import { ConsulDiscovery } from './discovery/consul-discovery.js'
+import type { ComponentHealth } from './kernel/health.js'
 import { isHostMessage } from './kernel/host-channel.js'
 import type { PorticoConfig } from './kernel/process-config.js'
 
@@ -17,6 +21,57 @@ interface ReadyMessage {
 
 /** The primary asks a worker to stop taking connections, finish what it has, and exit (a rolling restart). */
 const RETIRE = { portico: 'retire' } as const
+
+/** A worker's route table names these Consul services. */
+interface FollowMessage {
+  readonly portico: 'follow'
+  readonly services: readonly string[]
+}
+
+/** What the primary's Consul watches know: the instances of every service a worker follows, and their health. */
+interface DiscoveryMessage {
+  readonly portico: 'discovery'
+  readonly instances: Readonly<Record<string, readonly Instance[]>>
+  readonly health: ComponentHealth
+}
+
+// How often the primary looks for a change in what its Consul watches know, to pass it on.
+const DISCOVERY_PUSH_MS = 200
+
+/**
+ * A worker's view of Consul: the primary holds one blocking query per service for the host and passes on what it
+ * learns; the worker only says which services its route table names.
+ */
+export class RelayedDiscovery implements ServiceInstances {
+  #instances: Readonly<Record<string, readonly Instance[]>> = {}
+  #health: ComponentHealth = { status: 'ok', detail: 'instances come from the primary process' }
+  readonly #onMessage = (value: unknown) => {
+    const message = value as Partial<DiscoveryMessage> | undefined
+    if (message?.portico !== 'discovery' || message.instances === undefined || message.health === undefined) return
+    this.#instances = message.instances
+    this.#health = message.health
+  }
+
+  constructor() {
+    process.on('message', this.#onMessage)
+  }
+
+  instances(service: string): readonly Instance[] {
+    return this.#instances[service] ?? []
+  }
+
+  follow(services: ReadonlySet<string>): void {
+    process.send?.({ portico: 'follow', services: [...services] } satisfies FollowMessage)
+  }
+
+  health(): ComponentHealth {
+    return this.#health
+  }
+
+  stop(): void {
+    process.off('message', this.#onMessage)
+  }
+}
 
 /** The workers one host runs for `--workers`: a count, or `auto`: the CPUs this process may use, a container's quota included. */
 export function workerCount(setting: number | 'auto'): number {
@@ -63,6 +118,7 @@ export function joinPrimary(registry: Registry, ready: Omit<ReadyMessage, 'porti
 export async function runPrimary(config: PorticoConfig, logger: Logger): Promise<number> {
   const count = workerCount(config.workers)
   new RateLimiterClusterMaster()
+  const discovery = relayDiscovery(config, logger)
   const metrics = new AggregatorRegistry<PrometheusContentType>()
   const admins = new Map<number, string>()
   const retiring = new Set<number>()
@@ -160,11 +216,56 @@ export async function runPrimary(config: PorticoConfig, logger: Logger): Promise
       const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
       Promise.all(workers.map((w) => new Promise((done) => (w.isDead() ? done(undefined) : (w.once('exit', done), w.process.kill('SIGTERM'))))))
         .then(() => new Promise((done) => admin.close(done)))
+        .then(() => discovery.stop())
         .then(() => resolve(0), () => resolve(1))
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
   })
+}
+
+/**
+ * The host's Consul watches, in the primary: one blocking query per service that any worker's route table names; what
+ * they know goes to every worker when it changes.
+ */
+function relayDiscovery(config: PorticoConfig, logger: Logger): { stop(): void } {
+  const discovery = new ConsulDiscovery({ client: createConsulClient(config.consul), logger: logger.child({ component: 'discovery' }) })
+  const followed = new Map<number, ReadonlySet<string>>()
+  const followUnion = () => discovery.follow(new Set([...followed.values()].flatMap((services) => [...services])))
+  let sent = ''
+  const snapshot = (): DiscoveryMessage => {
+    const services = new Set([...followed.values()].flatMap((s) => [...s]))
+    return { portico: 'discovery', instances: Object.fromEntries([...services].map((s) => [s, discovery.instances(s)])), health: discovery.health() }
+  }
+  const broadcast = (message: DiscoveryMessage) => {
+    for (const worker of Object.values(cluster.workers ?? {})) if (worker?.isConnected()) worker.send(message)
+  }
+  cluster.on('message', (worker, value) => {
+    const message = value as Partial<FollowMessage> | undefined
+    if (message?.portico !== 'follow' || !Array.isArray(message.services)) return
+    followed.set(worker.id, new Set(message.services))
+    followUnion()
+    // The new follower hears what is known at once; the others at the next change.
+    const now = snapshot()
+    sent = JSON.stringify(now)
+    broadcast(now)
+  })
+  cluster.on('exit', (worker) => {
+    if (followed.delete(worker.id)) followUnion()
+  })
+  const pusher = setInterval(() => {
+    const now = snapshot()
+    const text = JSON.stringify(now)
+    if (text === sent) return
+    sent = text
+    broadcast(now)
+  }, DISCOVERY_PUSH_MS)
+  return {
+    stop() {
+      clearInterval(pusher)
+      discovery.stop()
+    },
+  }
 }
 
 /** The primary's admin port: /metrics of every worker at once; an action reaches every worker; a read, one of them. */

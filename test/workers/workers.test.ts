@@ -1,9 +1,10 @@
-import { get } from 'node:http'
+import { createServer, get, request as httpRequest } from 'node:http'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client, request } from 'undici'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { registerTtlInstance } from '../support/consul.js'
 import { makeRoutesDir, spawnGateway, type GatewayProcess } from '../support/gateway.js'
 import { waitFor } from '../support/poll.js'
 import { routeFile } from '../support/routes.js'
@@ -123,5 +124,50 @@ describe('portico start --workers 2', () => {
   it('drains every worker on SIGTERM and exits 0', async () => {
     expect(await gateway.stop('SIGTERM')).toBe(0)
     for (const pid of workerPids(gateway.output())) expect(() => process.kill(pid, 0)).toThrow()
+  })
+})
+
+describe('portico start --workers 2 with Consul', () => {
+  const consul = inject('consulAddress')
+  const service = `wsvc-${process.pid}`
+
+  it('holds one blocking query per service for the host, in the primary, and every worker routes to what it finds', async () => {
+    const upstream = await startUpstream('consul-found')
+    const instance = await registerTtlInstance(consul, { name: service, id: `${service}-1`, port: upstream.port })
+    // Between the gateway and the agent: counts the queries for the service that are open at once.
+    const agent = new URL(consul)
+    let open = 0
+    let mostOpen = 0
+    const counting = createServer((req, res) => {
+      const watching = req.url?.startsWith(`/v1/health/service/${service}`) ?? false
+      if (watching) mostOpen = Math.max(mostOpen, ++open)
+      const forwarded = httpRequest({ host: agent.hostname, port: agent.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers)
+        answer.pipe(res)
+      })
+      forwarded.on('error', () => res.destroy())
+      res.on('close', () => {
+        if (watching) open--
+        forwarded.destroy()
+      })
+      req.pipe(forwarded)
+    })
+    await new Promise<void>((resolve) => counting.listen(0, '127.0.0.1', resolve))
+    const routes = await makeRoutesDir({ 's.yaml': `routes:\n  - name: s\n    prefix: /s\n    service: ${service}\n` })
+    const gateway = await spawnGateway(routes, { CONSUL_HTTP_ADDR: `127.0.0.1:${(counting.address() as { port: number }).port}` }, ['--workers', '2'])
+    try {
+      await waitFor(async () => (await Promise.all(Array.from({ length: 6 }, () => freshGet(`${gateway.url}/s/x`)))).every((s) => s === 200), { timeoutMs: 20_000, what: 'both workers to route to the instance' })
+      expect(mostOpen).toBe(1)
+      // a change in Consul reaches every worker
+      await instance.fail()
+      await waitFor(async () => (await Promise.all(Array.from({ length: 6 }, () => freshGet(`${gateway.url}/s/x`)))).every((s) => s === 503), { timeoutMs: 20_000, what: 'both workers to see no passing instance' })
+      expect(mostOpen).toBe(1)
+    } finally {
+      await gateway.stop()
+      await instance.deregister()
+      counting.closeAllConnections()
+      counting.close()
+      await upstream.close()
+    }
   })
 })
