@@ -10,6 +10,7 @@ import { createConsulClient } from './discovery/consul-client.js'
 import { ConsulDiscovery } from './discovery/consul-discovery.js'
 import type { ComponentHealth } from './kernel/health.js'
 import { isHostMessage } from './kernel/host-channel.js'
+import { serveHostSlots } from './policies/concurrency-limit/host-slots.js'
 import type { PorticoConfig } from './kernel/process-config.js'
 
 /** What a worker tells the primary once it serves: its traffic URL, and where its own admin server answers. */
@@ -118,6 +119,7 @@ export function joinPrimary(registry: Registry, ready: Omit<ReadyMessage, 'porti
 export async function runPrimary(config: PorticoConfig, logger: Logger): Promise<number> {
   const count = workerCount(config.workers)
   new RateLimiterClusterMaster()
+  serveHostSlots()
   const discovery = relayDiscovery(config, logger)
   const metrics = new AggregatorRegistry<PrometheusContentType>()
   const admins = new Map<number, string>()

@@ -111,7 +111,7 @@ describe('clients that never read', () => {
       socket.on('error', () => undefined)
       sockets.push(socket)
     }
-    await waitFor(() => started >= 128, { timeoutMs: 10_000, what: 'the stuck readers to fill the pool' })
+    await waitFor(() => started >= 128, { timeoutMs: 20_000, what: 'the stuck readers to fill the pool' })
     // a second without progress cuts each one, and its upstream response ends with it
     await waitFor(() => streaming === 0, { timeoutMs: 8_000, what: 'every stuck stream to be ended upstream' })
     const next = await answer(`${gateway.url}/feed/other`)

@@ -1,4 +1,4 @@
-import { createServer, get, request as httpRequest } from 'node:http'
+import { createServer, get, request as httpRequest, type ServerResponse } from 'node:http'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -29,16 +29,20 @@ const workerPids = (output: string): number[] =>
 describe('portico start --workers 2', () => {
   let upstream: Upstream
   let failing: Upstream
+  let holding: Upstream
+  const held: ServerResponse[] = []
   let gateway: GatewayProcess
   let logDir: string
   beforeAll(async () => {
     upstream = await startUpstream('w')
     failing = await startUpstream('failing', (_req, res) => res.writeHead(500).end())
+    holding = await startUpstream('holding', (_req, res) => void held.push(res))
     logDir = await mkdtemp(join(tmpdir(), 'portico-workers-'))
     const routes = await makeRoutesDir({
       'plain.yaml': routeFile('plain', '/plain', upstream.url),
       'limited.yaml': routeFile('limited', '/limited', upstream.url, 'rateLimit: { limit: 10, window: 1m }'),
       'broken.yaml': routeFile('broken', '/broken', failing.url, 'circuitBreaker: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeout: 1m }'),
+      'held.yaml': routeFile('held', '/held', holding.url, 'concurrencyLimit: { limit: 2 }'),
     })
     gateway = await spawnGateway(routes, { PORTICO_ACCESS_LOG: join(logDir, 'access.log') }, ['--workers', '2'])
   })
@@ -46,6 +50,8 @@ describe('portico start --workers 2', () => {
     await gateway?.stop()
     await upstream?.close()
     await failing?.close()
+    for (const res of held) res.end()
+    await holding?.close()
     await rm(logDir, { recursive: true, force: true })
   })
 
@@ -82,6 +88,21 @@ describe('portico start --workers 2', () => {
     const statuses = await Promise.all(Array.from({ length: 10 }, () => freshGet(`${gateway.url}/broken/x`)))
     expect(statuses).toEqual(Array(10).fill(503))
     expect(failing.requests.length).toBe(reached)
+  })
+
+  it('holds a concurrency limit for the host without Redis', async () => {
+    const answers = Array.from({ length: 6 }, () => freshGet(`${gateway.url}/held/x`))
+    const settled: number[] = []
+    for (const a of answers) void a.then((s) => settled.push(s))
+    await waitFor(() => held.length === 2 && settled.length === 4, { what: 'two held upstream and four refused' })
+    expect(settled).toEqual([503, 503, 503, 503])
+    for (const res of held.splice(0)) res.end('ok')
+    expect((await Promise.all(answers)).filter((s) => s === 200)).toHaveLength(2)
+    // the slots came back
+    const again = Array.from({ length: 2 }, () => freshGet(`${gateway.url}/held/x`))
+    await waitFor(() => held.length === 2, { what: 'both slots free again' })
+    for (const res of held.splice(0)) res.end('ok')
+    expect(await Promise.all(again)).toEqual([200, 200])
   })
 
   it('replaces a worker that dies; the others serve meanwhile', async () => {

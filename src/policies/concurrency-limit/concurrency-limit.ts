@@ -2,6 +2,7 @@ import { GatewayError } from '../../kernel/errors.js'
 import type { SharedState } from '../../state/shared-state.js'
 import type { PolicyExchange, PolicyKind, RequestGuard } from '../policy.js'
 import { ConcurrencyLimitSchema, toConcurrencyLimitConfig, type ConcurrencyLimitConfig, type ConcurrencyLimitSpec } from './schema.js'
+import { HostSlots } from './host-slots.js'
 import { SharedSlots } from './shared-slots.js'
 
 export const concurrencyLimitPolicy: PolicyKind<ConcurrencyLimitSpec, ConcurrencyLimitConfig> = {
@@ -31,6 +32,8 @@ const QUEUE_POLL_MS = 20
  */
 function createConcurrencyLimit(route: string, config: ConcurrencyLimitConfig, state: SharedState | undefined) {
   const shared = state && new SharedSlots(state.redis, route, config.limit, state.replicaId)
+  // Without Redis, the workers of one host share the limit through their primary.
+  const host = !state && HostSlots.available() ? new HostSlots(route, config.limit) : undefined
   let localInUse = 0
   const waiters: Waiter[] = []
   let poller: NodeJS.Timeout | undefined
@@ -38,13 +41,10 @@ function createConcurrencyLimit(route: string, config: ConcurrencyLimitConfig, s
   const takeLocal = (limit: number): Release | undefined => {
     if (localInUse >= limit) return undefined
     localInUse++
-    let released = false
-    return () => {
-      if (released) return
-      released = true
+    return once(() => {
       localInUse--
       wake()
-    }
+    })
   }
 
   /** Redis is away (or never was): the documented fallback. */
@@ -61,6 +61,12 @@ function createConcurrencyLimit(route: string, config: ConcurrencyLimitConfig, s
   }
 
   const take = (): Release | undefined | Promise<Release | undefined> => {
+    if (host) {
+      return host.take().then(
+        (granted): Release | undefined => (granted ? once(() => (host.release(), wake())) : undefined),
+        () => takeLocal(config.limit), // the primary did not answer: this worker holds the limit alone
+      )
+    }
     if (!shared || !state?.isUp()) return takeWithoutRedis()
     return shared.take().then(
       (slot): Release | undefined =>
@@ -149,9 +155,22 @@ function createConcurrencyLimit(route: string, config: ConcurrencyLimitConfig, s
 
   return {
     guard,
-    describe: () => ({ limit: config.limit, inFlightHere: shared ? shared.held + localInUse : localInUse, queued: waiters.length }),
-    stop: () => shared?.stop(),
+    describe: () => ({ limit: config.limit, inFlightHere: (shared?.held ?? host?.held ?? 0) + localInUse, queued: waiters.length }),
+    stop: () => {
+      shared?.stop()
+      host?.stop()
+    },
   }
 }
 
 const noRelease: Release = () => undefined
+
+/** A release that acts the first time only. */
+function once(release: () => void): Release {
+  let released = false
+  return () => {
+    if (released) return
+    released = true
+    release()
+  }
+}
