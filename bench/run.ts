@@ -39,17 +39,18 @@ interface Round {
   p50: number
   p99: number
   errors: number
-  /** CPU time the proxy process spent per request, in µs; NaN where there is no such process (direct, nginx). */
+  /** CPU time the proxy's processes (its workers included) spent per request, in µs; NaN without one (direct). */
   cpuUs: number
 }
 
-/** User + system CPU time of a process so far, in ms (Linux /proc; NaN elsewhere). */
+/** User + system CPU time of a process and its descendants (nginx's and Portico's workers) so far, in ms (Linux /proc; NaN elsewhere). */
 function cpuMs(pid: number | undefined): number {
   if (pid === undefined) return NaN
   try {
     // Fields 14 and 15 of /proc/<pid>/stat, in clock ticks of 10 ms; the command name (field 2) may hold spaces.
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
-    return (Number(fields[11]) + Number(fields[12])) * 10
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(' ').filter(Boolean).map(Number)
+    return (Number(fields[11]) + Number(fields[12])) * 10 + children.reduce((sum, child) => sum + cpuMs(child), 0)
   } catch {
     return NaN
   }
@@ -71,12 +72,12 @@ async function until(probe: () => Promise<boolean>): Promise<void> {
   throw new Error('a benchmark target did not come up within 20 s')
 }
 
-function nginxConfig(upstreamPort: number, port: number): string {
+function nginxConfig(upstreamPort: number, port: number, workers: number): string {
   const dir = mkdtempSync(join(tmpdir(), 'portico-bench-nginx-'))
   writeFileSync(
     join(dir, 'nginx.conf'),
     // As root, nginx's worker would write its cache as nobody into a directory only root may enter.
-    `daemon off; user ${process.getuid?.() === 0 ? 'root' : 'nobody'}; worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+    `daemon off; user ${process.getuid?.() === 0 ? 'root' : 'nobody'}; worker_processes ${workers}; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
 events { worker_connections 1024; }
 http { access_log off;
   upstream app { server 127.0.0.1:${upstreamPort}; keepalive 64; }
@@ -145,9 +146,9 @@ try {
   // tracing off; then the same with the access log off, and with tracing on (every request sampled). BENCH_BASELINE=
   // <another checkout, built> adds that build's plain and chain targets to the same run, for an A/B of a change.
   // Readiness comes from the admin port.
-  const startPortico = async (cwd = root, env: Record<string, string> = {}): Promise<{ port: number; pid: number | undefined }> => {
+  const startPortico = async (cwd = root, env: Record<string, string> = {}, args: string[] = []): Promise<{ port: number; pid: number | undefined }> => {
     const [port, adminPort] = [await freePort(), await freePort()]
-    const child = spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1'], { cwd, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}`, ...env } })
+    const child = spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1', ...args], { cwd, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}`, ...env } })
     children.push(child)
     await until(async () => {
       const ready = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { components: { state: { status: string } } }
@@ -160,6 +161,7 @@ try {
   const traced = await startPortico(root, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sink.match[1]}` })
   const chainPortico = await startPortico()
   const [cacheMemory, cacheRedis] = [await startPortico(), await startPortico()]
+  const twoWorkers = await startPortico(root, {}, ['--workers', '2'])
   const targets: [name: string, url: string, pid: number | undefined][] = [
     ['direct', `${upstreamUrl}/api/items`, undefined],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
@@ -170,6 +172,7 @@ try {
     ['portico+redis chain', `http://127.0.0.1:${chainPortico.port}/chain/items`, chainPortico.pid],
     ['portico cache hit memory', `http://127.0.0.1:${cacheMemory.port}/cached/items`, cacheMemory.pid],
     ['portico cache hit redis', `http://127.0.0.1:${cacheRedis.port}/shared/items`, cacheRedis.pid],
+    ['portico 2 workers', `http://127.0.0.1:${twoWorkers.port}/api/items`, twoWorkers.pid],
   ]
   const baselineDir = process.env.BENCH_BASELINE
   if (baselineDir) {
@@ -184,18 +187,22 @@ try {
     console.log('nginx not installed: skipping it (scripts/bench.sh installs it when it can)')
   }
   if (nginx) {
-    const port = await freePort()
-    const dir = nginxConfig(upstreamPort, port)
-    const child = spawn(nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' })
-    children.push(child)
-    await until(async () => (await fetch(`http://127.0.0.1:${port}/api/items`)).ok)
-    targets.push(['nginx', `http://127.0.0.1:${port}/api/items`, undefined])
-    targets.push(['nginx proxy_cache hit', `http://127.0.0.1:${port}/cached/items`, undefined])
+    for (const workers of [1, 2]) {
+      const port = await freePort()
+      const dir = nginxConfig(upstreamPort, port, workers)
+      const child = spawn(nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' })
+      children.push(child)
+      await until(async () => (await fetch(`http://127.0.0.1:${port}/api/items`)).ok)
+      if (workers === 1) {
+        targets.push(['nginx', `http://127.0.0.1:${port}/api/items`, child.pid])
+        targets.push(['nginx proxy_cache hit', `http://127.0.0.1:${port}/cached/items`, child.pid])
+      } else targets.push(['nginx 2 workers', `http://127.0.0.1:${port}/api/items`, child.pid])
+    }
   }
 
   // Two cores carry the load generator, the upstream and the proxy, and the machine's speed swings from second to
   // second: single runs move by ±20 %. Rounds interleave the targets so each sees the same conditions, and the median
-  // round counts. CPU time per request is what a request costs the proxy process itself, whatever else the machine does.
+  // round counts. CPU time per request is what a request costs the proxy's processes, whatever else the machine does.
   for (const [, url] of targets) await autocannon({ url, connections, duration: 1 }) // warm pools and JIT
   const rounds = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
   // Every other round runs the targets in reverse: a target's place in the round biases it (seen: two identical
@@ -220,6 +227,13 @@ try {
       `${r.name.padEnd(24)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${cpu.padStart(10)}  ${ratio(r.rps, baseline?.rps).padStart(26)}  ${ratio(r.rps, plain?.rps).padStart(10)}  ${ratio(r.cpuUs, plain?.cpuUs).padStart(14)}`,
     )
   }
+
+  // The scale issue's targets, as measured in this run.
+  const named = (name: string) => results.find((r) => r.name === name)
+  const [fastGatewayResult, nginxResult, nginxTwo, porticoTwo, cacheHit] = ['fast-gateway', 'nginx', 'nginx 2 workers', 'portico 2 workers', 'portico cache hit memory'].map(named)
+  console.log(`\nportico as shipped: ${ratio(plain?.rps ?? NaN, baseline?.rps)}× the minimal app's req/s (target ≥ 1.00), ${ratio(plain?.rps ?? NaN, fastGatewayResult?.rps)}× fast-gateway's (≥ 1.00), ${ratio(plain?.cpuUs ?? NaN, nginxResult?.cpuUs)}× nginx's CPU per request (≤ 4)`)
+  console.log(`1 → 2 workers: portico ${ratio(porticoTwo?.rps ?? NaN, plain?.rps)}×, nginx ${ratio(nginxTwo?.rps ?? NaN, nginxResult?.rps)}× (portico's gain at least 0.9 of nginx's: ${ratio((porticoTwo?.rps ?? NaN) / (plain?.rps ?? NaN), (nginxTwo?.rps ?? NaN) / (nginxResult?.rps ?? NaN))})`)
+  console.log(`a memory cache hit: ${ratio(cacheHit?.rps ?? NaN, plain?.rps)}× a proxied request's req/s (target ≥ 1.5)`)
 
   const small = matchCost(10)
   const large = matchCost(10_000)
