@@ -7,14 +7,13 @@ import { HealthRegistry } from './admin/health-registry.js'
 import { ConfigError, parseAdminTokens, type PorticoConfig } from './kernel/process-config.js'
 import { createGateway, describePolicies, type Gateway } from './proxy/gateway.js'
 import { createConsulClient } from './discovery/consul-client.js'
+import { routeProviders } from './config/providers/route-providers.js'
 import { ConsulDiscovery } from './discovery/consul-discovery.js'
-import { createConsulRouteProvider } from './config/providers/consul-route-provider.js'
-import { createFileProvider } from './config/providers/file-provider.js'
 import { createSharedState } from './state/shared-state.js'
 import { createAccessLog } from './observability/access-log.js'
 import { DURATION_BUCKETS, GatewayMetrics } from './observability/metrics.js'
 import { createTracing } from './observability/tracing.js'
-import { joinPrimary, RelayedDiscovery, workerId } from './workers.js'
+import { joinPrimary, RelayedDiscovery, tablesFromPrimary, workerId } from './workers.js'
 
 export interface RunningPortico {
   readonly gateway: Gateway
@@ -81,10 +80,9 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   health.register('state', () => (state ? state.health() : { status: 'ok', detail: 'no REDIS_URL: rate limits and breakers are per process, in memory' }))
   const gateway = await createGateway({
     state,
-    providers: [
-      createFileProvider(config.routesDir),
-      ...(config.consulRoutes ? [createConsulRouteProvider(consul, logger.child({ component: 'consul-routes' }))] : []),
-    ],
+    // A worker of `--workers` serves the tables its primary decides: one reader of the files for the host.
+    providers: WORKER === undefined ? routeProviders(config.routesDir, config.consulRoutes, consul, logger) : [],
+    decidedTables: WORKER === undefined ? undefined : tablesFromPrimary,
     logger,
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,

@@ -6,12 +6,16 @@ import type { Logger } from 'pino'
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client'
 import { RateLimiterClusterMaster } from 'rate-limiter-flexible'
 import type { Instance, ServiceInstances } from './balancer/instance.js'
+import type { RouteDefinition } from './config/parse-route-file.js'
+import { routeProviders } from './config/providers/route-providers.js'
+import { RouteWatcher, type DecidedTable, type DecidedTables } from './config/route-watcher.js'
 import { createConsulClient } from './discovery/consul-client.js'
 import { ConsulDiscovery } from './discovery/consul-discovery.js'
 import type { ComponentHealth } from './kernel/health.js'
 import { isHostMessage } from './kernel/host-channel.js'
 import { serveHostSlots } from './policies/concurrency-limit/host-slots.js'
-import type { PorticoConfig } from './kernel/process-config.js'
+import { ConfigError, type PorticoConfig } from './kernel/process-config.js'
+import { access } from 'node:fs/promises'
 
 /** What a worker tells the primary once it serves: its traffic URL, and where its own admin server answers. */
 interface ReadyMessage {
@@ -35,6 +39,30 @@ interface DiscoveryMessage {
   readonly instances: Readonly<Record<string, readonly Instance[]>>
   readonly health: ComponentHealth
 }
+
+/** The route table the primary decided, for its workers; a worker asks for it once it listens. */
+interface TableMessage {
+  readonly portico: 'table'
+  readonly table: DecidedTable
+}
+const TABLE_PLEASE = { portico: 'table?' } as const
+
+/**
+ * In a worker: the tables its primary decides (it alone reads the route files and reports a refused one). Resolves
+ * once the first one is live.
+ */
+export const tablesFromPrimary: DecidedTables = (apply, signal) =>
+  new Promise((resolve) => {
+    const onMessage = (value: unknown) => {
+      const message = value as Partial<TableMessage> | undefined
+      if (message?.portico !== 'table' || message.table === undefined) return
+      apply(message.table)
+      resolve()
+    }
+    process.on('message', onMessage)
+    signal.addEventListener('abort', () => process.off('message', onMessage), { once: true })
+    process.send?.(TABLE_PLEASE)
+  })
 
 // How often the primary looks for a change in what its Consul watches know, to pass it on.
 const DISCOVERY_PUSH_MS = 200
@@ -118,8 +146,11 @@ export function joinPrimary(registry: Registry, ready: Omit<ReadyMessage, 'porti
  */
 export async function runPrimary(config: PorticoConfig, logger: Logger): Promise<number> {
   const count = workerCount(config.workers)
+  // Route definitions hold Sets and Maps: structured clone carries them, JSON would not.
+  cluster.setupPrimary({ serialization: 'advanced' })
   new RateLimiterClusterMaster()
   serveHostSlots()
+  const tables = await decideTables(config, logger)
   const discovery = relayDiscovery(config, logger)
   const metrics = new AggregatorRegistry<PrometheusContentType>()
   const admins = new Map<number, string>()
@@ -204,7 +235,10 @@ export async function runPrimary(config: PorticoConfig, logger: Logger): Promise
     const forward = (signal: NodeJS.Signals) => () => {
       for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill(signal)
     }
-    process.on('SIGHUP', forward('SIGHUP'))
+    process.on('SIGHUP', () => {
+      logger.info('SIGHUP: reloading routes')
+      void tables.reload().catch((error: unknown) => logger.error({ err: error }, 'reload failed'))
+    })
     process.on('SIGUSR1', forward('SIGUSR1'))
     process.on('SIGUSR2', () => {
       rolling ??= roll()
@@ -218,12 +252,43 @@ export async function runPrimary(config: PorticoConfig, logger: Logger): Promise
       const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined)
       Promise.all(workers.map((w) => new Promise((done) => (w.isDead() ? done(undefined) : (w.once('exit', done), w.process.kill('SIGTERM'))))))
         .then(() => new Promise((done) => admin.close(done)))
-        .then(() => discovery.stop())
+        .then(() => {
+          discovery.stop()
+          tables.stop()
+        })
         .then(() => resolve(0), () => resolve(1))
     }
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
   })
+}
+
+/**
+ * The host's route table, decided in the primary: it alone watches the route files (and services' routes in Consul),
+ * validates them and logs a refused one, once; every worker gets each table, and a new worker the current one.
+ */
+async function decideTables(config: PorticoConfig, logger: Logger): Promise<RouteWatcher<RouteDefinition>> {
+  await access(config.routesDir).catch(() => {
+    throw new ConfigError(`routes directory ${config.routesDir} does not exist (set --routes or PORTICO_ROUTES)`)
+  })
+  const message = (): TableMessage => {
+    const live = watcher.current()
+    return { portico: 'table', table: { routes: live.table.routes, sources: live.sources, version: live.version } }
+  }
+  const watcher: RouteWatcher<RouteDefinition> = new RouteWatcher<RouteDefinition>({
+    providers: routeProviders(config.routesDir, config.consulRoutes, createConsulClient(config.consul), logger),
+    compile: (routes) => routes,
+    logger,
+    onSwap: () => {
+      const table = message()
+      for (const worker of Object.values(cluster.workers ?? {})) if (worker?.isConnected()) worker.send(table)
+    },
+  })
+  cluster.on('message', (worker, value) => {
+    if ((value as typeof TABLE_PLEASE | undefined)?.portico === TABLE_PLEASE.portico) worker.send(message())
+  })
+  await watcher.start()
+  return watcher
 }
 
 /**

@@ -13,9 +13,21 @@ export interface LiveRoutes<R extends RouteDefinition> {
   readonly appliedAt: Date
 }
 
+/** A table decided elsewhere (by the primary of `--workers`): definitions merged and checked, their sources' states. */
+export interface DecidedTable {
+  readonly routes: readonly RouteDefinition[]
+  readonly sources: readonly SourceStatus[]
+  readonly version: number
+}
+
+/** Hands over each table decided elsewhere; resolves once the first one has been handed over. */
+export type DecidedTables = (apply: (table: DecidedTable) => void, signal: AbortSignal) => Promise<void>
+
 export interface RouteWatcherOptions<R extends RouteDefinition> {
   /** In priority order: earlier providers win name and prefix conflicts. */
   readonly providers: readonly RouteProvider[]
+  /** Instead of providers: tables another process read, checked and reported (it logs refused files, once). */
+  readonly decided?: DecidedTables
   /** Turns validated definitions into live routes (balancers, instance sources). Called once per change. */
   readonly compile: (routes: readonly RouteDefinition[]) => readonly R[]
   readonly logger: Logger
@@ -52,6 +64,8 @@ export class RouteWatcher<R extends RouteDefinition> {
 
   /** Resolves when every provider has emitted once and that first table is live. */
   async start(): Promise<void> {
+    const { decided } = this.#options
+    if (decided) return decided((table) => this.#applyDecided(table), this.#abort.signal)
     await Promise.all(
       this.#options.providers.map((provider) =>
         provider.start((sources) => this.#receive(provider.name, sources), this.#abort.signal),
@@ -62,6 +76,7 @@ export class RouteWatcher<R extends RouteDefinition> {
 
   /** Forces every provider to re-read (SIGHUP) and applies the result at once. */
   async reload(): Promise<void> {
+    if (this.#options.decided) return // the process that decides the tables re-reads
     await Promise.all(this.#options.providers.map((p) => p.refresh?.()))
     await this.#apply()
   }
@@ -95,6 +110,19 @@ export class RouteWatcher<R extends RouteDefinition> {
       this.#applying = undefined
     })
     return this.#applying
+  }
+
+  #applyDecided(table: DecidedTable): void {
+    let routes: readonly R[]
+    try {
+      routes = this.#options.compile(table.routes)
+    } catch (error) {
+      this.#options.logger.error({ err: error }, 'route table could not be built; the previous table stays live')
+      return
+    }
+    this.#live = { table: new RouteTable(routes), sources: table.sources, version: table.version, appliedAt: new Date() }
+    this.#options.logger.debug({ version: table.version, routes: routes.length }, 'route table applied')
+    this.#options.onSwap?.(this.#live)
   }
 
   async #applyOnce(): Promise<void> {

@@ -6,7 +6,7 @@ import { createBalancer, InFlight } from '../balancer/balancer.js'
 import { staticInstance, type Instance, type ServiceInstances } from '../balancer/instance.js'
 import type { RouteDefinition } from '../config/parse-route-file.js'
 import type { RouteProvider } from '../config/providers/provider.js'
-import { RouteWatcher } from '../config/route-watcher.js'
+import { RouteWatcher, type DecidedTables } from '../config/route-watcher.js'
 import { answerClientError, answerFrameworkError, installProblemResponses, sendProblem } from '../http/problem-responses.js'
 import { GatewayError } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
@@ -34,6 +34,8 @@ export interface GatewayOptions {
   /** Redis-shared state for the policies; without it they hold per process, in memory. */
   readonly state?: SharedState
   readonly providers: readonly RouteProvider[]
+  /** Instead of providers: route tables decided by the primary of `--workers`. */
+  readonly decidedTables?: DecidedTables
   readonly logger: Logger
   /** Trust X-Forwarded-* from clients (fastify's trustProxy: true, a hop count, or addresses). */
   readonly trustProxy: boolean | number | string
@@ -95,6 +97,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
 
   const routes = new RouteWatcher<LiveRoute>({
     providers: options.providers,
+    decided: options.decidedTables,
     logger: options.logger,
     compile: (definitions) => {
       discovery?.follow(new Set(definitions.flatMap((d) => (d.target.kind === 'service' ? [d.target.service] : []))))

@@ -1,5 +1,5 @@
 import { createServer, get, request as httpRequest, type ServerResponse } from 'node:http'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client, request } from 'undici'
@@ -33,17 +33,18 @@ describe('portico start --workers 2', () => {
   const held: ServerResponse[] = []
   let gateway: GatewayProcess
   let logDir: string
+  let routesDir: string
   beforeAll(async () => {
     upstream = await startUpstream('w')
     failing = await startUpstream('failing', (_req, res) => res.writeHead(500).end())
     holding = await startUpstream('holding', (_req, res) => void held.push(res))
     logDir = await mkdtemp(join(tmpdir(), 'portico-workers-'))
-    const routes = await makeRoutesDir({
+    const routes = (routesDir = await makeRoutesDir({
       'plain.yaml': routeFile('plain', '/plain', upstream.url),
       'limited.yaml': routeFile('limited', '/limited', upstream.url, 'rateLimit: { limit: 10, window: 1m }'),
       'broken.yaml': routeFile('broken', '/broken', failing.url, 'circuitBreaker: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeout: 1m }'),
       'held.yaml': routeFile('held', '/held', holding.url, 'concurrencyLimit: { limit: 2 }'),
-    })
+    }))
     gateway = await spawnGateway(routes, { PORTICO_ACCESS_LOG: join(logDir, 'access.log') }, ['--workers', '2'])
   })
   afterAll(async () => {
@@ -103,6 +104,19 @@ describe('portico start --workers 2', () => {
     await waitFor(() => held.length === 2, { what: 'both slots free again' })
     for (const res of held.splice(0)) res.end('ok')
     expect(await Promise.all(again)).toEqual([200, 200])
+  })
+
+  it('reads the route files once for the host: a bad file is reported by the primary alone, and every worker serves on', async () => {
+    await writeFile(join(routesDir, 'bad.yaml'), 'routes:\n  - name: bad\n    prefix: nope\n')
+    const refusals = () => gateway.output().split('\n').filter((line) => line.includes('bad.yaml:'))
+    await waitFor(() => refusals().length > 0, { what: 'the refusal' })
+    // a later table reaches every worker: each has had the bad file's table before it
+    await writeFile(join(routesDir, 'later.yaml'), routeFile('later', '/later', upstream.url))
+    await waitFor(async () => (await Promise.all(Array.from({ length: 6 }, () => freshGet(`${gateway.url}/later/x`)))).every((s) => s === 200), { what: 'both workers to serve the later route' })
+    // the primary's (one per table it built while the file was bad), none from a worker
+    expect(refusals().filter((line) => line.includes('"worker"'))).toEqual([])
+    expect(await Promise.all(Array.from({ length: 4 }, () => freshGet(`${gateway.url}/plain/x`)))).toEqual([200, 200, 200, 200])
+    await rm(join(routesDir, 'bad.yaml'))
   })
 
   it('replaces a worker that dies; the others serve meanwhile', async () => {
