@@ -112,14 +112,19 @@ export class RouteWatcher<R extends RouteDefinition> {
     return this.#applying
   }
 
-  #applyDecided(table: DecidedTable): void {
-    let routes: readonly R[]
+  /** The live routes of `definitions`, or undefined (logged) when they cannot be built: the previous table stays. */
+  #compile(definitions: readonly RouteDefinition[]): readonly R[] | undefined {
     try {
-      routes = this.#options.compile(table.routes)
+      return this.#options.compile(definitions)
     } catch (error) {
       this.#options.logger.error({ err: error }, 'route table could not be built; the previous table stays live')
-      return
+      return undefined
     }
+  }
+
+  #applyDecided(table: DecidedTable): void {
+    const routes = this.#compile(table.routes)
+    if (!routes) return
     this.#live = { table: new RouteTable(routes), sources: table.sources, version: table.version, appliedAt: new Date() }
     this.#options.logger.debug({ version: table.version, routes: routes.length }, 'route table applied')
     this.#options.onSwap?.(this.#live)
@@ -134,13 +139,8 @@ export class RouteWatcher<R extends RouteDefinition> {
     // Parsing runs on its own thread: requests are served meanwhile, from the table still live.
     const parsed = await this.#parser.parseAll(sources)
     const merged = mergeRouteSources(sources, this.#lastGood, (source) => parsed.get(source.source) as ParsedSource)
-    let routes: readonly R[]
-    try {
-      routes = this.#options.compile(merged.routes)
-    } catch (error) {
-      this.#options.logger.error({ err: error }, 'route table could not be built; the previous table stays live')
-      return
-    }
+    const routes = this.#compile(merged.routes)
+    if (!routes) return
     this.#lastGood = merged.lastGood
     this.#live = { table: new RouteTable(routes), sources: merged.sources, version: this.#live.version + 1, appliedAt: new Date() }
 
