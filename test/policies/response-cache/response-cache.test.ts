@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { get as httpGet, type IncomingMessage, type ServerResponse } from 'node:http'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { startGateway, type TestGateway } from '../../support/gateway.js'
@@ -153,6 +153,36 @@ describe('a route with a memory cache', () => {
     expect(upstream.count('/cut')).toBe(2)
   })
 
+  it('never keeps a body the client abandoned halfway', async () => {
+    let served = 0
+    let closed = 0
+    const slow = await startUpstream('slow', (_req, res) => {
+      served++
+      res.writeHead(200, { 'content-length': String(2 * 65536) })
+      res.write(Buffer.alloc(65536, 97))
+      const rest = setTimeout(() => res.end(Buffer.alloc(65536, 98)), 500)
+      res.on('close', () => {
+        clearTimeout(rest)
+        closed++
+      })
+    })
+    const abandoning = await startGateway({ 'a.yaml': routeFile('a', '/a', slow.url, 'cache: {}') })
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const req = httpGet(`${abandoning.url}/a/x`, (res) => res.once('data', () => (req.destroy(), resolve())))
+        req.on('error', () => undefined)
+        setTimeout(() => reject(new Error('no first chunk')), 5_000)
+      })
+      await waitFor(() => closed === 1, { what: 'the upstream response to be given up' })
+      const whole = await answer(`${abandoning.url}/a/x`)
+      expect(whole.text).toHaveLength(2 * 65536)
+      expect(served).toBe(2)
+    } finally {
+      await abandoning.close()
+      await slow.close()
+    }
+  })
+
   it('makes one upstream request for 20 concurrent misses of one key', async () => {
     upstream.set('/busy', { delayMs: 200, body: 'once' })
     const all = await Promise.all(Array.from({ length: 20 }, () => get('/busy')))
@@ -195,6 +225,7 @@ describe('a cache and the other policies', () => {
       'broken.yaml': routeFile('broken', '/broken', upstream.url, 'cache: { staleIfError: 1m }', 'circuitBreaker: { volumeThreshold: 2, errorThresholdPercentage: 50, resetTimeout: 1h }'),
       'small.yaml': routeFile('small', '/small', upstream.url, 'cache: { maxSize: 64kb, maxEntrySize: 8kb }'),
       'swr.yaml': routeFile('swr', '/swr', upstream.url, 'cache: { staleWhileRevalidate: 1m }'),
+      'lonely.yaml': routeFile('lonely', '/lonely', upstream.url, 'cache: { staleIfError: 1m }'),
     })
   })
   afterAll(async () => {
@@ -227,6 +258,18 @@ describe('a cache and the other policies', () => {
     expect(cacheStatus(whileOpen)).toBe('Portico; hit; detail=stale')
     expect(upstream.count('/broken/x')).toBe(upstreamBefore)
     expect(await metric(gateway.adminUrl, 'portico_cache_stale_served_total', 'route="broken",reason="on_error"')).toBeGreaterThan(0)
+  })
+
+  it('answers the stale entry within staleIfError when no instance is left to ask', async () => {
+    // stale on arrival (Age past max-age), within the window
+    upstream.set('/lonely/x', { headers: { 'cache-control': 'max-age=50', age: '100' }, body: 'kept' })
+    await answer(`${gateway.url}/lonely/x`)
+    const eject = await answer(`${gateway.adminUrl}/admin/routes/lonely/instances/${encodeURIComponent(upstream.url)}/eject`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+    expect(eject.status).toBe(200)
+    const answered = await answer(`${gateway.url}/lonely/x`)
+    expect(answered).toMatchObject({ status: 200, text: 'kept' })
+    expect(cacheStatus(answered)).toBe('Portico; hit; detail=stale')
+    expect(upstream.count('/lonely/x')).toBe(1)
   })
 
   it('answers the stale entry within staleWhileRevalidate while one request revalidates it', async () => {
