@@ -91,6 +91,8 @@ async function act(path, body, question) {
   $('#status').textContent = response.ok ? `done: ${question}` : `refused: ${answer.detail ?? response.status}`
 }
 
+const megabytes = (bytes) => (bytes / 1048576).toFixed(1)
+
 function render(snapshot) {
   const healthy = snapshot.health?.status ?? '?'
   $('#summary').textContent = `replica ${snapshot.replica.slice(0, 8)} · route table v${snapshot.tableVersion} · ${healthy}`
@@ -109,12 +111,18 @@ function render(snapshot) {
           ? element('button', { onclick: () => act(`${path}/admit`, {}, `Put ${instance.origin} back into rotation on "${route.name}"?`) }, 'Admit')
           : element('button', { onclick: () => act(`${path}/eject`, {}, `Take ${instance.origin} out of rotation on "${route.name}", on every replica?`) }, 'Eject'))
     }))
+    const cache = route.cache
+    const lookups = cache ? Object.values(cache.outcomes).reduce((n, c) => n + c, 0) : 0
+    const hits = cache ? (cache.outcomes.hit ?? 0) + (cache.outcomes.collapsed ?? 0) : 0
+    const cacheCell = cache
+      ? element('td', { 'data-cache': cache.store }, `${lookups ? Math.round((100 * hits) / lookups) : 0}% hits of ${lookups} · ${megabytes(cache.bytesHere)} MB (${cache.store})`)
+      : element('td', { 'data-cache': 'none' }, '—')
     const breakerPath = `/admin/routes/${encodeURIComponent(route.name)}/breaker`
     const actions = element('td', {},
       element('button', { 'data-action': 'open', onclick: () => act(breakerPath, { state: 'open' }, `Open the breaker of "${route.name}" on every replica? Its clients get 503.`) }, 'Open breaker'),
       element('button', { 'data-action': 'closed', onclick: () => act(breakerPath, { state: 'closed' }, `Hold the breaker of "${route.name}" closed on every replica?`) }, 'Hold closed'),
       element('button', { 'data-action': 'auto', onclick: () => act(breakerPath, { state: 'auto' }, `Give the breaker of "${route.name}" back to its policy?`) }, 'Auto'))
-    return element('tr', { 'data-route': route.name }, element('td', {}, route.name), element('td', {}, route.prefix), element('td', {}, route.target), instances, breakerCell, element('td', {}, limit), element('td', {}, rps), element('td', {}, errors), element('td', {}, p99), actions)
+    return element('tr', { 'data-route': route.name }, element('td', {}, route.name), element('td', {}, route.prefix), element('td', {}, route.target), instances, breakerCell, element('td', {}, limit), element('td', {}, rps), element('td', {}, errors), element('td', {}, p99), cacheCell, actions)
   })
   $('#routes tbody').replaceChildren(...rows)
   $('#fleet tbody').replaceChildren(...snapshot.fleet.map((replica) => element('tr', {}, element('td', {}, String(replica.id).slice(0, 8)), element('td', {}, replica.version ?? '?'), element('td', {}, `${replica.uptimeSeconds ?? '?'} s`), element('td', {}, `v${replica.routeTableVersion ?? '?'}`), element('td', {}, replica.health ?? '?'))))

@@ -7,7 +7,7 @@ import type { RouteWatcher } from '../config/route-watcher.js'
 import type { HealthRegistry } from './health-registry.js'
 import type { Registry } from 'prom-client'
 import { readFileSync } from 'node:fs'
-import type { PolicyEvents } from '../policies/policy-events.js'
+import type { PolicyEventKind, PolicyEvents } from '../policies/policy-events.js'
 import { parseDuration } from '../kernel/duration.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import { AUDIT_LENGTH, type AuditLog } from './audit-log.js'
@@ -169,8 +169,13 @@ function registerConsole(app: FastifyInstance, options: AdminOptions, authorize:
 async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown>> {
   const live = options.routes.current()
   const traffic = new Map(options.traffic().map((t) => [t.route, t]))
-  const decisions = new Map<string, Record<string, number>>()
-  for (const { route, outcome, count } of options.policyEvents.of('rate_limit')) (decisions.get(route) ?? decisions.set(route, {}).get(route) ?? {})[outcome] = count
+  const outcomesByRoute = (kind: PolicyEventKind) => {
+    const byRoute = new Map<string, Record<string, number>>()
+    for (const { route, outcome, count } of options.policyEvents.of(kind)) (byRoute.get(route) ?? byRoute.set(route, {}).get(route) ?? {})[outcome] = count
+    return byRoute
+  }
+  const decisions = outcomesByRoute('rate_limit')
+  const cacheOutcomes = outcomesByRoute('cache')
   const { breakers, ejections } = options.overrides.snapshot()
   return {
     at: Date.now(),
@@ -189,6 +194,7 @@ async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown
         breaker: policies.circuitBreaker ?? (breakers[route.name] ? { state: breakers[route.name]?.state, forced: breakers[route.name] } : null),
         rateLimit: policies.rateLimit ?? null,
         decisions: decisions.get(route.name) ?? {},
+        cache: policies.cache ? { ...policies.cache, outcomes: cacheOutcomes.get(route.name) ?? {} } : null,
         traffic: traffic.get(route.name) ?? { requests: 0, errors: 0, buckets: [] },
         instances: route.discovered().map((i) => ({ id: i.id, origin: i.origin, state: operatorEjected[i.id] ? 'ejected by operator' : outliers.has(i.id) ? 'ejected (outlier)' : 'in rotation' })),
       }

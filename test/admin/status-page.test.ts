@@ -25,6 +25,7 @@ describe('the status page in a real browser (headless Chromium)', () => {
   - name: search
     prefix: /search
     upstreams: [${upstream.url}]
+    cache: { ttl: 1m }
 `,
       },
       {},
@@ -55,6 +56,13 @@ describe('the status page in a real browser (headless Chromium)', () => {
     // traffic shows up as a rate once two snapshots have seen it
     for (let i = 0; i < 20; i++) await (await request(`${gateway.url}/catalog`)).body.dump()
     await expect.poll(async () => page.locator('tr[data-route="catalog"] td').nth(6).textContent(), { timeout: 5_000 }).toMatch(/^\d+\.\d$/)
+  })
+
+  it('shows what a route\'s cache answers', async () => {
+    for (let i = 0; i < 4; i++) await (await request(`${gateway.url}/search/q`)).body.dump()
+    const cell = page.locator('tr[data-route="search"] td[data-cache]')
+    await expect.poll(() => cell.textContent(), { timeout: 5_000 }).toMatch(/^75% hits of 4 · 0\.0 MB \(memory\)$/)
+    expect(await page.locator('tr[data-route="catalog"] td[data-cache]').textContent()).toBe('—')
   })
 
   it('shows a breaker turning open when the API forces it', async () => {
