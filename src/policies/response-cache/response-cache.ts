@@ -265,8 +265,9 @@ class ResponseCache {
   /** The upstream answered a request that looked in the cache. */
   #answered(ex: PolicyExchange, res: UpstreamResponse, lookup: Lookup, onResponse: (ex: PolicyExchange, res: UpstreamResponse) => void): void {
     const { stale } = lookup
+    const upstreamHeaders = flatHeaders(res.headers)
     if (stale && res.statusCode === 304) {
-      const { policy, modified } = stale.policy.revalidatedPolicy(policyRequest(ex), { status: res.statusCode, headers: res.headers as CachePolicy.Headers })
+      const { policy, modified } = stale.policy.revalidatedPolicy(policyRequest(ex), { status: res.statusCode, headers: upstreamHeaders })
       if (!modified) {
         ex.discard(res)
         const refreshed: StoredResponse = { ...stale, policy, headers: { ...stale.headers, ...storableHeaders(res.headers, lookup.preset, false) } }
@@ -280,19 +281,19 @@ class ResponseCache {
       this.#endFlight(lookup)
       return this.#answerFromEntry(ex, stale as StoredResponse, 'stale', 'on_error')
     }
-    const policy = this.#storablePolicy(ex, res)
+    const policy = this.#storablePolicy(ex, res.statusCode, upstreamHeaders)
     if (!policy) {
-      ex.reply.header('cache-status', appendStatus(res.headers['cache-status'], STATUS.miss))
+      ex.reply.header('cache-status', appendStatus(upstreamHeaders['cache-status'], STATUS.miss))
       // A key whose answers cannot be kept: its requests stop waiting for one another.
       if (lookup.flight) this.#put(lookup.key, { kind: 'pass' }, this.#config.ttlMs)
       this.#endFlight(lookup)
       return onResponse(ex, res)
     }
     // `stored` only when the length says so now: a body of unknown length may still outgrow maxEntrySize.
-    const storedForSure = res.headers['content-length'] !== undefined || ex.request.method === 'HEAD'
-    ex.reply.header('cache-status', appendStatus(res.headers['cache-status'], stale ? (storedForSure ? STATUS.refreshed : STATUS.revalidating) : storedForSure ? STATUS.stored : STATUS.miss))
+    const storedForSure = upstreamHeaders['content-length'] !== undefined || ex.request.method === 'HEAD'
+    ex.reply.header('cache-status', appendStatus(upstreamHeaders['cache-status'], stale ? (storedForSure ? STATUS.refreshed : STATUS.revalidating) : storedForSure ? STATUS.stored : STATUS.miss))
     const headers = storableHeaders(ex.reply.getHeaders(), lookup.preset, ex.request.method === 'HEAD')
-    const vary = varyOf(res.headers.vary, this.#config.vary)
+    const vary = varyOf(upstreamHeaders.vary, this.#config.vary)
     const collector = new BodyCollector(this.#config.maxEntryBytes, (body) => {
       if (body !== undefined) {
         if (vary.length > 0) {
@@ -307,16 +308,15 @@ class ResponseCache {
   }
 
   /** The policy of a response the cache may keep, or undefined. */
-  #storablePolicy(ex: PolicyExchange, res: UpstreamResponse): CachePolicy | undefined {
-    const { headers } = res
-    if (!STORABLE_STATUSES.has(res.statusCode) || headers['set-cookie'] !== undefined || headers.vary?.trim() === '*') return undefined
+  #storablePolicy(ex: PolicyExchange, status: number, headers: Readonly<Record<string, string>>): CachePolicy | undefined {
+    if (!STORABLE_STATUSES.has(status) || headers['set-cookie'] !== undefined || headers.vary?.trim() === '*') return undefined
     const length = Number(headers['content-length'])
     if (length > this.#config.maxEntryBytes) return undefined
     const request = policyRequest(ex)
     // The route's ttl for a response that says nothing of its freshness; never for one asked with credentials.
     const saysNothing = headers.expires === undefined && !/\b(s-maxage|max-age)\s*=/i.test(headers['cache-control'] ?? '')
     const withTtl = saysNothing && request.headers.authorization === undefined ? { ...headers, 'cache-control': appendDirective(headers['cache-control'], `s-maxage=${Math.floor(this.#config.ttlMs / 1000)}`) } : headers
-    const policy = new CachePolicy(request, { status: res.statusCode, headers: withTtl as CachePolicy.Headers }, { shared: true })
+    const policy = new CachePolicy(request, { status, headers: withTtl }, { shared: true })
     return policy.storable() ? policy : undefined
   }
 
@@ -465,6 +465,13 @@ function matchesConditional(request: IncomingHttpHeaders, stored: Readonly<Recor
   const sinceMs = Date.parse(since)
   const modifiedMs = Date.parse(lastModified)
   return Number.isFinite(sinceMs) && Number.isFinite(modifiedMs) && modifiedMs <= sinceMs
+}
+
+/** The upstream's headers as the cache decides on them: one string each (undici hands a repeated header over as a list). */
+function flatHeaders(headers: IncomingHttpHeaders): Record<string, string> {
+  const flat: Record<string, string> = {}
+  for (const [name, value] of Object.entries(headers)) if (value !== undefined) flat[name] = Array.isArray(value) ? value.join(', ') : value
+  return flat
 }
 
 function appendStatus(upstream: unknown, ours: string): string {

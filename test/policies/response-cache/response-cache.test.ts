@@ -10,7 +10,7 @@ import { startUpstream } from '../../support/upstream.js'
 /** What the test upstream answers for a path: its status, headers and body; `truncate` cuts the body short. */
 interface Behaviour {
   status?: number
-  headers?: Record<string, string>
+  headers?: Record<string, string | string[]>
   body?: string
   truncate?: boolean
   delayMs?: number
@@ -98,6 +98,16 @@ describe('a route with a memory cache', () => {
       }
     })
   }
+
+  it('reads repeated Cache-Control and Vary headers as one list each', async () => {
+    upstream.set('/repeated', { headers: { 'cache-control': ['public', 'max-age=60'], vary: ['Accept-Language', 'Accept-Encoding'] } })
+    const first = await get('/repeated', { 'accept-language': 'en' })
+    const second = await get('/repeated', { 'accept-language': 'en' })
+    const other = await get('/repeated', { 'accept-language': 'fr' })
+    expect([first.status, second.status, other.status]).toEqual([200, 200, 200])
+    expect([cacheStatus(second), cacheStatus(other)]).toEqual(['Portico; hit', 'Portico; fwd=miss'])
+    expect(upstream.count('/repeated')).toBe(2)
+  })
 
   it('answers If-None-Match from a fresh entry with 304, without the upstream', async () => {
     upstream.set('/etag', { headers: { etag: '"v1"', 'cache-control': 'max-age=60' } })
