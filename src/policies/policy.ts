@@ -22,7 +22,9 @@ export interface UpstreamResponse {
 export interface PolicyExchange {
   readonly request: FastifyRequest
   readonly reply: FastifyReply
-  /** The path and query sent upstream (normalised, prefix rewritten): what the request asks of its route. */
+  /** The path sent upstream (normalised, prefix rewritten), without the query. */
+  readonly upstreamPath: string
+  /** The same with the client's query as it came: what the request asks of its route. */
   readonly upstreamUrl: string
   /** The instance of the attempt under way (or about to be made). */
   readonly instance: Instance

@@ -75,11 +75,11 @@ export class MemoryStore implements CacheStore {
   }
 
   get(key: CacheKey): CacheEntry | undefined {
-    return this.#entries.get(memoryKey(key))
+    return this.#entries.get(keyText(key))
   }
 
   set(key: CacheKey, entry: CacheEntry, ttlMs: number): void {
-    this.#entries.set(memoryKey(key), entry, { ttl: ttlMs })
+    this.#entries.set(keyText(key), entry, { ttl: ttlMs })
   }
 
   purge(path: string | undefined): Promise<number> {
@@ -102,7 +102,8 @@ export class MemoryStore implements CacheStore {
   unlead(): void {}
 }
 
-const memoryKey = (key: CacheKey) => `${key.path}\n${key.rest}`
+/** A key as one string: the memory store's, and the one fetch of it per replica. */
+export const keyText = (key: CacheKey) => `${key.path}\n${key.rest}`
 
 /**
  * One cache for the fleet, in Redis: entries are binary strings with a TTL, a short lock per key makes one replica fetch
@@ -234,10 +235,12 @@ function isHeaders(value: unknown): value is Record<string, string | string[]> {
   return Object.values(value).every((v) => typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string')))
 }
 
-// What CachePolicy's methods read of its serialised form: anything else would throw from them later.
+// What CachePolicy's methods read of its serialised form: anything else would throw from them later (a list where it
+// expects a string, say). The response's headers are stored one string each (the cache joins repeated ones).
 function isPolicyObject(value: unknown): value is CachePolicy.CachePolicyObject {
   if (!isObject(value)) return false
-  return value.v === 1 && typeof value.t === 'number' && typeof value.st === 'number' && isHeaders(value.resh) && isObject(value.rescc) && isObject(value.reqcc) && (value.reqh === null || isHeaders(value.reqh))
+  const flat = isObject(value.resh) && Object.values(value.resh).every((v) => typeof v === 'string')
+  return value.v === 1 && typeof value.t === 'number' && typeof value.st === 'number' && flat && isObject(value.rescc) && isObject(value.reqcc) && (value.reqh === null || isHeaders(value.reqh))
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { pipeline, Transform, type TransformCallback } from 'node:stream'
 import { parseJsonObject } from '../../kernel/json.js'
 import type { AttemptWrapper, PolicyDeps, PolicyExchange, PolicyKind, PolicyRoute, RequestGuard, UpstreamResponse } from '../policy.js'
-import { MemoryStore, RedisStore, type CacheEntry, type CacheKey, type CacheStore, type StoredResponse } from './cache-store.js'
+import { keyText, MemoryStore, RedisStore, type CacheEntry, type CacheKey, type CacheStore, type StoredResponse } from './cache-store.js'
 import { ResponseCacheSchema, toResponseCacheConfig, type ResponseCacheConfig, type ResponseCacheSpec } from './schema.js'
 
 export const responseCachePolicy: PolicyKind<ResponseCacheSpec, ResponseCacheConfig> = {
@@ -147,8 +147,8 @@ class ResponseCache {
   #admit(ex: PolicyExchange, next: (error?: Error) => void): void {
     const { request } = ex
     if (!this.#config.methods.has(request.method) || request.headers.range !== undefined) return next()
-    const [path = '/', query = ''] = splitQuery(ex)
-    let rest = `${request.method}\n${query}`
+    const path = ex.upstreamPath
+    let rest = `${request.method}\n${ex.upstreamUrl.slice(path.length + 1)}`
     for (const name of this.#config.vary) rest += `\n${name}:${headerText(request.headers[name])}`
     const key = { path, rest }
     const lookup: Lookup = { key, entryKey: key, stale: undefined, flight: undefined, preset: new Set(Object.keys(ex.reply.getHeaders())) }
@@ -180,16 +180,16 @@ class ResponseCache {
       return next()
     }
     if (entry?.kind === 'response') {
-      if (entry.policy.satisfiesWithoutRevalidation(policyRequest(ex))) {
+      if (isFresh(entry, ex)) {
         this.#count(mayWait ? 'hit' : 'collapsed')
         return this.#answerFromEntry(ex, entry, mayWait ? 'hit' : 'collapsed')
       }
       lookup.stale = entry
       // Someone revalidates it already: within staleWhileRevalidate the others need not wait.
-      if (this.#flights.has(flightId(lookup.key)) && this.#staleUsable(lookup, this.#config.staleWhileRevalidateMs)) return this.#answerFromEntry(ex, entry, 'stale', 'while_revalidating')
+      if (this.#flights.has(keyText(lookup.key)) && this.#staleUsable(lookup, this.#config.staleWhileRevalidateMs)) return this.#answerFromEntry(ex, entry, 'stale', 'while_revalidating')
       if (this.#staleUsable(lookup, this.#config.staleIfErrorMs) && noInstance(ex)) return this.#answerFromEntry(ex, entry, 'stale', 'on_error')
     }
-    const id = flightId(lookup.key)
+    const id = keyText(lookup.key)
     const flight = this.#flights.get(id)
     if (flight && mayWait) {
       this.#deps.events.count('cache_wait', this.#route.name, 'coalesced')
@@ -212,7 +212,7 @@ class ResponseCache {
     let waited = false
     /** Answers a fresh entry another replica stored; false when there is none. */
     const answered = (entry: CacheEntry | undefined): boolean => {
-      if (entry?.kind !== 'response' || !entry.policy.satisfiesWithoutRevalidation(policyRequest(ex))) return false
+      if (entry?.kind !== 'response' || !isFresh(entry, ex)) return false
       this.#count('collapsed')
       this.#endFlight(lookup)
       this.#answerFromEntry(ex, entry, 'collapsed')
@@ -341,7 +341,7 @@ class ResponseCache {
     const { flight } = lookup
     if (!flight) return
     lookup.flight = undefined
-    const id = flightId(lookup.key)
+    const id = keyText(lookup.key)
     if (this.#flights.get(id) === flight) this.#flights.delete(id)
     this.#store.unlead(lookup.key)
     flight.finish()
@@ -416,16 +416,22 @@ function policyRequest(ex: PolicyExchange): CachePolicy.Request {
   return { method: ex.request.method, url: ex.upstreamUrl, headers: headers as CachePolicy.Headers }
 }
 
-function splitQuery({ upstreamUrl: url }: PolicyExchange): [string, string | undefined] {
-  const index = url.indexOf('?')
-  return index === -1 ? [url, undefined] : [url.slice(0, index), url.slice(index + 1)]
+/**
+ * Whether the entry answers the request without the upstream. An entry this check cannot read (it runs in promise
+ * callbacks, where a throw would take the process down) is taken for a miss, and the upstream's answer replaces it.
+ */
+function isFresh(entry: StoredResponse, ex: PolicyExchange): boolean {
+  try {
+    return entry.policy.satisfiesWithoutRevalidation(policyRequest(ex))
+  } catch {
+    return false
+  }
 }
 
 function noInstance(ex: PolicyExchange): boolean {
   return ex.pickAnother(new Set()) === undefined
 }
 
-const flightId = (key: CacheKey) => `${key.path}\n${key.rest}`
 
 function variantKey(key: CacheKey, vary: readonly string[], headers: IncomingHttpHeaders): CacheKey {
   let rest = `${key.rest}\n#`

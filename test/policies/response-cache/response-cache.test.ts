@@ -333,7 +333,7 @@ describe('a cache in Redis shared by three replicas', () => {
     await upstream?.close()
     redis?.disconnect()
   })
-  const at = (i: number, path: string) => answer(`${replicas[i % 3]!.url}/${route}${path}`)
+  const at = (i: number, path: string, headers: Record<string, string> = {}) => answer(`${replicas[i % 3]!.url}/${route}${path}`, { headers })
 
   it('makes one upstream request for 50 concurrent misses of one key across the fleet', async () => {
     upstream.set('/stampede', { delayMs: 300, body: 'fetched once' })
@@ -361,6 +361,38 @@ describe('a cache in Redis shared by three replicas', () => {
     expect(after.status).toBe(200)
     expect(upstream.count('/junk')).toBe(2)
     expect(cacheStatus(await at(2, '/junk'))).toBe('Portico; hit')
+  })
+
+  it('takes an entry whose stored policy CachePolicy could not read for a miss, and lives through it', async () => {
+    upstream.set('/crafted', { headers: { vary: 'Accept-Language' } })
+    await at(0, '/crafted', { 'accept-language': 'en' })
+    const keys = await redis.keys(`portico:cache:{${route}}:*`)
+    let crafted = 0
+    for (const key of keys) {
+      const value = await redis.getBuffer(key)
+      if (!value || value.length < 4) continue
+      const length = value.readUInt32BE(0)
+      let meta: { kind?: string; policy?: { resh: Record<string, unknown> } }
+      try {
+        meta = JSON.parse(value.subarray(4, 4 + length).toString()) as typeof meta
+      } catch {
+        continue // the junk of the test before, or a lock
+      }
+      if (meta.kind !== 'response' || !meta.policy) continue
+      // valid JSON of the right kind, but a list where CachePolicy splits a string
+      meta.policy.resh.vary = ['accept-language']
+      const json = Buffer.from(JSON.stringify(meta))
+      const head = Buffer.alloc(4)
+      head.writeUInt32BE(json.length)
+      await redis.set(key, Buffer.concat([head, json, value.subarray(4 + length)]))
+      crafted++
+    }
+    expect(crafted).toBeGreaterThan(0)
+    const before = upstream.count('/crafted')
+    const answers = await Promise.all([at(1, '/crafted', { 'accept-language': 'en' }), at(2, '/crafted', { 'accept-language': 'en' })])
+    expect(answers.map((a) => a.status)).toEqual([200, 200])
+    expect(upstream.count('/crafted')).toBeGreaterThan(before)
+    expect(cacheStatus(await at(0, '/crafted', { 'accept-language': 'en' }))).toBe('Portico; hit')
   })
 
   it('purges on every replica: the Redis store once, each replica\'s memory store through Redis', async () => {
