@@ -124,6 +124,12 @@ try {
     upstreams: [${upstreamUrl}]
     rateLimit: { key: ip, limits: [{ limit: 1000000000, window: 1h }] }
     circuitBreaker: { volumeThreshold: 1000 }
+`,
+  )
+  // A file of its own: a baseline from before the cache refuses this one file and serves the others.
+  writeFileSync(
+    join(routesDir, 'cache.yaml'),
+    `routes:
   - name: cached
     prefix: /cached
     upstreams: [${upstreamUrl}]
