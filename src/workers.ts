@@ -366,6 +366,8 @@ interface Relayed {
 function stream(req: IncomingMessage, res: ServerResponse, target: string): void {
   const upstream = request(`${target}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (answer) => {
     res.writeHead(answer.statusCode ?? 502, answer.headers)
+    // The worker may die mid-stream: an unheard 'error' here would take the primary with it.
+    answer.on('error', () => res.destroy())
     answer.pipe(res)
   })
   upstream.on('error', () => (res.headersSent ? res.destroy() : res.writeHead(502).end()))

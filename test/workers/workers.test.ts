@@ -119,12 +119,23 @@ describe('portico start --workers 2', () => {
     await rm(join(routesDir, 'bad.yaml'))
   })
 
-  it('replaces a worker that dies; the others serve meanwhile', async () => {
-    const [victim] = workerPids(gateway.output())
+  it('replaces a worker that dies, even one streaming the status feed through the primary; the others serve meanwhile', async () => {
+    // the status feed goes through the primary to one worker: that one dies mid-stream
+    let feed = ''
+    const stream = get(`${gateway.adminUrl}/admin/events`, (res) => res.on('data', (chunk: Buffer) => (feed += chunk.toString())).on('error', () => undefined))
+    stream.on('error', () => undefined)
+    const first = await waitFor(() => /^data: (.*)$/m.exec(feed)?.[1], { what: 'the first snapshot' })
+    const victim = (JSON.parse(first) as { fleet: { pid: number }[] }).fleet[0]?.pid
+    expect(workerPids(gateway.output())).toContain(victim)
     process.kill(victim as number, 'SIGKILL')
     await waitFor(() => gateway.output().includes('worker died; starting another') && workerPids(gateway.output()).length === 3, { timeoutMs: 15_000, what: 'a new worker' })
     const statuses = await Promise.all(Array.from({ length: 20 }, () => freshGet(`${gateway.url}/plain/x`)))
     expect(statuses).toEqual(Array(20).fill(200))
+    stream.destroy()
+    expect(gateway.child.exitCode).toBeNull()
+    const health = await request(`${gateway.adminUrl}/healthz`)
+    await health.body.dump()
+    expect(health.statusCode).toBe(200)
   })
 
   it('replaces every worker on SIGUSR2 without failing a request under load', async () => {
