@@ -9,18 +9,25 @@ const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authe
 const REQUEST_ONLY = ['expect']
 // Headers that claim the client's address, or change what a request means, from whoever sent them: only a trusted
 // proxy's count (fastify reads X-Forwarded-For then); from anyone else they are dropped.
-const CLAIMS = ['x-real-ip', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-http-method', 'x-method-override']
+const CLAIMS = ['x-real-ip', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-http-method', 'x-method-override', 'forwarded']
 
-// `delete` turns an object into a slow dictionary; only pay for it when the header is there.
-function remove(headers: IncomingHttpHeaders, names: readonly string[]): void {
-  for (const name of names) if (headers[name] !== undefined) delete headers[name]
+const NOT_FORWARDED_FROM_TRUSTED = new Set([...HOP_BY_HOP, ...REQUEST_ONLY])
+const NOT_FORWARDED_FROM_OTHERS = new Set([...HOP_BY_HOP, ...REQUEST_ONLY, ...CLAIMS])
+const NOT_RETURNED = new Set(HOP_BY_HOP)
+
+/**
+ * One pass over the headers there are (a handful), not a lookup per name that might be (26 misses cost more than the
+ * rest of the header work); `delete` only where one is found, since it turns the object into a slow dictionary.
+ */
+function removeAll(headers: IncomingHttpHeaders, names: ReadonlySet<string>): void {
+  for (const name in headers) if (names.has(name)) delete headers[name]
 }
 
-function removeHopByHop(headers: IncomingHttpHeaders): void {
+/** The names a `Connection` header lists are hop-by-hop too. `keep-alive` and `close` (nearly every message says one) name no other header. */
+function removeConnectionListed(headers: IncomingHttpHeaders): void {
   const listed = headers.connection
-  // `keep-alive` and `close` (nearly every response says one) name no other header: no list to take apart.
-  if (typeof listed === 'string' && listed !== 'keep-alive' && listed !== 'close') remove(headers, listed.toLowerCase().split(',').map((name) => name.trim()))
-  remove(headers, HOP_BY_HOP)
+  if (typeof listed !== 'string' || listed === 'keep-alive' || listed === 'close') return
+  for (const name of listed.toLowerCase().split(',')) delete headers[name.trim()]
 }
 
 export interface ForwardingHeaderOptions {
@@ -35,9 +42,8 @@ export interface ForwardingHeaderOptions {
  * Host is the instance's own unless the route preserves the client's; the client's is always in X-Forwarded-Host.
  */
 export function upstreamRequestHeaders(request: FastifyRequest, headers: IncomingHttpHeaders, options: ForwardingHeaderOptions): IncomingHttpHeaders {
-  removeHopByHop(headers)
-  remove(headers, REQUEST_ONLY)
-  if (!options.trustProxy) remove(headers, CLAIMS)
+  removeConnectionListed(headers)
+  removeAll(headers, options.trustProxy ? NOT_FORWARDED_FROM_TRUSTED : NOT_FORWARDED_FROM_OTHERS)
   const socketAddress = request.socket.remoteAddress ?? ''
   const clientHost = request.headers.host ?? ''
   if (options.trustProxy) {
@@ -46,7 +52,6 @@ export function upstreamRequestHeaders(request: FastifyRequest, headers: Incomin
     headers['x-forwarded-proto'] = request.protocol
     headers['x-forwarded-host'] = request.headers['x-forwarded-host'] ?? clientHost
   } else {
-    delete headers.forwarded
     headers['x-forwarded-for'] = socketAddress
     headers['x-forwarded-proto'] = request.protocol
     headers['x-forwarded-host'] = clientHost
@@ -61,7 +66,8 @@ export function upstreamRequestHeaders(request: FastifyRequest, headers: Incomin
  * sanitising: undici refuses a response whose header values Node could not send (a 502 upstream_bad_response).
  */
 export function clientResponseHeaders(headers: IncomingHttpHeaders, request: FastifyRequest): IncomingHttpHeaders {
-  removeHopByHop(headers)
+  removeConnectionListed(headers)
+  removeAll(headers, NOT_RETURNED)
   headers['x-request-id'] = request.id
   return headers
 }

@@ -1,4 +1,4 @@
-import httpProxy, { type FastifyHttpProxyOptions } from '@fastify/http-proxy'
+import replyFrom from '@fastify/reply-from'
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
@@ -16,7 +16,7 @@ import type { AttemptWrapper, RequestGuard, Send } from '../policies/policy.js'
 import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
 import { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
-import { exchangeOf, type LiveRoute } from './exchange.js'
+import type { LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
 import { AttemptStats } from './attempt-stats.js'
 import { createRequestPath } from './request-path.js'
@@ -76,7 +76,7 @@ export interface GatewayStats {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
-// What @fastify/http-proxy registers the catch-all route for.
+// What the catch-all proxy route takes (@fastify/http-proxy's list); other methods get a 405 from problem responses.
 const PROXIED_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS']
 
 /** The traffic server: a fastify app with one catch-all proxy route over the live route table. */
@@ -155,19 +155,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     logger: options.logger,
     attempts,
   })
-  const proxyOptions = {
-    upstream: '',
-    prefix: '/',
-    undici: dispatcher,
-    disableRequestLogging: true,
-    internalRewriteLocationHeader: false,
-    preHandler: requestPath.admit,
-    handler: requestPath.forward,
-    // http-proxy wants to know where an upstream comes from; every send names its own (send.ts).
-    replyOptions: { getUpstream: (request: FastifyRequest) => exchangeOf(request).instance.origin },
-  }
-  // The plugin's types describe its request for every server kind (HTTP/2 too); ours is plain HTTP/1.
-  await app.register(httpProxy, proxyOptions as unknown as FastifyHttpProxyOptions)
+  // reply-from registered straight, not through @fastify/http-proxy: its handler parsed the URL three times per request
+  // to check what the request path already normalised and matched, and its WebSocket proxy is the tunnel's job here.
+  await app.register(replyFrom, { undici: dispatcher, disableRequestLogging: true })
+  // Bodies stream to the upstream as they come (every content type: fastify would parse JSON and text otherwise).
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_request: FastifyRequest, payload: IncomingMessage, done: (error: null, body: IncomingMessage) => void) => done(null, payload))
+  for (const url of ['/', '/*']) app.route({ url, method: PROXIED_METHODS, preHandler: requestPath.admit, handler: requestPath.forward })
 
   const stats: GatewayStats = {
     policyEvents,

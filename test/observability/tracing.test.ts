@@ -84,16 +84,12 @@ describe('OpenTelemetry tracing to a real OTLP/HTTP receiver', () => {
   })
 
   it('survives a retry to an instance address no URL can be made of (sent from a timer, where a throw ends the process)', async () => {
-    // a request that starts on the dead instance is retried onto the odd one (502); one that starts on the odd one is
-    // answered by @fastify/http-proxy's own URL check (500)
-    const statuses: number[] = []
+    // whether a request starts on the dead instance and is retried onto the odd one, or starts on the odd one: 502
     for (let i = 0; i < 2; i++) {
       const odd = await request(`${gateway.url}/odd`)
       await odd.body.dump()
-      statuses.push(odd.statusCode)
+      expect(odd.statusCode).toBe(502)
     }
-    for (const status of statuses) expect([500, 502]).toContain(status)
-    expect(statuses).toContain(502)
     const next = await request(`${gateway.url}/traced/after`)
     await next.body.dump()
     expect(next.statusCode).toBe(200)
