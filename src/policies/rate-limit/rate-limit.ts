@@ -179,8 +179,11 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
  */
 function hostLimiter(route: string, limit: number, windowMs: number): RateLimiterAbstract {
   const options = { points: limit, duration: windowMs / 1000 }
+  if (!cluster.isWorker) return new RateLimiterMemory(options)
   // The primary keeps one counter per prefix, made with the first options it hears: a changed limit is a new prefix.
-  return cluster.isWorker ? new RateLimiterCluster({ ...options, keyPrefix: `${route}:${windowMs}:${limit}`, timeoutMs: 1_000 }) : new RateLimiterMemory(options)
+  const limiter = new RateLimiterCluster({ ...options, keyPrefix: `${route}:${windowMs}:${limit}`, timeoutMs: 1_000 })
+  keysSentToPrimary.set(limiter, new SeenKeys(windowMs))
+  return limiter
 }
 
 /** Distinct keys one in-memory window holds; past it, new keys share one bucket: stricter, never unbounded memory. */
@@ -188,11 +191,42 @@ export const MAX_LOCAL_KEYS = 100_000
 const OVERFLOW_KEY = '\u0000overflow'
 
 /**
- * The key to count under in memory. rate-limiter-flexible keeps every key (and a timer) until its window ends and has
- * no bound of its own; its store's size is read here (internal: if it ever moves, the bound lapses, nothing breaks,
- * and the test of it fails).
+ * The distinct keys a worker sent to the primary's counts in the last window. The primary's store cannot be read from
+ * a worker, so each worker bounds what it sends: the primary holds at most MAX_LOCAL_KEYS per worker and window (a key
+ * lives there up to a window after this set forgot it: twice that at worst).
+ */
+class SeenKeys {
+  readonly #keys = new Set<string>()
+  readonly #windowMs: number
+  #forgetAt = 0
+
+  constructor(windowMs: number) {
+    this.#windowMs = windowMs
+  }
+
+  /** False for a new key past the bound. */
+  admit(key: string): boolean {
+    const now = Date.now()
+    if (now >= this.#forgetAt) {
+      this.#keys.clear()
+      this.#forgetAt = now + this.#windowMs
+    }
+    if (this.#keys.has(key)) return true
+    if (this.#keys.size >= MAX_LOCAL_KEYS) return false
+    this.#keys.add(key)
+    return true
+  }
+}
+const keysSentToPrimary = new WeakMap<RateLimiterAbstract, SeenKeys>()
+
+/**
+ * The key to count under in memory (this process's or, in a worker, the primary's). rate-limiter-flexible keeps every
+ * key (and a timer) until its window ends and has no bound of its own; its store's size is read here (internal: if it
+ * ever moves, the bound lapses, nothing breaks, and the test of it fails).
  */
 function boundedKey(limiter: RateLimiterAbstract, key: string): string {
+  const sent = keysSentToPrimary.get(limiter)
+  if (sent) return sent.admit(key) ? key : OVERFLOW_KEY
   const storage = (limiter as unknown as { _memoryStorage?: { _storage?: Map<string, unknown> } })._memoryStorage?._storage
   return storage !== undefined && storage.size >= MAX_LOCAL_KEYS && !storage.has(limiter.getKey(key)) ? OVERFLOW_KEY : key
 }

@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { PolicyExchange } from '../../../src/policies/policy.js'
 import { PolicyEvents } from '../../../src/policies/policy-events.js'
@@ -19,4 +21,10 @@ describe('rate-limit keys in memory', () => {
     expect(await decide(guard, 'k0')).toBe('allowed')
     expect(await decide(guard, 'k0')).toBe('rate_limited')
   }, 60_000)
+
+  it('bounds the keys a worker of --workers sends to the primary\'s counts the same way', async () => {
+    const fixture = new URL('./fixtures/worker-key-bound.ts', import.meta.url).pathname
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', fixture], { timeout: 90_000 })
+    expect(JSON.parse(stdout)).toEqual({ firstKeysAllowed: MAX_LOCAL_KEYS, late: ['allowed', 'allowed', 'rate_limited'], counted: ['allowed', 'rate_limited'] })
+  }, 120_000)
 })
