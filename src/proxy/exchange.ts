@@ -5,7 +5,9 @@ import type { InFlight, Pick } from '../balancer/balancer.js'
 import type { Instance } from '../balancer/instance.js'
 import { readRequestKey } from '../balancer/request-key.js'
 import type { RouteDefinition } from '../config/parse-route-file.js'
+import { GatewayError } from '../kernel/errors.js'
 import { CLIENT_GONE, RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
+import { sendProblem } from '../http/problem-responses.js'
 import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamResponse } from '../policies/policy.js'
 import type { KeyedPolicy } from '../policies/policy-registry.js'
 import type { Logger } from '../kernel/logger.js'
@@ -201,6 +203,36 @@ export class Exchange implements PolicyExchange {
     this.#transferClock?.refresh()
   }
 
+  /**
+   * Hands an attempt's answer to its handler. A policy's handler that throws fails its own request only: handlers run
+   * in undici's and timers' callbacks, where a throw would end the process.
+   */
+  respond(handler: AttemptHandler, res: UpstreamResponse): void {
+    try {
+      handler.onResponse(this, res)
+    } catch (error) {
+      this.discard(res)
+      this.#handlerFailed(error)
+    }
+  }
+
+  /** Hands an attempt's failure to its handler; a throw fails the request alone, as in `respond`. */
+  fail(handler: AttemptHandler, error: Error): void {
+    try {
+      handler.onError(this, error)
+    } catch (thrown) {
+      this.#handlerFailed(thrown)
+    }
+  }
+
+  #handlerFailed(error: unknown): void {
+    this.settings.logger.error({ requestId: this.request.id, route: this.route.name, err: error }, 'a policy failed while handling an upstream answer; the request fails alone')
+    if (this.clientGone) return
+    // Part of the answer is out: the client can only be told by a cut connection.
+    if (this.reply.sent || this.reply.raw.headersSent) return void this.reply.raw.destroy()
+    sendProblem(this.reply, new GatewayError('internal', 'A gateway policy failed on this request; its request id is in the gateway\'s logs'))
+  }
+
   onEnd(cleanup: () => void): void {
     if (this.#ended) return cleanup() // e.g. a slot granted after the client left
     ;(this.#cleanups ??= []).push(cleanup)
@@ -222,7 +254,7 @@ export class Exchange implements PolicyExchange {
       this.clientGone = true
       this.signal?.abort(CLIENT_GONE_ERROR)
       // reply-from may never call back for a request whose client is gone: what waits for the attempt hears it now.
-      handler?.onError(this, CLIENT_GONE_ERROR)
+      if (handler) this.fail(handler, CLIENT_GONE_ERROR)
     }
     this.#inFlightDone?.()
     this.#inFlightDone = undefined
@@ -236,7 +268,7 @@ function onAttemptTimeout(ex: Exchange): void {
   const handler = ex.takeHandler(true)
   if (!handler) return
   ex.signal?.abort(RESPONSE_TIMEOUT_ERROR)
-  handler.onError(ex, RESPONSE_TIMEOUT_ERROR)
+  ex.fail(handler, RESPONSE_TIMEOUT_ERROR)
 }
 
 function onTransferCheck(ex: Exchange): void {

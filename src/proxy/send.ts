@@ -27,7 +27,8 @@ export function sendViaReplyFrom(ex: PolicyExchange, handler: AttemptHandler): v
   } catch (error) {
     // reply-from throws for an upstream URL it cannot build (an instance address Consul should not have had). A retry
     // sends from a timer, where a throw would take the process down: the attempt fails like any other instead.
-    exchange.takeHandler()?.onError(exchange, error as Error)
+    const handler = exchange.takeHandler()
+    if (handler) exchange.fail(handler, error as Error)
   }
 }
 
@@ -98,13 +99,14 @@ function clientLocation(location: string, ex: Exchange): string {
 function onResponse(request: FastifyRequest, _reply: FastifyReply, res: UpstreamResponse): void {
   const ex = exchangeOf(request)
   const handler = ex.takeHandler(res.statusCode >= 500, res.statusCode)
-  if (handler) handler.onResponse(ex, res)
+  if (handler) ex.respond(handler, res)
   else ex.discard(res) // the attempt already ended (timed out, or its client went away)
 }
 
 function onError(reply: FastifyReply, { error }: { error: Error }): void {
   const ex = exchangeOf(reply.request)
-  ex.takeHandler(isClientFault(error) ? undefined : true)?.onError(ex, error)
+  const handler = ex.takeHandler(isClientFault(error) ? undefined : true)
+  if (handler) ex.fail(handler, error)
 }
 
 const noRetry = (): null => null
