@@ -1,5 +1,6 @@
 // `npm run bench`: throughput, latency and the proxy's CPU time per request side by side in one run: straight to the
-// upstream, through a minimal @fastify/http-proxy app, through fast-gateway, through Portico (plain route, access log
+// upstream, through a minimal @fastify/http-proxy app, through fast-gateway, through fastify handing requests to
+// undici's dispatch API with nothing else (the floor of the engine: bench/engine-floor.js), through Portico (plain route, access log
 // off, tracing on, the full chain, cache hits from memory and from Redis, each in a process of its own), and through
 // nginx (plain, and proxy_cache hits) when it is installed. Then route matching with 10 and 10 000 routes. Ratios, not absolute
 // numbers, are what to compare between machines.
@@ -112,6 +113,7 @@ try {
   const upstreamUrl = `http://127.0.0.1:${upstreamPort}`
   const minimal = await start(process.execPath, ['bench/minimal-proxy.js', upstreamUrl, '0'], /listening (\d+)/)
   const fastGateway = await start(process.execPath, ['bench/fast-gateway.js', upstreamUrl, '0'], /listening (\d+)/)
+  const engineFloor = await start(process.execPath, ['bench/engine-floor.js', upstreamUrl, '0'], /listening (\d+)/)
   const routesDir = mkdtempSync(join(tmpdir(), 'portico-bench-routes-'))
   writeFileSync(
     join(routesDir, 'bench.yaml'),
@@ -172,6 +174,7 @@ try {
     ['direct', `${upstreamUrl}/api/items`, undefined],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
     ['fast-gateway', `http://127.0.0.1:${fastGateway.match[1]}/api/items`, fastGateway.child.pid],
+    ['fastify+undici.dispatch', `http://127.0.0.1:${engineFloor.match[1]}/api/items`, engineFloor.child.pid],
     ['portico', `http://127.0.0.1:${plainPortico.port}/api/items`, plainPortico.pid],
     ['portico access log off', `http://127.0.0.1:${noAccessLog.port}/api/items`, noAccessLog.pid],
     ['portico tracing on', `http://127.0.0.1:${traced.port}/api/items`, traced.pid],
