@@ -212,7 +212,8 @@ try {
   // Two cores carry the load generator, the upstream and the proxy, and the machine's speed swings from second to
   // second: single runs move by ±20 %. Rounds interleave the targets so each sees the same conditions, and the median
   // round counts. CPU time per request is what a request costs the proxy's processes, whatever else the machine does.
-  for (const [, url] of targets) await autocannon({ url, connections, duration: 1 }) // warm pools and JIT
+  // Warm pools and JIT: a Node target's first 3 s under load cost up to twice what it settles at after 6 s.
+  for (const [, url] of targets) await autocannon({ url, connections, duration: 5 })
   const rounds = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
   // Every other round runs the targets in reverse: a target's place in the round biases it (seen: two identical
   // Portico processes 20-35 % apart when always run in the same order).
