@@ -23,10 +23,14 @@ function removeAll(headers: IncomingHttpHeaders, names: ReadonlySet<string>): vo
   for (const name in headers) if (names.has(name)) delete headers[name]
 }
 
-/** The names a `Connection` header lists are hop-by-hop too. `keep-alive` and `close` (nearly every message says one) name no other header. */
+/**
+ * The names a `Connection` header lists are hop-by-hop too, in every Connection header a message repeats (undici hands
+ * those over as a list). `keep-alive` and `close` (nearly every message says one) name no other header.
+ */
 function removeConnectionListed(headers: IncomingHttpHeaders): void {
-  const listed = headers.connection
-  if (typeof listed !== 'string' || listed === 'keep-alive' || listed === 'close') return
+  const field: unknown = headers.connection
+  if (field === undefined || field === 'keep-alive' || field === 'close') return
+  const listed = Array.isArray(field) ? field.join(',') : String(field)
   for (const name of listed.toLowerCase().split(',')) delete headers[name.trim()]
 }
 

@@ -12,6 +12,11 @@ describe('clientResponseHeaders', () => {
     const headers = clientResponseHeaders({ 'content-type': 'text/plain', 'keep-alive': 'timeout=5', upgrade: 'h2c' }, { id: 'req-1' } as FastifyRequest)
     expect(headers).toEqual({ 'content-type': 'text/plain', 'x-request-id': 'req-1' })
   })
+
+  it('removes what every Connection header lists when an upstream repeats it', () => {
+    const repeated = { 'content-type': 'text/plain', connection: ['close', 'X-Internal-Route'], 'x-internal-route': 'blue' } as unknown as Parameters<typeof clientResponseHeaders>[0]
+    expect(clientResponseHeaders(repeated, { id: 'req-1' } as FastifyRequest)).toEqual({ 'content-type': 'text/plain', 'x-request-id': 'req-1' })
+  })
 })
 
 /** An upstream that writes its response by hand: the header lines exactly as given (latin1 bytes), then `ok`. */

@@ -1,19 +1,12 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import type { PolicyExchange } from '../../../src/policies/policy.js'
-import { PolicyEvents } from '../../../src/policies/policy-events.js'
-import { createRateLimit, MAX_LOCAL_KEYS } from '../../../src/policies/rate-limit/rate-limit.js'
-
-const exchangeFor = (apiKey: string) =>
-  ({ request: { ip: '203.0.113.7', socket: { remoteAddress: '203.0.113.7' }, headers: { 'x-api-key': apiKey } }, reply: { header: () => undefined } }) as unknown as PolicyExchange
-
-const decide = (guard: ReturnType<typeof createRateLimit>, apiKey: string) =>
-  new Promise<string>((resolve) => guard(exchangeFor(apiKey), (error) => resolve(error ? (error as Error & { code: string }).code : 'allowed')))
+import { MAX_LOCAL_KEYS } from '../../../src/policies/rate-limit/rate-limit.js'
+import { boundedGuard, decide } from './fixtures/bounded-guard.js'
 
 describe('rate-limit keys in memory', () => {
   it(`keeps at most ${MAX_LOCAL_KEYS} distinct keys a window; the ones past it share one bucket`, async () => {
-    const guard = createRateLimit('bounded', { key: { kind: 'header', header: 'x-api-key' }, limits: [{ limit: 2, windowMs: 3_600_000 }], onRedisDown: 'local' }, undefined, new PolicyEvents())
+    const guard = boundedGuard()
     for (let i = 0; i < MAX_LOCAL_KEYS; i++) expect(await decide(guard, `k${i}`)).toBe('allowed')
     // two new keys past the bound: one bucket of 2 between them
     expect([await decide(guard, 'late-1'), await decide(guard, 'late-2'), await decide(guard, 'late-3')]).toEqual(['allowed', 'allowed', 'rate_limited'])
