@@ -59,7 +59,7 @@ export function loadConfig(flags: Flags, env: Env = process.env): PorticoConfig 
     adminHost: pick('admin-host', 'PORTICO_ADMIN_HOST') ?? '127.0.0.1',
     adminPort: port(pick('admin-port', 'PORTICO_ADMIN_PORT') ?? '9901', source('admin-port', 'PORTICO_ADMIN_PORT')),
     routesDir: resolve(pick('routes', 'PORTICO_ROUTES') ?? './routes'),
-    adminToken: env.PORTICO_ADMIN_TOKEN || undefined,
+    adminToken: env.PORTICO_ADMIN_TOKEN ? adminToken(env.PORTICO_ADMIN_TOKEN, 'PORTICO_ADMIN_TOKEN') : undefined,
     adminTokensFile: env.PORTICO_ADMIN_TOKENS_FILE ? resolve(env.PORTICO_ADMIN_TOKENS_FILE) : undefined,
     metricsPublic: env.PORTICO_METRICS_PUBLIC === 'true',
     trustProxy: trustProxy(pick('trust-proxy', 'PORTICO_TRUST_PROXY')),
@@ -135,15 +135,23 @@ function trustProxy(text: string | undefined): boolean | number | string {
   return text // addresses or CIDRs, comma separated, as fastify takes them
 }
 
+// A bearer credential is one run of visible characters (RFC 6750 §2.1): a token with a space or a control character in
+// it could be set, but no Authorization header could ever carry it.
+const ADMIN_TOKEN = /^[\x21-\x7e]{8,}$/
+
+/** An admin token as given, or why it can never authenticate: refused at start-up, not at the first request. */
+function adminToken(token: string, from: string): string {
+  if (!ADMIN_TOKEN.test(token)) throw new ConfigError(`${from}: an admin token is at least 8 visible ASCII characters, without spaces or control characters`)
+  return token
+}
+
 /** `name:token` lines (blank lines and `#` comments skipped): the admin tokens of a PORTICO_ADMIN_TOKENS_FILE. */
 export function parseAdminTokens(text: string, file: string): { name: string; token: string }[] {
   return text.split('\n').flatMap((line, i) => {
     const trimmed = line.trim()
     if (trimmed === '' || trimmed.startsWith('#')) return []
     const colon = trimmed.indexOf(':')
-    const name = trimmed.slice(0, colon).trim()
-    const token = trimmed.slice(colon + 1).trim()
-    if (colon <= 0 || token.length < 8) throw new ConfigError(`${file}:${i + 1}: expected name:token (a token of at least 8 characters)`)
-    return [{ name, token }]
+    if (colon <= 0) throw new ConfigError(`${file}:${i + 1}: expected name:token`)
+    return [{ name: trimmed.slice(0, colon).trim(), token: adminToken(trimmed.slice(colon + 1).trim(), `${file}:${i + 1}`) }]
   })
 }

@@ -34,6 +34,12 @@ export interface PolicyExchange {
   readonly clientGone: boolean
   /** How long the attempt under way may wait for its answer; sent upstream as X-Portico-Timeout-Ms. */
   timeoutMs: number
+  /**
+   * The request's headers as the gateway sends them upstream: the client's claims dropped, X-Forwarded-* derived, Host
+   * the client's (the instance's own Host and the attempt's headers left out). What can change an answer is here, not in
+   * `request.headers`. Made on the first call; treat it as read-only.
+   */
+  forwardedHeaders(): IncomingHttpHeaders
   /** Another instance for a retry, none of `tried` while others are left; undefined when the route has none. */
   pickAnother(tried: ReadonlySet<string>): Instance | undefined
   /** Starts the next attempt's bookkeeping on `instance`: in-flight counts and the upstream abort follow it here. */

@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { InFlight, Pick } from '../balancer/balancer.js'
 import type { Instance } from '../balancer/instance.js'
@@ -12,6 +12,7 @@ import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamRespon
 import type { KeyedPolicy } from '../policies/policy-registry.js'
 import type { Logger } from '../kernel/logger.js'
 import { AttemptBody } from './attempt-body.js'
+import { upstreamRequestHeaders } from './forwarding-headers.js'
 import { kTrace, type TracedRequest } from './request-tracer.js'
 import type { AttemptStats } from './attempt-stats.js'
 import { LimitedBody } from './body-limit.js'
@@ -88,6 +89,7 @@ export class Exchange implements PolicyExchange {
   /** The `traceparent` of the attempt under way, when tracing is on. */
   traceparent: string | undefined = undefined
   #attemptBody: AttemptBody | undefined = undefined
+  #forwardedHeaders: IncomingHttpHeaders | undefined = undefined
   #attemptStartedAt = 0
   #attemptClock: NodeJS.Timeout | undefined = undefined
   #transferClock: NodeJS.Timeout | undefined = undefined
@@ -133,6 +135,11 @@ export class Exchange implements PolicyExchange {
   hashKey(): string | undefined {
     const { route, request } = this
     return route.loadBalancer === 'consistent-hash' ? readRequestKey(route.hashOn, request) : undefined
+  }
+
+  forwardedHeaders(): IncomingHttpHeaders {
+    // The same function makes what reply-from sends, so the two cannot drift apart.
+    return (this.#forwardedHeaders ??= upstreamRequestHeaders(this.request, { ...this.request.headers }, { trustProxy: this.settings.trustProxy, preserveHost: this.route.preserveHost }))
   }
 
   pickAnother(tried: ReadonlySet<string>): Instance | undefined {

@@ -11,6 +11,15 @@ const REQUEST_ONLY = ['expect']
 // proxy's count (fastify reads X-Forwarded-For then); from anyone else they are dropped.
 const CLAIMS = ['x-real-ip', 'true-client-ip', 'x-client-ip', 'cf-connecting-ip', 'x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-http-method', 'x-method-override', 'forwarded']
 
+// What the gateway sets itself: from the client, only the gateway's own value goes on.
+const SET_BY_GATEWAY = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'x-portico-timeout-ms', 'traceparent', 'host']
+// WSGI, CGI and PHP read `X_Forwarded_For` and `X-Forwarded-For` as one variable (HTTP_X_FORWARDED_FOR): a name that
+// spells a claim or a header the gateway sets with underscores is that header to them, so it never passes (nginx drops
+// every underscore name by default; other underscore names pass here).
+const UNDERSCORE_SPELLINGS = new Set([...CLAIMS, ...SET_BY_GATEWAY].map((name) => name.replaceAll('-', '_')))
+// The schemes a trusted proxy may pass on; anything else (`javascript`) is not a scheme an upstream should build links with.
+const FORWARDABLE_PROTOS = new Set(['http', 'https', 'ws', 'wss'])
+
 const NOT_FORWARDED_FROM_TRUSTED = new Set([...HOP_BY_HOP, ...REQUEST_ONLY])
 const NOT_FORWARDED_FROM_OTHERS = new Set([...HOP_BY_HOP, ...REQUEST_ONLY, ...CLAIMS])
 const NOT_RETURNED = new Set(HOP_BY_HOP)
@@ -21,6 +30,17 @@ const NOT_RETURNED = new Set(HOP_BY_HOP)
  */
 function removeAll(headers: IncomingHttpHeaders, names: ReadonlySet<string>): void {
   for (const name in headers) if (names.has(name)) delete headers[name]
+}
+
+/** `removeAll`, and the underscore spellings of claims and of what the gateway sets (see UNDERSCORE_SPELLINGS). */
+function removeAllFromClient(headers: IncomingHttpHeaders, names: ReadonlySet<string>): void {
+  for (const name in headers) if (names.has(name) || (name.includes('_') && UNDERSCORE_SPELLINGS.has(name.replaceAll('-', '_')))) delete headers[name]
+}
+
+/** The scheme the client used, as a trusted proxy says or the connection shows; an unknown one is the connection's. */
+function clientProto(request: FastifyRequest): string {
+  const proto = request.protocol
+  return FORWARDABLE_PROTOS.has(proto) ? proto : (request.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http'
 }
 
 /**
@@ -47,17 +67,18 @@ export interface ForwardingHeaderOptions {
  */
 export function upstreamRequestHeaders(request: FastifyRequest, headers: IncomingHttpHeaders, options: ForwardingHeaderOptions): IncomingHttpHeaders {
   removeConnectionListed(headers)
-  removeAll(headers, options.trustProxy ? NOT_FORWARDED_FROM_TRUSTED : NOT_FORWARDED_FROM_OTHERS)
+  removeAllFromClient(headers, options.trustProxy ? NOT_FORWARDED_FROM_TRUSTED : NOT_FORWARDED_FROM_OTHERS)
   const socketAddress = request.socket.remoteAddress ?? ''
   const clientHost = request.headers.host ?? ''
+  const proto = clientProto(request)
   if (options.trustProxy) {
     const previous = request.headers['x-forwarded-for']
     headers['x-forwarded-for'] = previous ? `${String(previous)}, ${socketAddress}` : socketAddress
-    headers['x-forwarded-proto'] = request.protocol
+    headers['x-forwarded-proto'] = proto
     headers['x-forwarded-host'] = request.headers['x-forwarded-host'] ?? clientHost
   } else {
     headers['x-forwarded-for'] = socketAddress
-    headers['x-forwarded-proto'] = request.protocol
+    headers['x-forwarded-proto'] = proto
     headers['x-forwarded-host'] = clientHost
   }
   headers['x-request-id'] = request.id

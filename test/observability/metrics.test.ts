@@ -39,7 +39,7 @@ describe('Prometheus metrics on the admin port', () => {
 `,
       },
       {},
-      { REDIS_URL: inject('redisUrl'), CONSUL_HTTP_ADDR: inject('consulAddress'), PORTICO_ADMIN_TOKEN: 'sesame' },
+      { REDIS_URL: inject('redisUrl'), CONSUL_HTTP_ADDR: inject('consulAddress'), PORTICO_ADMIN_TOKEN: 'open-sesame' },
     )
   })
   afterAll(async () => {
@@ -48,7 +48,7 @@ describe('Prometheus metrics on the admin port', () => {
   })
 
   const scrape = async () => {
-    const response = await request(`${gateway.adminUrl}/metrics`, { headers: { authorization: 'Bearer sesame' } })
+    const response = await request(`${gateway.adminUrl}/metrics`, { headers: { authorization: 'Bearer open-sesame' } })
     expect(response.statusCode).toBe(200)
     expect(response.headers['content-type']).toMatch(/^text\/plain/)
     return response.body.text()
@@ -114,7 +114,7 @@ describe('Prometheus metrics on the admin port', () => {
     expect(health.statusCode).toBe(200)
     await health.body.dump()
     // the scheme is case-insensitive; a shorter or longer token is as wrong as a different one
-    for (const [authorization, status] of [['bearer sesame', 200], ['BEARER  sesame', 200], ['Bearer sesam', 401], ['Bearer sesame2', 401], ['Basic sesame', 401]] as const) {
+    for (const [authorization, status] of [['bearer open-sesame', 200], ['BEARER  open-sesame', 200], ['Bearer open-sesam', 401], ['Bearer open-sesame2', 401], ['Basic open-sesame', 401]] as const) {
       const response = await request(`${gateway.adminUrl}/admin/routes`, { headers: { authorization } })
       await response.body.dump()
       expect([authorization, response.statusCode]).toEqual([authorization, status])

@@ -100,3 +100,42 @@ describe('the deadline travels upstream (X-Portico-Timeout-Ms)', () => {
     expect(left).toBeLessThanOrEqual(1_500)
   })
 })
+
+describe('what a client claims in forwarding headers', () => {
+  let upstream: Upstream
+  let direct: TestGateway
+  let behindProxy: TestGateway
+  beforeAll(async () => {
+    upstream = await startUpstream('claims')
+    const routes = { 'r.yaml': `routes:\n  - name: claims\n    prefix: /claims\n    upstreams: [${upstream.url}]\n` }
+    direct = await startGateway(routes)
+    behindProxy = await startGateway(routes, { 'trust-proxy': 'true' })
+  })
+  afterAll(async () => {
+    await direct?.close()
+    await behindProxy?.close()
+    await upstream?.close()
+  })
+
+  const sentUpstream = async (gateway: TestGateway, headers: Record<string, string>) => {
+    const response = await request(`${gateway.url}/claims/x`, { headers })
+    return ((await response.body.json()) as { headers: Record<string, string> }).headers
+  }
+
+  it('drops underscore spellings of forwarding headers and claims (WSGI and CGI read them as the real ones), keeping other underscore names', async () => {
+    const spellings = { x_forwarded_for: '6.6.6.6', 'x-forwarded_host': 'evil.example', x_forwarded_proto: 'https', x_real_ip: '6.6.6.7', x_request_id: 'forged', 'x_portico-timeout_ms': '1' }
+    for (const gateway of [direct, behindProxy]) {
+      const sent = await sentUpstream(gateway, { ...spellings, x_app_flag: 'kept' })
+      for (const name of Object.keys(spellings)) expect(sent[name], name).toBeUndefined()
+      expect(sent.x_app_flag).toBe('kept')
+      expect(sent['x-forwarded-for']).toMatch(/127\.0\.0\.1$/)
+    }
+  })
+
+  it('passes on only http, https, ws and wss as a trusted proxy\'s X-Forwarded-Proto; anything else becomes the connection\'s', async () => {
+    expect((await sentUpstream(behindProxy, { 'x-forwarded-proto': 'https' }))['x-forwarded-proto']).toBe('https')
+    expect((await sentUpstream(behindProxy, { 'x-forwarded-proto': 'wss' }))['x-forwarded-proto']).toBe('wss')
+    for (const junk of ['javascript', 'data', 'HTTPS:', 'https://evil']) expect((await sentUpstream(behindProxy, { 'x-forwarded-proto': junk }))['x-forwarded-proto'], junk).toBe('http')
+    expect((await sentUpstream(direct, { 'x-forwarded-proto': 'https' }))['x-forwarded-proto']).toBe('http')
+  })
+})

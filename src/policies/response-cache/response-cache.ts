@@ -29,6 +29,8 @@ const STATUS = {
 const STORABLE_STATUSES = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
 // Never kept: they describe one connection or one answer, or the gateway sets them on every answer itself.
 const UNSTORED_HEADERS = new Set(['age', 'cache-status', 'connection', 'content-length', 'keep-alive', 'transfer-encoding', 'set-cookie', 'proxy-connection', 'upgrade', 'x-request-id'])
+// Forwarded headers every key includes, whatever the route's `vary` and the upstream's Vary say.
+const KEYED_HEADERS = ['host', 'x-forwarded-host', 'x-forwarded-proto'] as const
 const CHANNEL = 'portico:cache:purge'
 const FLEET_POLL_MS = 25
 
@@ -148,8 +150,12 @@ class ResponseCache {
     const { request } = ex
     if (!this.#config.methods.has(request.method) || request.headers.range !== undefined) return next()
     const path = ex.upstreamPath
+    const forwarded = ex.forwardedHeaders()
+    // What the gateway forwards from the client that can change the answer is in every key: the Host (sent on as
+    // X-Forwarded-Host, or as Host with preserveHost), and the scheme and host a trusted proxy passed on.
     let rest = `${request.method}\n${ex.upstreamUrl.slice(path.length + 1)}`
-    for (const name of this.#config.vary) rest += `\n${name}:${headerText(request.headers[name])}`
+    for (const name of KEYED_HEADERS) rest += `\n${headerText(forwarded[name])}`
+    for (const name of this.#config.vary) rest += `\n${name}:${headerText(forwarded[name])}`
     const key = { path, rest }
     const lookup: Lookup = { key, entryKey: key, stale: undefined, flight: undefined, preset: new Set(Object.keys(ex.reply.getHeaders())) }
     this.#lookups.set(ex, lookup)
@@ -167,7 +173,7 @@ class ResponseCache {
     const atKey = this.#store.get(lookup.key)
     const follow = (entry: CacheEntry | undefined) => {
       if (entry?.kind !== 'variants') return entry
-      lookup.entryKey = variantKey(lookup.key, entry.vary, ex.request.headers)
+      lookup.entryKey = variantKey(lookup.key, entry.vary, ex.forwardedHeaders())
       return this.#store.get(lookup.entryKey)
     }
     return atKey instanceof Promise ? atKey.then(follow) : follow(atKey)
@@ -298,7 +304,7 @@ class ResponseCache {
       if (body !== undefined) {
         if (vary.length > 0) {
           this.#put(lookup.key, { kind: 'variants', vary }, policy.timeToLive() + this.#keptStaleMs())
-          lookup.entryKey = variantKey(lookup.key, vary, ex.request.headers)
+          lookup.entryKey = variantKey(lookup.key, vary, ex.forwardedHeaders())
         }
         this.#put(lookup.entryKey, { kind: 'response', policy, status: res.statusCode, headers, body })
       }
@@ -315,6 +321,9 @@ class ResponseCache {
     const request = policyRequest(ex)
     // The route's ttl for a response that says nothing of its freshness; never for one asked with credentials.
     const saysNothing = headers.expires === undefined && !/\b(s-maxage|max-age)\s*=/i.test(headers['cache-control'] ?? '')
+    // A Cookie is a credential as much as Authorization (the answer may be that user's), but CachePolicy only knows the
+    // latter: kept without a freshness of its own, the answer would still be served stale to others (staleIfError).
+    if (saysNothing && request.headers.cookie !== undefined) return undefined
     const withTtl = saysNothing && request.headers.authorization === undefined ? { ...headers, 'cache-control': appendDirective(headers['cache-control'], `s-maxage=${Math.floor(this.#config.ttlMs / 1000)}`) } : headers
     const policy = new CachePolicy(request, { status, headers: withTtl }, { shared: true })
     return policy.storable() ? policy : undefined
@@ -410,10 +419,12 @@ class BodyCollector extends Transform {
   }
 }
 
-/** The request as CachePolicy reads it: its key's URL, and its headers without Host (instances share one cache). */
+/**
+ * The request as CachePolicy reads it: its key's URL, and its headers as forwarded (an upstream's Vary names what it
+ * was sent, e.g. X-Forwarded-Host, which the client may never have sent).
+ */
 function policyRequest(ex: PolicyExchange): CachePolicy.Request {
-  const { host: _host, ...headers } = ex.request.headers
-  return { method: ex.request.method, url: ex.upstreamUrl, headers: headers as CachePolicy.Headers }
+  return { method: ex.request.method, url: ex.upstreamUrl, headers: ex.forwardedHeaders() as CachePolicy.Headers }
 }
 
 /**

@@ -14,6 +14,8 @@ interface Behaviour {
   body?: string
   truncate?: boolean
   delayMs?: number
+  /** The body is built from this request header as the upstream got it (an answer that depends on it). */
+  builtFrom?: string
 }
 
 /** An upstream whose answers the test sets per path; it counts the requests each path got and honours If-None-Match. */
@@ -27,7 +29,7 @@ async function scriptedUpstream() {
     const send = () => {
       const etag = b.headers?.etag
       if (etag !== undefined && req.headers['if-none-match'] === etag) return void res.writeHead(304, b.headers).end()
-      const body = b.body ?? `body of ${req.url} (${req.headers['accept-language'] ?? '-'}, ${req.headers.accept ?? '-'})`
+      const body = b.builtFrom !== undefined ? `built for ${String(req.headers[b.builtFrom])}` : b.body ?? `body of ${req.url} (${req.headers['accept-language'] ?? '-'}, ${req.headers.accept ?? '-'})`
       if (b.truncate) {
         res.writeHead(b.status ?? 200, { ...b.headers, 'content-length': String(body.length + 100) })
         res.write(body)
@@ -72,6 +74,8 @@ describe('a route with a memory cache', () => {
     { name: 'private', path: '/private', behaviour: { headers: { 'cache-control': 'private, max-age=60' } }, kept: false },
     { name: 'Set-Cookie', path: '/cookie', behaviour: { headers: { 'set-cookie': 'a=1' } }, kept: false },
     { name: 'a request with Authorization (the response does not say public)', path: '/auth', behaviour: {}, headers: { authorization: 'Bearer x' }, kept: false },
+    { name: 'a request with Cookie under the route ttl (the answer may be that user\'s)', path: '/with-cookie', behaviour: {}, headers: { cookie: 'session=1' }, kept: false },
+    { name: 'a request with Cookie whose answer says public, max-age', path: '/cookie-public', behaviour: { headers: { 'cache-control': 'public, max-age=60' } }, headers: { cookie: 'session=1' }, kept: true },
     { name: 'a 500', path: '/error', behaviour: { status: 500 }, kept: false },
     { name: 'a 302', path: '/redirect', behaviour: { status: 302, headers: { location: '/elsewhere' } }, kept: false },
     { name: 'Vary: *', path: '/vary-star', behaviour: { headers: { vary: '*' } }, kept: false },
@@ -98,6 +102,35 @@ describe('a route with a memory cache', () => {
       }
     })
   }
+
+  it('keys entries by the Host the client sent: an answer built from it never reaches a client that sent another', async () => {
+    upstream.set('/by-host', { builtFrom: 'x-forwarded-host', headers: { 'cache-control': 'public, max-age=60' } })
+    const host = new URL(gateway.url).host
+    const poisoned = await get('/by-host', { host: 'evil.example' })
+    expect(poisoned.text).toBe('built for evil.example')
+    const honest = await get('/by-host')
+    expect(honest.text).toBe(`built for ${host}`)
+    expect(cacheStatus(honest)).not.toContain('hit')
+    expect(cacheStatus(await get('/by-host', { host: 'evil.example' }))).toBe('Portico; hit')
+  })
+
+  it('splits variants on the headers as forwarded: Vary: X-Forwarded-For is per client address, which no client sent', async () => {
+    upstream.set('/by-client', { builtFrom: 'x-forwarded-for', headers: { 'cache-control': 'public, max-age=60', vary: 'X-Forwarded-For' } })
+    // Two clients on two loopback addresses (undici's connector takes no local address; node's client does).
+    const from = (localAddress: string) =>
+      new Promise<{ text: string; headers: Record<string, unknown> }>((resolve, reject) => {
+        httpGet(`${gateway.url}/c/by-client`, { localAddress, agent: false }, (res) => {
+          let text = ''
+          res.on('data', (chunk: Buffer) => (text += chunk.toString()))
+          res.on('end', () => resolve({ text, headers: res.headers }))
+        }).on('error', reject)
+      })
+    expect((await from('127.0.0.1')).text).toBe('built for 127.0.0.1')
+    const other = await from('127.0.0.2')
+    expect(other.text).toBe('built for 127.0.0.2')
+    expect(cacheStatus(other)).not.toContain('hit')
+    expect(cacheStatus(await from('127.0.0.1'))).toBe('Portico; hit')
+  })
 
   it('reads repeated Cache-Control and Vary headers as one list each', async () => {
     upstream.set('/repeated', { headers: { 'cache-control': ['public', 'max-age=60'], vary: ['Accept-Language', 'Accept-Encoding'] } })
@@ -225,6 +258,31 @@ async function metric(adminUrl: string, name: string, labels: string): Promise<n
   return line ? Number(line.split(' ').at(-1)) : 0
 }
 
+describe('a cache behind a trusted proxy', () => {
+  let upstream: Awaited<ReturnType<typeof scriptedUpstream>>
+  let gateway: TestGateway
+  beforeAll(async () => {
+    upstream = await scriptedUpstream()
+    gateway = await startGateway({ 'c.yaml': routeFile('c', '/c', upstream.url, 'rewritePrefix: /', 'cache: { ttl: 30s }') }, { 'trust-proxy': 'true' })
+  })
+  afterAll(async () => {
+    await gateway?.close()
+    await upstream?.close()
+  })
+  const get = (path: string, headers: Record<string, string>) => answer(`${gateway.url}/c${path}`, { headers })
+
+  it('keys entries by the forwarded Host and scheme the proxy passed on', async () => {
+    upstream.set('/fwd-host', { builtFrom: 'x-forwarded-host' })
+    expect((await get('/fwd-host', { 'x-forwarded-host': 'a.example' })).text).toBe('built for a.example')
+    expect((await get('/fwd-host', { 'x-forwarded-host': 'b.example' })).text).toBe('built for b.example')
+    expect(cacheStatus(await get('/fwd-host', { 'x-forwarded-host': 'a.example' }))).toBe('Portico; hit')
+    upstream.set('/fwd-proto', { builtFrom: 'x-forwarded-proto' })
+    expect((await get('/fwd-proto', { 'x-forwarded-proto': 'https' })).text).toBe('built for https')
+    expect((await get('/fwd-proto', { 'x-forwarded-proto': 'http' })).text).toBe('built for http')
+    expect(upstream.count('/fwd-host') + upstream.count('/fwd-proto')).toBe(4)
+  })
+})
+
 describe('a cache and the other policies', () => {
   let upstream: Awaited<ReturnType<typeof scriptedUpstream>>
   let gateway: TestGateway
@@ -333,7 +391,8 @@ describe('a cache in Redis shared by three replicas', () => {
     await upstream?.close()
     redis?.disconnect()
   })
-  const at = (i: number, path: string, headers: Record<string, string> = {}) => answer(`${replicas[i % 3]!.url}/${route}${path}`, { headers })
+  // Clients reach the fleet under one name (a load balancer's); the Host is in the key, so not each replica's own port.
+  const at = (i: number, path: string, headers: Record<string, string> = {}) => answer(`${replicas[i % 3]!.url}/${route}${path}`, { headers: { host: 'api.example', ...headers } })
 
   it('makes one upstream request for 50 concurrent misses of one key across the fleet', async () => {
     upstream.set('/stampede', { delayMs: 300, body: 'fetched once' })
@@ -398,7 +457,7 @@ describe('a cache in Redis shared by three replicas', () => {
   it('purges on every replica: the Redis store once, each replica\'s memory store through Redis', async () => {
     upstream.set('/purged', {})
     upstream.set('/mem/purged', {})
-    const mem = (i: number) => answer(`${replicas[i]!.url}/${route}-mem/purged`)
+    const mem = (i: number) => answer(`${replicas[i]!.url}/${route}-mem/purged`, { headers: { host: 'api.example' } })
     await Promise.all([at(0, '/purged'), mem(0), mem(1), mem(2)])
     expect(upstream.count('/mem/purged')).toBeLessThanOrEqual(3)
     const memBefore = upstream.count('/mem/purged')
