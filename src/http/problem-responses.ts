@@ -57,12 +57,15 @@ export function answerFrameworkError(error: FastifyError, _request: FastifyReque
  * answered here, in the same format and from the same table, before the connection closes. A pipelined request's
  * answer still in flight goes out whole first: nothing is written into the middle of another response.
  */
-export function answerClientError(error: Error & { code?: string }, socket: Socket): void {
+export function answerClientError(error: Error & { code?: string }, socket: Socket, bodyBroken?: (inFlight: ServerResponse, error: Error) => void): void {
   const problem = new GatewayError(CLIENT_ERROR_CODES[error.code ?? ''] ?? 'bad_request', `The request could not be parsed (${error.code ?? 'bad request'})`)
   const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage
   if (inFlight && !inFlight.writableFinished) {
-    inFlight.once('finish', () => writeRawProblem(socket, problem))
     inFlight.once('close', () => socket.destroy())
+    // The parser failed inside the in-flight request's own body (a bad chunk): its answer would wait for a body that
+    // never ends. Its owner answers it now (`bodyBroken`), or the connection closes.
+    if (inFlight.req?.complete === false) return bodyBroken ? bodyBroken(inFlight, error) : void socket.destroy()
+    inFlight.once('finish', () => writeRawProblem(socket, problem))
     return
   }
   writeRawProblem(socket, problem)

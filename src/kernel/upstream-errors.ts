@@ -4,6 +4,8 @@ import { GatewayError } from './errors.js'
 export const BODY_TOO_LARGE = 'PORTICO_BODY_TOO_LARGE'
 /** The code of the error an attempt ends with when its client went away. */
 export const CLIENT_GONE = 'PORTICO_CLIENT_GONE'
+/** The code of the error an attempt ends with when the client's body broke HTTP's framing midway (a bad chunk). */
+export const CLIENT_BAD_BODY = 'PORTICO_CLIENT_BAD_BODY'
 /** The code of the error an attempt ends with when no response came within its timeout (queue time included). */
 export const RESPONSE_TIMEOUT = 'PORTICO_RESPONSE_TIMEOUT'
 
@@ -16,7 +18,8 @@ const TIMEOUTS = new Set([...RESPONSE_TIMEOUTS, 'UND_ERR_BODY_TIMEOUT', 'UND_ERR
 // An upstream that broke HTTP (a control character in a header value, say) fails undici's parser: an HTTPParserError,
 // or a length mismatch once undici has seen a Content-Length.
 const BAD_RESPONSE_CODES = new Set(['FST_REPLY_FROM_BAD_GATEWAY', 'UND_ERR_INFO', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH'])
-const CLIENT_FAULTS = new Set([BODY_TOO_LARGE, CLIENT_GONE])
+// A path the engine refused to send (GatewayError's own code) is the client's too: nothing left for the upstream.
+const CLIENT_FAULTS = new Set<string>([BODY_TOO_LARGE, CLIENT_GONE, CLIENT_BAD_BODY, 'bad_path'])
 
 const hasCode = (error: unknown, set: ReadonlySet<string>): boolean => errorCodes(error).some((c) => set.has(c))
 
@@ -26,7 +29,10 @@ export const isConnectError = (error: unknown): boolean => hasCode(error, CONNEC
 export const isNothingSent = (error: unknown): boolean => hasCode(error, NOTHING_SENT_ERRORS)
 /** The upstream took longer than the response timeout to answer. */
 export const isResponseTimeout = (error: unknown): boolean => hasCode(error, RESPONSE_TIMEOUTS)
-/** The client caused it (went away, sent too much): it says nothing about the upstream, so no policy counts it. */
+/**
+ * The client caused it (went away, sent too much, sent a body or a path that cannot be passed on): it says nothing
+ * about the upstream, so no policy counts it.
+ */
 export const isClientFault = (error: unknown): boolean => hasCode(error, CLIENT_FAULTS)
 
 /** An error from an upstream's response (undici's parser or its length checks), wherever it surfaces. */
@@ -40,6 +46,7 @@ const isParserError = (e: Error): boolean => e.name === 'HTTPParserError' || ((e
 export function classifyUpstreamFailure(error: unknown, instance: string, timeout: { readonly connectMs: number; readonly responseMs: number }): GatewayError {
   if (error instanceof GatewayError) return error
   const codes = errorCodes(error)
+  if (codes.includes(CLIENT_BAD_BODY)) return new GatewayError('bad_request', 'The request body broke HTTP\'s framing midway; the upstream request was given up', { cause: error, headers: { connection: 'close' } })
   if (codes.includes(BODY_TOO_LARGE)) return new GatewayError('payload_too_large', `The streamed body exceeded the gateway's limit; ${instance} did not get it whole`, { cause: error })
   if (codes.some((c) => TIMEOUTS.has(c))) {
     return codes.includes('UND_ERR_CONNECT_TIMEOUT')

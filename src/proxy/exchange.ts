@@ -6,7 +6,7 @@ import type { Instance } from '../balancer/instance.js'
 import { readRequestKey } from '../balancer/request-key.js'
 import type { RouteDefinition } from '../config/parse-route-file.js'
 import { GatewayError } from '../kernel/errors.js'
-import { CLIENT_GONE, RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
+import { CLIENT_BAD_BODY, CLIENT_GONE, RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
 import { sendProblem } from '../http/problem-responses.js'
 import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamResponse } from '../policies/policy.js'
 import type { KeyedPolicy } from '../policies/policy-registry.js'
@@ -82,6 +82,8 @@ export class Exchange implements PolicyExchange {
   guardIndex = 0
   /** The client's request body as the routing step left it (length-limited), when the request has one. */
   body: Readable | undefined = undefined
+  /** Set once the client's body broke HTTP's framing midway: no attempt may send it. */
+  bodyFault: Error | undefined = undefined
   /** Time spent waiting for upstream answers, every attempt up to its response headers. */
   upstreamMs = 0
   /** The request's spans, when tracing is on. */
@@ -240,6 +242,21 @@ export class Exchange implements PolicyExchange {
     sendProblem(this.reply, new GatewayError('internal', 'A gateway policy failed on this request; its request id is in the gateway\'s logs'))
   }
 
+  /**
+   * node's parser found the client's body broken midway (a bad chunk): the request can neither go upstream whole nor
+   * carry another after it. The attempt under way fails as the client's fault (a 400 no breaker counts), and its
+   * upstream request is given up once that answer is out (sooner would cut the answer: the body's end is the socket's);
+   * an answer already streaming is cut.
+   */
+  clientBodyBroke(cause: Error & { code?: string }): void {
+    const fault = Object.assign(new Error(`the request body broke HTTP's framing (${cause.code ?? cause.message})`, { cause }), { code: CLIENT_BAD_BODY })
+    this.bodyFault = fault
+    this.reply.raw.once('close', () => this.signal?.abort(fault))
+    if (this.reply.raw.headersSent) return void this.reply.raw.destroy()
+    const handler = this.takeHandler()
+    if (handler) this.fail(handler, fault)
+  }
+
   onEnd(cleanup: () => void): void {
     if (this.#ended) return cleanup() // e.g. a slot granted after the client left
     ;(this.#cleanups ??= []).push(cleanup)
@@ -285,6 +302,11 @@ function onTransferCheck(ex: Exchange): void {
 /** One listener for every response (no closure per request). */
 function onResponseClose(this: ExchangeResponse): void {
   this[kExchange]?.end(!this.writableFinished)
+}
+
+/** The exchange a response answers, if it is a proxied request's. */
+export function exchangeOfResponse(response: ServerResponse): Exchange | undefined {
+  return (response as ExchangeResponse)[kExchange]
 }
 
 export function exchangeOf(request: FastifyRequest): Exchange {

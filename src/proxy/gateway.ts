@@ -1,6 +1,7 @@
 import replyFrom from '@fastify/reply-from'
 import { randomUUID } from 'node:crypto'
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
 import { createBalancer, InFlight } from '../balancer/balancer.js'
 import { staticInstance, type Instance, type ServiceInstances } from '../balancer/instance.js'
@@ -16,7 +17,7 @@ import type { AttemptWrapper, RequestGuard, Send } from '../policies/policy.js'
 import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
 import { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
-import type { LiveRoute } from './exchange.js'
+import { exchangeOfResponse, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
 import { AttemptStats } from './attempt-stats.js'
 import { createRequestPath } from './request-path.js'
@@ -125,7 +126,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     // fastify's own 503 while closing is not problem+json; the request path answers instead.
     return503OnClosing: false,
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 8192 },
-    clientErrorHandler: answerClientError,
+    clientErrorHandler: (error: Error, socket: Socket) => answerClientError(error, socket, bodyBroken),
     frameworkErrors: answerFrameworkError,
     // A request without Host gets a problem+json 400 from the request path, not node's bare one.
     http: { requireHostHeader: false },
@@ -205,6 +206,13 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
       await dispatcher.close()
     },
   }
+}
+
+/** The client's body broke midway: its exchange answers (see Exchange.clientBodyBroke); any other request just closes. */
+function bodyBroken(inFlight: ServerResponse, error: Error): void {
+  const ex = exchangeOfResponse(inFlight)
+  if (ex) ex.clientBodyBroke(error)
+  else inFlight.socket?.destroy()
 }
 
 /**

@@ -6,7 +6,7 @@ import type { BreakerOverride, OperatorOverrides } from '../state/operator-overr
 import { LimitedBody } from './body-limit.js'
 import { Exchange, exchangeOf, type GatewaySettings, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
-import { deliver } from './send.js'
+import { deliver, engineCanSend, unsendablePath } from './send.js'
 import { isUpgradeRequest, type Tunnels } from './websocket-tunnel.js'
 
 /** What the request path reads of its gateway on every request. */
@@ -62,6 +62,7 @@ function matchRoute(context: RequestPathContext, request: FastifyRequest, reply:
   const match = context.table().match(path)
   if (!match) throw new GatewayError('no_route', `No route serves ${path}`)
   const { route } = match
+  if (!engineCanSend(match.upstreamPath)) throw unsendablePath(match.upstreamPath)
   const forced = context.overrides.breaker(route.name)
   if (forced?.state === 'open') throw forcedOpen(route.name, forced)
   // The query goes upstream byte for byte, as the client sent it.

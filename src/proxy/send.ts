@@ -19,17 +19,41 @@ const TIMEOUT_HEADER = 'x-portico-timeout-ms'
 export function sendViaReplyFrom(ex: PolicyExchange, handler: AttemptHandler): void {
   const exchange = ex as Exchange
   exchange.startAttempt(handler)
+  if (exchange.bodyFault) return void exchange.fail(exchange.takeHandler() as AttemptHandler, exchange.bodyFault)
   if (exchange.body !== undefined) exchange.request.body = exchange.nextAttemptBody()
   const options = exchange.route.replyOptions as { timeout: number }
   try {
     // The path only: reply-from decodes it to check it, and takes the query from the raw URL untouched.
     exchange.reply.from(exchange.upstreamPath, exchange.timeoutMs === options.timeout ? options : { ...options, timeout: exchange.timeoutMs })
   } catch (error) {
-    // reply-from throws for an upstream URL it cannot build (an instance address Consul should not have had). A retry
-    // sends from a timer, where a throw would take the process down: the attempt fails like any other instead.
+    // reply-from throws before anything is sent: for a path it will not send (the request path refuses those first,
+    // see engineCanSend; this is the net under it), or an instance address no URL can be made of. A retry sends from a
+    // timer, where a throw would take the process down: the attempt fails instead, a path as the client's fault.
     const handler = exchange.takeHandler()
-    if (handler) exchange.fail(handler, error as Error)
+    const path = error instanceof URIError || (error as { statusCode?: number }).statusCode === 400
+    if (handler) exchange.fail(handler, path ? unsendablePath(exchange.upstreamPath, error) : (error as Error))
   }
+}
+
+/**
+ * Whether reply-from will send this upstream path. It refuses (buildURL, against path traversal) a path whose decoded
+ * form has `..` at either edge of a segment — `/...`, `/..;/`, `/x../` — and one that does not decode (`%C3%28`), though
+ * neither is a dot segment once normalised. Asked before any policy runs, so such a request is a 400 that no limit,
+ * breaker or outlier detector hears of.
+ */
+export function engineCanSend(path: string): boolean {
+  if (!path.includes('..') && !path.includes('%')) return true
+  let decoded: string
+  try {
+    decoded = decodeURIComponent(path)
+  } catch {
+    return false
+  }
+  return !(decoded === '..' || decoded.includes('/..') || decoded.includes('../'))
+}
+
+export function unsendablePath(path: string, cause?: unknown): GatewayError {
+  return new GatewayError('bad_path', `The path ${JSON.stringify(path)} cannot be passed on: a segment begins or ends with "..", or an escape is not UTF-8`, { cause })
 }
 
 /** The end of every route's chain: the upstream's answer goes to the client, a failure as problem+json. */

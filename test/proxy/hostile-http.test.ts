@@ -1,8 +1,9 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { connect, type AddressInfo } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startGateway, type TestGateway } from '../support/gateway.js'
 import { answer } from '../support/http.js'
+import { waitFor } from '../support/poll.js'
 import { rawExchange, statusesOf } from '../support/raw-http.js'
 import { routeFile } from '../support/routes.js'
 import { echo, startUpstream, type Upstream } from '../support/upstream.js'
@@ -15,10 +16,20 @@ import { echo, startUpstream, type Upstream } from '../support/upstream.js'
 describe('hostile HTTP', () => {
   let upstream: Upstream
   let closing: Server
+  let bodies: Server
+  // Requests the body reader began to receive, and those given up before their body ended.
+  const bodyRequests = { started: 0, givenUp: 0 }
   let gateway: TestGateway
   let port: number
   beforeAll(async () => {
     upstream = await startUpstream('echo', echo('echo'))
+    // An upstream that answers once it has read the whole body.
+    bodies = createServer((req, res) => {
+      bodyRequests.started++
+      req.on('close', () => void (req.complete || bodyRequests.givenUp++))
+      req.resume().on('end', () => res.end('read'))
+    })
+    await new Promise<void>((resolve) => bodies.listen(0, '127.0.0.1', resolve))
     // An upstream that asks to close every connection.
     closing = createServer((_req, res) => res.writeHead(200, { connection: 'close', 'content-type': 'text/plain' }).end('bye'))
     await new Promise<void>((resolve) => closing.listen(0, '127.0.0.1', resolve))
@@ -28,6 +39,7 @@ describe('hostile HTTP', () => {
         'r.yaml': [
           routeFile('echo', '/echo', upstream.url, 'circuitBreaker: { volumeThreshold: 3, errorThresholdPercentage: 50 }', 'outlierDetection: { consecutiveFailures: 2 }'),
           routeFile('closing', '/closing', closingUrl).replace('routes:\n', ''),
+          routeFile('bodies', '/bodies', `http://127.0.0.1:${(bodies.address() as AddressInfo).port}`, 'timeout: { response: 20s }', 'circuitBreaker: { volumeThreshold: 3, errorThresholdPercentage: 50 }', 'outlierDetection: { consecutiveFailures: 2 }').replace('routes:\n', ''),
         ].join(''),
       },
       { 'max-body': '1kb' },
@@ -39,6 +51,8 @@ describe('hostile HTTP', () => {
     await upstream?.close()
     closing?.closeAllConnections()
     closing?.close()
+    bodies?.closeAllConnections()
+    bodies?.close()
   })
 
   const received = () => upstream.requests.map((r) => r.url)
@@ -130,6 +144,48 @@ describe('hostile HTTP', () => {
     const [first, second] = text.split(/(?=HTTP\/1\.1 400)/)
     expect(first).toContain('"url":"/echo/first"')
     expect(second).toContain('"code":"bad_request"')
+  })
+
+  it.each([
+    ['a chunk size line ended by a bare LF', '5\nworld\r\n0\r\n\r\n'],
+    ['a chunk extension over the parser\'s limit', `5;${'x'.repeat(20_000)}\r\nworld\r\n0\r\n\r\n`],
+  ])('answers a body broken midway (%s) 400 at once, gives up its upstream request, and counts it against nothing', async (_case, broken) => {
+    for (let i = 0; i < 4; i++) {
+      const { started, givenUp } = bodyRequests
+      const socket = connect(port, '127.0.0.1')
+      let text = ''
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')))
+      const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
+      socket.on('error', () => undefined)
+      socket.write('POST /bodies/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n')
+      // The upstream request is under way, its body streaming, before the client breaks the framing.
+      await waitFor(() => bodyRequests.started > started, { timeoutMs: 5_000, what: 'the upstream request to start' })
+      const brokenAt = Date.now()
+      socket.write(broken)
+      await closed
+      expect(Date.now() - brokenAt).toBeLessThan(5_000) // not the route's 20 s response timeout
+      expect(statusesOf(text), text).toEqual([400])
+      expect(text).toContain('"code":"bad_request"')
+      await waitFor(() => bodyRequests.givenUp > givenUp, { timeoutMs: 5_000, what: 'the upstream request to be given up' })
+    }
+    // Eight broken bodies: a breaker of volume 3 and an ejection after 2 failures would both have tripped.
+    expect((await answer(`${gateway.url}/bodies/fine`, { method: 'POST', body: 'ok' })).text).toBe('read')
+  })
+
+  it.each([
+    ['a segment of three dots', '/echo/...'],
+    ['a ..; segment (Tomcat\'s path parameter)', '/echo/users/1/..;/x'],
+    ['a segment ending in ..', '/echo/a../b'],
+    ['an escape that is not UTF-8', '/echo/%C3%28'],
+  ])('refuses a path the proxy engine will not send (%s) 400 bad_path, counted against no upstream', async (_case, path) => {
+    const before = upstream.requests.length
+    for (let i = 0; i < 10; i++) {
+      const { status, code } = await answer(`${gateway.url}${path}`)
+      expect([status, code]).toEqual([400, 'bad_path'])
+    }
+    expect(upstream.requests.length).toBe(before)
+    // ten refusals: the breaker (volume 3) and the outlier detector (2 in a row) heard none of them
+    expect((await answer(`${gateway.url}/echo/fine`)).status).toBe(200)
   })
 
   it('counts nothing the client caused against the upstream (breaker volume 3, ejection after 2)', async () => {
