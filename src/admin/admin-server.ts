@@ -49,6 +49,28 @@ export interface AdminToken {
 const BEARER = /^bearer +(\S+) *$/i
 const LOCAL_HOST = /^(localhost|\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\])(:\d+)?$/i
 const digest = (token: string): Buffer => createHash('sha256').update(token).digest()
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+/** Why an admin change may not be made from where it came, or undefined when it may. */
+function crossSiteRefusal(request: FastifyRequest): GatewayError | undefined {
+  const { origin, host } = request.headers
+  const site = request.headers['sec-fetch-site']
+  if (origin !== undefined && !sameOrigin(origin, host)) return new GatewayError('forbidden', `Admin changes are not taken from a page of another origin (${origin})`)
+  if (origin === undefined && site !== undefined && site !== 'same-origin' && site !== 'none') return new GatewayError('forbidden', `Admin changes are not taken from a page of another site (Sec-Fetch-Site: ${site})`)
+  const type = request.headers['content-type']?.split(';')[0]?.trim().toLowerCase()
+  if (request.method === 'POST' && type !== 'application/json') return new GatewayError('unsupported_media_type', 'Admin actions take a JSON body: send Content-Type: application/json (and `{}` when there is nothing to say)')
+  return undefined
+}
+
+/** The Origin is the admin port as the request names it (the status page's own fetches). */
+function sameOrigin(origin: string, host: string | undefined): boolean {
+  try {
+    const url = new URL(origin)
+    return (url.protocol === 'http:' || url.protocol === 'https:') && host !== undefined && url.host === host.toLowerCase()
+  } catch {
+    return false // `null` (a sandboxed frame, a file) and junk
+  }
+}
 
 /** The operator's port, apart from client traffic: liveness, readiness, and the live route table with its errors. */
 export function createAdminServer(options: AdminOptions): FastifyInstance {
@@ -66,6 +88,17 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
       sendProblem(reply, new GatewayError('forbidden', 'Without PORTICO_ADMIN_TOKEN the admin port answers only to Host: an IP address or localhost'))
     })
   }
+
+  // A page on any site can make a browser POST here (a text/plain or form body needs no preflight) and the browser sends
+  // along whatever it holds. So a change must come as JSON (a cross-origin JSON POST needs a preflight, which this port
+  // never grants) and not from another origin, as the browser tells: Origin, else Sec-Fetch-Site. curl and scripts send
+  // neither and pass.
+  app.addHook('onRequest', (request, reply, done) => {
+    if (SAFE_METHODS.has(request.method)) return done()
+    const refusal = crossSiteRefusal(request)
+    if (refusal) return void sendProblem(reply, refusal)
+    done()
+  })
 
   // Compared as digests, against every token (no early exit): constant time whatever the lengths, and no timing tells
   // which token came close.

@@ -11,6 +11,7 @@ export const GatewayErrors = {
   request_timeout: { status: 408, title: 'The request was not received in time' },
   bad_path: { status: 400, title: 'The request path cannot be routed safely' },
   payload_too_large: { status: 413, title: 'The request body is larger than the gateway accepts' },
+  unsupported_media_type: { status: 415, title: 'The request body is not of a type this endpoint takes' },
   websocket_not_allowed: { status: 400, title: 'The route does not allow WebSocket upgrades' },
   rate_limited: { status: 429, title: 'Too many requests' },
   no_instance: { status: 503, title: 'No healthy upstream instance is available' },
