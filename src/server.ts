@@ -73,8 +73,9 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     gateway: () => gateway.stats,
     forcedBreakers: () => Object.entries(gateway.overrides.snapshot().breakers).map(([route, b]) => ({ route, state: b.state })),
     redisCommands: () => state?.commandCounts(),
+    accessLogDropped: () => accessLog?.dropped() ?? 0,
   })
-  const accessLog = createAccessLog(config.accessLog, WORKER)
+  const accessLog = createAccessLog(config.accessLog, logger.child({ component: 'access-log' }), WORKER)
   const tracing = createTracing(process.env, logger, PORTICO_VERSION)
   const state = config.redisUrl ? createSharedState({ url: config.redisUrl, logger: logger.child({ component: 'redis' }) }) : undefined
   health.register('state', () => (state ? state.health() : { status: 'ok', detail: 'no REDIS_URL: rate limits and breakers are per process, in memory' }))

@@ -19,6 +19,8 @@ export interface MetricsSources {
   readonly forcedBreakers: () => Iterable<{ route: string; state: 'open' | 'closed' }>
   /** Redis command counts, when the gateway has Redis. */
   readonly redisCommands: () => { readonly sent: number; readonly failed: number } | undefined
+  /** Access log lines dropped (a destination that refused them or fell behind). */
+  readonly accessLogDropped: () => number
 }
 
 const BREAKER_STATE = { closed: 0, 'half-open': 1, open: 2 } as const
@@ -94,6 +96,9 @@ export class GatewayMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'portico_' })
     scrapedCounter(registers, 'portico_requests_total', 'Requests answered, by route and status (499: the client left first).', ['route', 'status'], function* () {
       for (const [route, t] of traffic) for (const [status, n] of t.byStatus) yield [{ route, status: String(status) }, n]
+    })
+    scrapedCounter(registers, 'portico_access_log_dropped_lines_total', 'Access log lines dropped: the destination refused them (a full disk) or fell too far behind. Requests never wait on the log.', [], function* () {
+      yield [{}, sources.accessLogDropped()]
     })
     scrapedHistogram(this.registry, DURATION, DURATION_HELP, () => [...traffic].flatMap(([route, t]) => histogramSamples(DURATION, { route }, t.durations)), () => traffic.clear())
     new Gauge({

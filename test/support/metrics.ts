@@ -12,4 +12,5 @@ export const emptySources = (): MetricsSources => ({
   gateway: () => ({ policyEvents: new PolicyEvents(), attempts: () => new AttemptStats(), activeRequests: () => [], connections: async () => 0 }),
   forcedBreakers: () => [],
   redisCommands: () => undefined,
+  accessLogDropped: () => 0,
 })
