@@ -22,13 +22,18 @@ export interface SharedState {
   describeSelfWith(describe: () => Record<string, unknown>): void
   /** The replicas heard from lately, as each described itself. */
   replicas(): Promise<Record<string, unknown>[]>
+  /**
+   * A value at `key` was not one Portico wrote (another client's, or damage): the caller has replaced it or treats it
+   * as absent. Logged (at most once per 10 s) and shown by readiness as degraded for 10 s after the last one.
+   */
+  reportJunk(key: string, what: string): void
   /** Commands sent to Redis (the watchdog's pings included) and those that failed (error or timeout), since start. */
   commandCounts(): { readonly sent: number; readonly failed: number }
   close(): Promise<void>
 }
 
 const CLUSTER_REFUSAL = /^(MOVED|ASK|CLUSTERDOWN|CROSSSLOT|TRYAGAIN)\b/
-// How long a Cluster refusal keeps readiness degraded after the last one.
+// How long a Cluster refusal, or junk found in Redis, keeps readiness degraded after the last one.
 const REFUSAL_MEMORY_MS = 10_000
 // One hash tag for the fleet's own keys: the heartbeat's transaction and the fleet's MGET stay in one Cluster slot.
 const REPLICAS_KEY = 'portico:{fleet}:replicas'
@@ -88,6 +93,7 @@ export function createSharedState(options: SharedStateOptions): SharedState {
   // A Cluster's refusals (a redirect a single-node client cannot follow, a cluster down, keys across slots) leave the
   // connection up while the commands fail: readiness and the metrics must say so, and the log why.
   let clusterRefusal: { message: string; at: number } | undefined
+  let junk: { key: string; what: string; at: number; reported: number } | undefined
   let refusalLoggedAt = 0
   countCommands(redis, counts, (error) => {
     if (!CLUSTER_REFUSAL.test(error.message)) return
@@ -169,6 +175,12 @@ export function createSharedState(options: SharedStateOptions): SharedState {
     // A Cluster that refused lately counts as down: the hot path goes local at once, and tries again after a while.
     isUp: () => redis.status === 'ready' && !(clusterRefusal && Date.now() - clusterRefusal.at < REFUSAL_MEMORY_MS),
     commandCounts: () => counts,
+    reportJunk(key, what) {
+      const at = Date.now()
+      const reported = junk && at - junk.reported < REFUSAL_MEMORY_MS ? junk.reported : at
+      if (reported === at) logger.warn({ key }, `junk in Redis: ${what}`)
+      junk = { key, what, at, reported }
+    },
     describeSelfWith(describe) {
       describeSelf = describe
       void heartbeat()
@@ -182,6 +194,7 @@ export function createSharedState(options: SharedStateOptions): SharedState {
     health: () => {
       if (redis.status !== 'ready') return { status: 'degraded', detail: `Redis unreachable (${lastError ?? redis.status}): limits and breakers are local`, replicas }
       if (clusterRefusal && Date.now() - clusterRefusal.at < REFUSAL_MEMORY_MS) return { status: 'degraded', detail: `Redis refuses commands (${clusterRefusal.message}): limits and breakers are local`, replicas }
+      if (junk && Date.now() - junk.at < REFUSAL_MEMORY_MS) return { status: 'degraded', detail: `junk in Redis at ${junk.key}: ${junk.what}`, replicas }
       return { status: 'ok', replicas }
     },
     async close() {

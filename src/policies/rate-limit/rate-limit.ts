@@ -57,6 +57,7 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
             new RateLimiterRedis({ storeClient: state.redis, points: limit, duration: windowMs / 1000, keyPrefix: `portico:rl:{${route}}:${windowMs}`, rejectIfRedisNotReady: true }),
             state.redis,
             () => state.liveReplicas(),
+            (key) => state.reportJunk(key, `route "${route}": a rate-limit count that was not a number, removed`),
           )
         : undefined,
       local: state ? new RateLimiterMemory({ points: localPoints(limit, replicas), duration: windowMs / 1000 }) : hostLimiter(route, limit, windowMs),

@@ -27,6 +27,9 @@ if ttl <= 0 or ttl > tonumber(ARGV[2]) then return false end
 local count = tonumber(redis.call('get', KEYS[1]))
 return redis.call('decrby', KEYS[1], count - math.min(count, tonumber(ARGV[3])) + tonumber(ARGV[1]))`
 
+// Redis's answers to an increment of a value that is not a count.
+const JUNK_REPLY = /^(ERR value is not an integer|WRONGTYPE)/
+
 interface Waiter {
   readonly resolve: (res: RateLimiterRes) => void
   readonly reject: (reason: unknown) => void
@@ -70,14 +73,17 @@ export class SharedConsume {
   readonly #limiter: RateLimiterRedis
   readonly #redis: Redis
   readonly #replicas: () => number
+  readonly #onJunk: (redisKey: string) => void
   readonly #keys = new Map<string, KeyState>()
   #pending = new Map<string, KeyState>()
   #sweeper: NodeJS.Timeout | undefined
 
-  constructor(limiter: RateLimiterRedis, redis: Redis, replicas: () => number) {
+  /** `onJunk` hears of a count that was not a number (then removed: the key's next request starts a new window). */
+  constructor(limiter: RateLimiterRedis, redis: Redis, replicas: () => number, onJunk: (redisKey: string) => void = () => undefined) {
     this.#limiter = limiter
     this.#redis = redis
     this.#replicas = replicas
+    this.#onJunk = onJunk
   }
 
   /**
@@ -178,6 +184,13 @@ export class SharedConsume {
     this.#limiter.consume(key, batch.length + lease).then(answer, (error: unknown) => {
       if (error instanceof RateLimiterRes) return answer(error)
       if (lease > 0) state.leaseInFlight = false
+      // Something not a count at the key (no TTL: it would fail every request of the key for good). It goes; these
+      // requests take the route's Redis-down way, the next ones count anew.
+      if (error instanceof Error && JUNK_REPLY.test(error.message)) {
+        const redisKey = this.#limiter.getKey(key)
+        this.#redis.del(redisKey).catch(() => undefined)
+        this.#onJunk(redisKey)
+      }
       for (const waiter of batch) waiter.reject(error)
     })
   }

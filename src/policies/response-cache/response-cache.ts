@@ -99,7 +99,7 @@ class ResponseCache {
     const { state } = deps
     this.#store =
       config.store === 'redis' && state
-        ? new RedisStore(state, route.name, this.#memory, (key) => deps.logger.warn({ route: route.name, key }, 'a cache entry in Redis is not one this version wrote; treated as a miss'))
+        ? new RedisStore(state, route.name, this.#memory, (key) => state.reportJunk(key, `route "${route.name}": a cache entry this version did not write, taken for a miss`))
         : this.#memory
     // Other replicas' purges reach this one's memory (the whole store, or the fallback of a Redis store).
     this.#onPurgeMessage = (channel, message) => {

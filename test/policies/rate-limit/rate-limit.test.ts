@@ -253,3 +253,51 @@ describe('when Redis dies mid-load (own Redis, two replicas)', () => {
     expect(after.some((s) => s >= 500)).toBe(false)
   })
 })
+
+describe('junk at a rate limit\'s key in Redis', () => {
+  const redisUrl = inject('redisUrl')
+  const route = `junk-${process.pid}`
+  let upstream: Upstream
+  let gateway: TestGateway
+  let redis: Redis
+  beforeAll(async () => {
+    upstream = await startUpstream('junk')
+    redis = new Redis(redisUrl)
+    gateway = await startGateway({ 'r.yaml': limited(route, upstream.url, '{ key: route, limits: [{ limit: 50, window: 1h }] }') }, {}, { REDIS_URL: redisUrl })
+  })
+  afterAll(async () => {
+    await gateway?.close()
+    await upstream?.close()
+    redis?.disconnect()
+  })
+
+  const readiness = async () => (await (await request(`${gateway.adminUrl}/readyz`)).body.json()) as { status: string; components: { state: { status: string; detail?: string } } }
+  const get = async () => {
+    const response = await request(`${gateway.url}/${route}`)
+    await response.body.dump()
+    return response.statusCode
+  }
+
+  it.each([
+    ['a string that is not a count', (key: string) => redis.set(key, 'not-a-number')],
+    ['a value of another type', async (key: string) => void (await redis.del(key), await redis.hset(key, 'junk', '1'))],
+  ])('replaces %s (no TTL, so it would stay), says so in readiness, and counts in Redis again', async (_case, plant) => {
+    expect(await get()).toBe(200)
+    const [key] = await redis.keys(`portico:rl:{${route}}:*`)
+    expect(key).toBeDefined()
+    await plant(key as string)
+    expect(await get()).toBe(200) // on the replica's share meanwhile
+    // The junk goes; the key's next request counts anew.
+    await waitFor(async () => (await redis.exists(key as string)) === 0 || /^\d+$/.test((await redis.get(key as string).catch(() => null)) ?? ''), { timeoutMs: 5_000, what: 'the junk to be removed' })
+    expect(await get()).toBe(200)
+    expect(await redis.get(key as string)).toMatch(/^\d+$/)
+    const ready = await readiness()
+    expect(ready.components.state.status).toBe('degraded')
+    expect(ready.components.state.detail).toContain(key)
+    // counted in Redis again: each request moves the shared count
+    const before = Number(await redis.get(key as string))
+    for (let i = 0; i < 3; i++) expect(await get()).toBe(200)
+    expect(Number(await redis.get(key as string))).toBe(before + 3)
+    expect(await redis.pttl(key as string)).toBeGreaterThan(0)
+  })
+})
