@@ -23,16 +23,18 @@ export interface RequestPathContext extends GatewaySettings {
  * module-level functions of the request's Exchange; only the entry points close over the gateway (once).
  */
 export function createRequestPath(context: RequestPathContext) {
+  const admit = (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void => {
+    if (reply.raw.socket === null) return waitForTurn(admit, request, reply, done)
+    let ex: Exchange
+    try {
+      ex = matchRoute(context, request, reply, done)
+    } catch (error) {
+      return done(error as Error)
+    }
+    runGuards(ex)
+  }
   return {
-    admit(request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void {
-      let ex: Exchange
-      try {
-        ex = matchRoute(context, request, reply, done)
-      } catch (error) {
-        return done(error as Error)
-      }
-      runGuards(ex)
-    },
+    admit,
     /**
      * 4. Send, through the route's attempt wrappers (or none); an upgrade goes through its tunnel. Returns nothing, so
      * fastify leaves the answer to the chain: a returned promise that resolves before the upstream body has gone out
@@ -44,6 +46,23 @@ export function createRequestPath(context: RequestPathContext) {
       ex.route.send(ex, deliver)
     },
   }
+}
+
+/**
+ * 0. A pipelined request waits for its turn: node parses every request a client pipelines at once, and its answer
+ * waits behind the ones before it, but forwarding it now would run it upstream beside them, its side effects in any
+ * order (nginx reads the next request only once it answered the one before). Its turn comes when node hands its answer
+ * the connection; a connection that closes first (the answer before said `Connection: close`, as every HTTP/1.0
+ * answer without keep-alive does) ends it unsent.
+ */
+function waitForTurn(admit: (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => void, request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void {
+  const turn = (): void => {
+    request.raw.off('close', never)
+    admit(request, reply, done)
+  }
+  const never = (): void => void reply.raw.off('socket', turn)
+  reply.raw.once('socket', turn)
+  request.raw.once('close', never)
 }
 
 /** 1. Match: the normalised path against the live table (one read; a reload never changes a request midway). */

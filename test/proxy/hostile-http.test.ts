@@ -17,6 +17,9 @@ describe('hostile HTTP', () => {
   let upstream: Upstream
   let closing: Server
   let bodies: Server
+  let paced: Server
+  // The paced upstream's requests under way now and at most, and the order they arrived in.
+  const pacing = { now: 0, most: 0, order: [] as string[] }
   // Requests the body reader began to receive, and those given up before their body ended.
   const bodyRequests = { started: 0, givenUp: 0 }
   let gateway: TestGateway
@@ -30,6 +33,18 @@ describe('hostile HTTP', () => {
       req.resume().on('end', () => res.end('read'))
     })
     await new Promise<void>((resolve) => bodies.listen(0, '127.0.0.1', resolve))
+    // An upstream that takes its time over each request (the first longest) and notes how many overlap.
+    paced = createServer((req, res) => {
+      pacing.order.push(req.url ?? '')
+      pacing.most = Math.max(pacing.most, ++pacing.now)
+      setTimeout(() => {
+        pacing.now--
+        // A body of unknown length: an HTTP/1.0 client's connection must close after it (no chunked coding there).
+        if (req.url?.includes('/unknown-length/')) return void res.write(`done ${req.url}`, () => res.end())
+        res.end(`done ${req.url}`)
+      }, req.url?.endsWith('/1') ? 300 : 50)
+    })
+    await new Promise<void>((resolve) => paced.listen(0, '127.0.0.1', resolve))
     // An upstream that asks to close every connection.
     closing = createServer((_req, res) => res.writeHead(200, { connection: 'close', 'content-type': 'text/plain' }).end('bye'))
     await new Promise<void>((resolve) => closing.listen(0, '127.0.0.1', resolve))
@@ -39,6 +54,7 @@ describe('hostile HTTP', () => {
         'r.yaml': [
           routeFile('echo', '/echo', upstream.url, 'circuitBreaker: { volumeThreshold: 3, errorThresholdPercentage: 50 }', 'outlierDetection: { consecutiveFailures: 2 }'),
           routeFile('closing', '/closing', closingUrl).replace('routes:\n', ''),
+          routeFile('paced', '/paced', `http://127.0.0.1:${(paced.address() as AddressInfo).port}`).replace('routes:\n', ''),
           routeFile('bodies', '/bodies', `http://127.0.0.1:${(bodies.address() as AddressInfo).port}`, 'timeout: { response: 20s }', 'circuitBreaker: { volumeThreshold: 3, errorThresholdPercentage: 50 }', 'outlierDetection: { consecutiveFailures: 2 }').replace('routes:\n', ''),
         ].join(''),
       },
@@ -53,6 +69,8 @@ describe('hostile HTTP', () => {
     closing?.close()
     bodies?.closeAllConnections()
     bodies?.close()
+    paced?.closeAllConnections()
+    paced?.close()
   })
 
   const received = () => upstream.requests.map((r) => r.url)
@@ -136,6 +154,32 @@ describe('hostile HTTP', () => {
   ])('lets nothing smuggled reach the upstream: %s', async (_case, bytes) => {
     await rawExchange(port, bytes)
     expect(received()).not.toContain('/echo/smuggled')
+  })
+
+  it('forwards pipelined requests one after another, in order, as nginx does (their side effects land in order)', async () => {
+    pacing.order.length = 0
+    pacing.most = 0
+    const requests = [1, 2, 3].map((n) => `POST /paced/seq/${n} HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n${n}`)
+    const { text } = await rawExchange(port, `${requests.join('')}GET /paced/seq/4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+    expect(statusesOf(text)).toEqual([200, 200, 200, 200])
+    expect([...text.matchAll(/done (\/paced\/seq\/\d)/g)].map((m) => m[1])).toEqual(['/paced/seq/1', '/paced/seq/2', '/paced/seq/3', '/paced/seq/4'])
+    expect(pacing.order).toEqual(['/paced/seq/1', '/paced/seq/2', '/paced/seq/3', '/paced/seq/4'])
+    expect(pacing.most).toBe(1)
+  })
+
+  it.each([
+    ['HTTP/1.0 without keep-alive', 'GET /paced/old/1 HTTP/1.0\r\n\r\nGET /paced/old/2 HTTP/1.0\r\n\r\nGET /paced/old/3 HTTP/1.0\r\n\r\n'],
+    ['HTTP/1.0 keep-alive, answered with a body of unknown length (so with Connection: close)', 'GET /paced/unknown-length/1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /paced/unknown-length/2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /paced/unknown-length/3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n'],
+    ['HTTP/1.1 with Connection: close on the first', 'GET /paced/close/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nPOST /paced/close/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /paced/close/3 HTTP/1.1\r\nHost: x\r\n\r\n'],
+  ])('never sends the pipelined requests it will not answer (%s)', async (_case, bytes) => {
+    pacing.order.length = 0
+    const { text, open } = await rawExchange(port, bytes)
+    expect(statusesOf(text)).toEqual([200])
+    expect(open).toBe(false)
+    // Absence can only be watched for a while: long enough for a request already sent over loopback to arrive.
+    const quiet = Date.now() + 300
+    await waitFor(() => Date.now() > quiet)
+    expect(pacing.order).toHaveLength(1)
   })
 
   it('finishes a pipelined answer in flight before it answers the next request\'s parse error', async () => {
