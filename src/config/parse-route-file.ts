@@ -4,7 +4,7 @@ import type { LoadBalancerKind } from '../balancer/balancer.js'
 import { parseRequestKey, type RequestKey } from '../balancer/request-key.js'
 import { parseDuration } from '../kernel/duration.js'
 import { POLICIES } from '../policies/index.js'
-import { RouteFileSchema, type RouteFileSpec, type RouteSpec } from './route-schema.js'
+import { DEFAULT_MAX_TUNNELS, DEFAULT_MAX_TUNNELS_PER_CLIENT, RouteFileSchema, type RouteFileSpec, type RouteSpec } from './route-schema.js'
 
 export type RouteTarget =
   | { readonly kind: 'static'; readonly upstreams: readonly string[] }
@@ -20,7 +20,8 @@ export interface RouteDefinition {
   readonly timeout: { readonly connectMs: number; readonly responseMs: number }
   readonly loadBalancer: LoadBalancerKind
   readonly hashOn: RequestKey
-  readonly websocket: boolean
+  /** false: upgrades are refused. */
+  readonly websocket: false | WebSocketLimits
   readonly preserveHost: boolean
   /** Each policy's config (its defaults applied) under its route-file key, in the order of POLICIES. */
   readonly policies: ReadonlyMap<string, unknown>
@@ -170,11 +171,22 @@ function toDefinition(spec: RouteSpec, source: { file: string; line: number }): 
     },
     loadBalancer: spec.loadBalancer ?? 'round-robin',
     hashOn: parseRequestKey(spec.hashOn ?? 'ip'),
-    websocket: spec.websocket ?? false,
+    websocket: webSocketLimits(spec.websocket),
     preserveHost: spec.preserveHost ?? false,
     policies: policyConfigs(spec),
     source,
   }
+}
+
+export interface WebSocketLimits {
+  readonly maxTunnels: number
+  readonly maxTunnelsPerClient: number
+}
+
+function webSocketLimits(spec: RouteSpec['websocket']): false | WebSocketLimits {
+  if (spec === undefined || spec === false) return false
+  const given = spec === true ? {} : spec
+  return { maxTunnels: given.maxTunnels ?? DEFAULT_MAX_TUNNELS, maxTunnelsPerClient: given.maxTunnelsPerClient ?? DEFAULT_MAX_TUNNELS_PER_CLIENT }
 }
 
 // anyOf/union branches repeat what their members already said; the member errors are the useful ones.

@@ -14,6 +14,7 @@ export const GatewayErrors = {
   unsupported_media_type: { status: 415, title: 'The request body is not of a type this endpoint takes' },
   websocket_not_allowed: { status: 400, title: 'The route does not allow WebSocket upgrades' },
   rate_limited: { status: 429, title: 'Too many requests' },
+  too_many_tunnels: { status: 429, title: 'The client has as many WebSocket tunnels open as the route allows' },
   no_instance: { status: 503, title: 'No healthy upstream instance is available' },
   circuit_open: { status: 503, title: 'The upstream circuit breaker is open' },
   concurrency_limited: { status: 503, title: 'The route has as many requests in flight as it allows' },

@@ -4,14 +4,26 @@ import type { Socket } from 'node:net'
 import { deliver } from './send.js'
 import type { Exchange } from './exchange.js'
 import { clientResponseHeaders, upstreamRequestHeaders } from './forwarding-headers.js'
+import type { WebSocketLimits } from '../config/parse-route-file.js'
+import { GatewayError } from '../kernel/errors.js'
 import { RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
 
 const kUpgradeHead = Symbol('portico.upgradeHead')
 type UpgradeRequest = IncomingMessage & { [kUpgradeHead]?: Buffer }
 
-/** The open tunnels of a gateway: they are no HTTP connections of the server, so closing must end them itself. */
+/** A route's tunnels open (handshakes under way included) in this process, in all and by client address. */
+interface OpenTunnels {
+  count: number
+  readonly byClient: Map<string, number>
+}
+
+/**
+ * The open tunnels of a gateway: they are no HTTP connections of the server, so closing must end them itself. Each
+ * holds an upstream connection for as long as the client likes, so a route's tunnels, and one client's, are bounded.
+ */
 export class Tunnels {
   readonly #sockets = new Set<Socket>()
+  readonly #open = new Map<string, OpenTunnels>()
 
   /**
    * Upgrade requests go through the app's routing like any other request (route match, guards, problem+json
@@ -34,6 +46,28 @@ export class Tunnels {
     for (const socket of this.#sockets) socket.destroy()
   }
 
+  /** A place for the exchange's tunnel, given back when its client's connection closes; or why there is none. */
+  #takePlace(ex: Exchange, client: Socket): GatewayError | undefined {
+    const { route } = ex
+    const limits = route.websocket as WebSocketLimits
+    let open = this.#open.get(route.name)
+    if (!open) this.#open.set(route.name, (open = { count: 0, byClient: new Map() }))
+    const address = ex.request.ip
+    const held = open.byClient.get(address) ?? 0
+    if (held >= limits.maxTunnelsPerClient) return new GatewayError('too_many_tunnels', `This client holds ${held} WebSocket tunnels on route "${route.name}", as many as it allows`)
+    if (open.count >= limits.maxTunnels) return new GatewayError('concurrency_limited', `Route "${route.name}" has ${open.count} WebSocket tunnels open, as many as it allows`)
+    open.count++
+    open.byClient.set(address, held + 1)
+    const tunnels = open
+    client.once('close', () => {
+      tunnels.count--
+      const left = (tunnels.byClient.get(address) ?? 1) - 1
+      if (left === 0) tunnels.byClient.delete(address)
+      else tunnels.byClient.set(address, left)
+    })
+    return undefined
+  }
+
   #track(socket: Socket): void {
     this.#sockets.add(socket)
     socket.on('error', destroyQuietly).once('close', () => this.#sockets.delete(socket))
@@ -47,6 +81,8 @@ export class Tunnels {
   tunnel(ex: Exchange): void {
     const { request, reply } = ex
     const client = reply.raw.socket as Socket
+    const refusal = this.#takePlace(ex, client)
+    if (refusal) return deliver.onError(ex, refusal)
     const upstream = httpRequest(new URL(ex.upstreamUrl, ex.instance.origin), { method: request.method, headers: tunnelHeaders(ex), agent: false })
     const timer = setTimeout(() => upstream.destroy(Object.assign(new Error('no handshake answer within the timeout'), { code: RESPONSE_TIMEOUT })), ex.timeoutMs)
     const abandon = (): void => void upstream.destroy()

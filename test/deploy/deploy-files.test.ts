@@ -97,7 +97,7 @@ describe('Kubernetes manifests', () => {
     const routes = mergeRouteSources(Object.entries(config?.data ?? {}).map(([source, text]) => ({ source, text })), new Map())
     expect(routes.sources.flatMap((s) => s.errors)).toEqual([])
     // the flags and variables it sets are the gateway's own
-    const settings = loadConfig(flagsOf(container.args.slice(1)), Object.fromEntries(container.env.map((e: { name: string; value?: string }) => [e.name, e.value ?? 'secret'])))
+    const settings = loadConfig(flagsOf(container.args.slice(1)), Object.fromEntries(container.env.map((e: { name: string; value?: string }) => [e.name, e.value ?? 'value-from-a-secret'])))
     expect(settings.workers).toBe('auto')
     expect(settings.adminToken).toBeDefined()
     expect(container.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'admin' })

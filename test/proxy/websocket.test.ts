@@ -95,3 +95,60 @@ describe('WebSocket tunnel', () => {
     expect(open).toBe(0)
   })
 })
+
+describe('WebSocket tunnels, bounded per route and per client', () => {
+  let server: Server
+  let wss: WebSocketServer
+  let gateway: TestGateway
+  beforeAll(async () => {
+    server = createServer()
+    wss = new WebSocketServer({ server })
+    wss.on('connection', (ws) => ws.on('message', (data) => ws.send(data)))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    gateway = await startGateway({ 'r.yaml': routeFile('bounded', '/bounded', `http://127.0.0.1:${(server.address() as AddressInfo).port}`, 'websocket: { maxTunnels: 5, maxTunnelsPerClient: 3 }') })
+  })
+  afterAll(async () => {
+    await gateway?.close()
+    for (const client of wss?.clients ?? []) client.terminate()
+    server?.closeAllConnections()
+    server?.close()
+  })
+
+  /** A tunnel from a client address: open, or refused with the gateway's status and problem code. */
+  const open = (localAddress: string) =>
+    new Promise<{ socket?: WebSocket; status?: number; code?: string }>((resolve) => {
+      const socket = new WebSocket(`${gateway.url.replace('http', 'ws')}/bounded`, { localAddress })
+      socket.once('open', () => resolve({ socket }))
+      socket.once('unexpected-response', (_request, response) => {
+        let text = ''
+        response.on('data', (chunk: Buffer) => (text += chunk.toString()))
+        response.on('end', () => resolve({ status: response.statusCode, code: (JSON.parse(text) as { code: string }).code }))
+      })
+      socket.once('error', () => undefined)
+    })
+
+  it('refuses a client past its share (429) and everyone past the route\'s (503), and gives the places back as tunnels close', async () => {
+    const first = await Promise.all([open('127.0.0.1'), open('127.0.0.1'), open('127.0.0.1')])
+    expect(first.every((t) => t.socket)).toBe(true)
+    expect(await open('127.0.0.1')).toMatchObject({ status: 429, code: 'too_many_tunnels' })
+    const others = await Promise.all([open('127.0.0.2'), open('127.0.0.3')])
+    expect(others.every((t) => t.socket)).toBe(true)
+    expect(await open('127.0.0.4')).toMatchObject({ status: 503, code: 'concurrency_limited' })
+    // a tunnel that works still echoes
+    const echoed = new Promise<string>((resolve) => first[0]?.socket?.once('message', (data) => resolve(data.toString())))
+    first[0]?.socket?.send('still here')
+    expect(await echoed).toBe('still here')
+
+    first[1]?.socket?.close()
+    const again = await waitFor(async () => {
+      const tunnel = await open('127.0.0.1')
+      return tunnel.socket ?? false
+    }, { timeoutMs: 5_000, what: 'the closed tunnel\'s place to come back' })
+    // the refusals are counted with the gateway's own answers
+    const metrics = await (await fetch(`${gateway.adminUrl}/metrics`)).text()
+    expect(metrics).toMatch(/portico_gateway_errors_total\{route="bounded",code="too_many_tunnels"\} [1-9]/)
+    expect(metrics).toMatch(/portico_gateway_errors_total\{route="bounded",code="concurrency_limited"\} [1-9]/)
+    for (const tunnel of [...first, ...others]) tunnel.socket?.terminate()
+    again.terminate()
+  })
+})
