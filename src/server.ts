@@ -181,13 +181,23 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     })())
 
   if (WORKER !== undefined) {
-    joinPrimary(metrics.registry, { url, adminUrl }, () => {
-      logger.info('handing over to a new worker: draining')
+    const handOver = () =>
       void shutdown(true).then(
         () => process.exit(0),
         () => process.exit(1),
       )
-    })
+    joinPrimary(
+      metrics.registry,
+      { url, adminUrl },
+      () => {
+        logger.info('handing over to a new worker: draining')
+        handOver()
+      },
+      () => {
+        logger.warn('the primary is gone: finishing the requests in flight (their connections close after them), then exiting')
+        handOver()
+      },
+    )
   }
   return { gateway, health, url, adminUrl, shutdown: () => shutdown(), reopenLogs: () => accessLog?.reopen() }
 }

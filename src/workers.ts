@@ -127,12 +127,26 @@ export function workerId(): number | undefined {
   return cluster.worker?.id
 }
 
-/** In a worker: the primary may read `registry` for its aggregated /metrics, and hears when this worker serves. */
-export function joinPrimary(registry: Registry, ready: Omit<ReadyMessage, 'portico'>, retire: () => void): void {
+/**
+ * In a worker: the primary may read `registry` for its aggregated /metrics, and hears when this worker serves.
+ * `retire` runs when the primary asks this worker to hand over; `orphaned` when the primary died without asking.
+ */
+export function joinPrimary(registry: Registry, ready: Omit<ReadyMessage, 'portico'>, retire: () => void, orphaned: () => void): void {
   AggregatorRegistry.setRegistries([registry])
   new AggregatorRegistry() // its constructor installs the worker's side of prom-client's cluster protocol
   process.on('message', (message: unknown) => {
     if ((message as typeof RETIRE | undefined)?.portico === RETIRE.portico) retire()
+  })
+  // A primary that dies unasked (SIGKILL, the OOM killer) closes the IPC channel, and node's cluster then ends the
+  // worker at once, resetting every request it holds. The connections it was handed are its own, so it finishes them
+  // instead: node skips its exit for a disconnect it takes for a planned one. A send to the gone primary (a shared
+  // count, a breaker message) fails as an 'error' on the process, which must not end it either.
+  const worker = cluster.worker
+  worker?.once('disconnect', () => {
+    if (worker.exitedAfterDisconnect) return
+    worker.exitedAfterDisconnect = true
+    process.on('error', () => undefined)
+    orphaned()
   })
   process.send?.({ portico: 'ready', ...ready } satisfies ReadyMessage)
 }

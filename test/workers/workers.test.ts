@@ -217,3 +217,57 @@ describe('portico start --workers 2 with Consul', () => {
     }
   })
 })
+
+describe('portico start --workers 2 when the primary is killed', () => {
+  let holding: Upstream
+  const held: ServerResponse[] = []
+  let gateway: GatewayProcess
+  beforeAll(async () => {
+    holding = await startUpstream('holding', (_req, res) => void held.push(res))
+    const routes = await makeRoutesDir({ 'held.yaml': routeFile('held', '/held', holding.url) })
+    gateway = await spawnGateway(routes, { PORTICO_DRAIN_TIMEOUT: '20s' }, ['--workers', '2'])
+  })
+  afterAll(async () => {
+    for (const pid of workerPids(gateway?.output() ?? '')) {
+      try {
+        process.kill(pid, 'SIGKILL')
+      } catch {
+        // gone already
+      }
+    }
+    for (const res of held) res.end()
+    await holding?.close()
+  })
+
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0)
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  it('lets its workers finish the requests they hold, then exit (node would end them at once)', async () => {
+    const answers = Array.from({ length: 4 }, (_, i) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        get(`${gateway.url}/held/${i}`, { agent: false }, (res) => {
+          let body = ''
+          res.on('data', (chunk: Buffer) => (body += chunk.toString()))
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+        }).on('error', reject)
+      }),
+    )
+    await waitFor(() => held.length === 4, { timeoutMs: 10_000, what: 'the four requests to reach the upstream' })
+    const pids = workerPids(gateway.output())
+    expect(pids).toHaveLength(2)
+    gateway.child.kill('SIGKILL')
+    await gateway.exited
+    // The workers outlive their primary while they hold requests.
+    await waitFor(() => gateway.output().includes('the primary is gone'), { timeoutMs: 5_000, what: 'the workers to notice' })
+    expect(pids.some(alive)).toBe(true)
+    for (const res of held.splice(0)) res.end('finished')
+    expect(await Promise.all(answers)).toEqual(Array(4).fill({ status: 200, body: 'finished' }))
+    await waitFor(() => !pids.some(alive), { timeoutMs: 15_000, what: 'the orphaned workers to exit' })
+  })
+})
