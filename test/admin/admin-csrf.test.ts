@@ -1,12 +1,12 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { chromium, type Browser } from 'playwright-core'
+import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { launchChromium } from '../support/browser.js'
 import { startGateway, type TestGateway } from '../support/gateway.js'
 import { answer } from '../support/http.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
-const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium'
 
 /**
  * The admin port without a token answers any request that names it by address, so a page on any site could make the
@@ -38,10 +38,7 @@ describe('admin changes from a page of another origin (headless Chromium)', () =
     hostile = createServer((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end(page))
     await new Promise<void>((resolve) => hostile.listen(0, '127.0.0.1', resolve))
     hostileUrl = `http://127.0.0.1:${(hostile.address() as AddressInfo).port}/`
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
-    })
+    browser = await launchChromium()
   })
   afterAll(async () => {
     await browser?.close()

@@ -1,11 +1,11 @@
-import { chromium, type Browser, type Page } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { launchChromium } from '../support/browser.js'
 import { startGateway, type TestGateway } from '../support/gateway.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
 const TOKEN = 'console-token-4242'
-const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium'
 
 describe('the status page in a real browser (headless Chromium)', () => {
   let upstream: Upstream
@@ -31,10 +31,7 @@ describe('the status page in a real browser (headless Chromium)', () => {
       {},
       { PORTICO_ADMIN_TOKEN: TOKEN },
     )
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
-    })
+    browser = await launchChromium()
     page = await browser.newPage({ viewport: { width: 1400, height: 700 } })
   })
   afterAll(async () => {
