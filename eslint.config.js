@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint'
 /**
  * The import direction of src/ (see the README's Layout): each folder may import only the folders below it, so there
  * are no folder cycles. kernel ← balancer, state, discovery, http ← policies ← config ← proxy ← admin, observability ←
- * server, cli. register (the SDK) takes only kernel and discovery's Consul client.
+ * server, cli, workers. register (the SDK) takes only kernel and discovery's Consul client.
  */
 const layer = (files, forbidden, message) => ({
   files,
@@ -12,7 +12,7 @@ const layer = (files, forbidden, message) => ({
   },
 })
 const above = (...folders) => `(^|/)(${folders.join('|')})/`
-const ROOT = '^(\\.\\./)+(server|cli)\\.js$'
+const ROOT = '^(\\.\\./)+(server|cli|workers)\\.js$'
 
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', '.cache/', 'coverage/', '.scratch/'] },

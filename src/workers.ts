@@ -291,7 +291,8 @@ async function decideTables(config: PorticoConfig, logger: Logger): Promise<Rout
   }
   const watcher: RouteWatcher<RouteDefinition> = new RouteWatcher<RouteDefinition>({
     providers: routeProviders(config.routesDir, config.consulRoutes, createConsulClient(config.consul), logger),
-    compile: (routes) => routes,
+    // The primary decides tables and serves none: nothing to make live.
+    compile: (routes) => ({ routes, commit: () => undefined }),
     logger,
     onSwap: () => {
       const table = message()

@@ -28,12 +28,21 @@ export interface RouteWatcherOptions<R extends RouteDefinition> {
   readonly providers: readonly RouteProvider[]
   /** Instead of providers: tables another process read, checked and reported (it logs refused files, once). */
   readonly decided?: DecidedTables
-  /** Turns validated definitions into live routes (balancers, instance sources). Called once per change. */
-  readonly compile: (routes: readonly RouteDefinition[]) => readonly R[]
+  /**
+   * Turns validated definitions into live routes (balancers, instance sources, policies). Called once per change; it
+   * changes nothing live (a throw leaves the previous table whole): `commit` does, once the table is swapped in.
+   */
+  readonly compile: (routes: readonly RouteDefinition[]) => CompiledRoutes<R>
   readonly logger: Logger
   /** Quiet time after the last event before a change is applied; editors write files in several steps. */
   readonly debounceMs?: number
   readonly onSwap?: (live: LiveRoutes<R>) => void
+}
+
+/** A table's routes, built; `commit` makes what they need live (and retires what the table before needed). */
+export interface CompiledRoutes<R> {
+  readonly routes: readonly R[]
+  commit(): void
 }
 
 /**
@@ -113,7 +122,7 @@ export class RouteWatcher<R extends RouteDefinition> {
   }
 
   /** The live routes of `definitions`, or undefined (logged) when they cannot be built: the previous table stays. */
-  #compile(definitions: readonly RouteDefinition[]): readonly R[] | undefined {
+  #compile(definitions: readonly RouteDefinition[]): CompiledRoutes<R> | undefined {
     try {
       return this.#options.compile(definitions)
     } catch (error) {
@@ -123,9 +132,11 @@ export class RouteWatcher<R extends RouteDefinition> {
   }
 
   #applyDecided(table: DecidedTable): void {
-    const routes = this.#compile(table.routes)
-    if (!routes) return
+    const compiled = this.#compile(table.routes)
+    if (!compiled) return
+    const { routes } = compiled
     this.#live = { table: new RouteTable(routes), sources: table.sources, version: table.version, appliedAt: new Date() }
+    compiled.commit()
     this.#options.logger.debug({ version: table.version, routes: routes.length }, 'route table applied')
     this.#options.onSwap?.(this.#live)
   }
@@ -139,10 +150,12 @@ export class RouteWatcher<R extends RouteDefinition> {
     // Parsing runs on its own thread: requests are served meanwhile, from the table still live.
     const parsed = await this.#parser.parseAll(sources)
     const merged = mergeRouteSources(sources, this.#lastGood, (source) => parsed.get(source.source) as ParsedSource)
-    const routes = this.#compile(merged.routes)
-    if (!routes) return
+    const compiled = this.#compile(merged.routes)
+    if (!compiled) return
+    const { routes } = compiled
     this.#lastGood = merged.lastGood
     this.#live = { table: new RouteTable(routes), sources: merged.sources, version: this.#live.version + 1, appliedAt: new Date() }
+    compiled.commit()
 
     const { logger } = this.#options
     for (const status of merged.sources) {

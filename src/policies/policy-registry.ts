@@ -16,10 +16,21 @@ interface LivePolicy {
   readonly policy: RoutePolicy
 }
 
+/** A table's policies, built but not yet live: the table that uses them commits them once it is swapped in. */
+export interface PolicyBuild {
+  /** Each route's policies, in POLICIES order. */
+  readonly byRoute: ReadonlyMap<string, readonly KeyedPolicy[]>
+  /** The table went live: the policies it no longer uses are stopped. */
+  commit(): void
+  /** The table will not go live: the policies made for it alone are stopped; the live ones run on untouched. */
+  abandon(): void
+}
+
 /**
  * Keeps each route's policies across table swaps, policy by policy: a reload that leaves a policy's config as it
  * was keeps its state (breaker state, local counters, ejections); a changed config starts afresh; a policy no longer
- * used is stopped. Requests under way keep the policies they started with (a stopped breaker lets them finish).
+ * used is stopped once the table without it is live. Requests under way keep the policies they started with (a
+ * stopped breaker lets them finish).
  */
 export class PolicyRegistry {
   readonly #kinds: readonly AnyPolicyKind[]
@@ -31,27 +42,49 @@ export class PolicyRegistry {
     this.#deps = deps
   }
 
-  /** The live policies of every route of a new table, in POLICIES order; those no longer used are stopped. */
-  build(routes: readonly RouteWithPolicies[]): Map<string, readonly KeyedPolicy[]> {
+  /**
+   * The policies of every route of a new table: the live ones where the config is unchanged, new ones elsewhere.
+   * Nothing live changes until `commit`; a policy whose `create` throws abandons the build and throws.
+   */
+  build(routes: readonly RouteWithPolicies[]): PolicyBuild {
     const next = new Map<string, LivePolicy>()
+    const made: RoutePolicy[] = []
     const byRoute = new Map<string, readonly KeyedPolicy[]>()
-    for (const route of routes) {
-      const policies: KeyedPolicy[] = []
-      for (const kind of this.#kinds) {
-        if (!route.policies.has(kind.key)) continue
-        const config = route.policies.get(kind.key)
-        const id = `${route.name}\u0000${kind.key}`
-        const print = fingerprint([config, route.timeout])
-        const kept = this.#live.get(id)
-        const entry = kept?.fingerprint === print ? kept : { fingerprint: print, policy: kind.create(route, config, this.#deps) }
-        next.set(id, entry)
-        policies.push({ key: kind.key, policy: entry.policy })
-      }
-      byRoute.set(route.name, policies)
+    const abandon = (): void => {
+      for (const policy of made.splice(0)) policy.stop?.()
     }
-    for (const [id, entry] of this.#live) if (next.get(id) !== entry) entry.policy.stop?.()
-    this.#live = next
-    return byRoute
+    try {
+      for (const route of routes) {
+        const policies: KeyedPolicy[] = []
+        for (const kind of this.#kinds) {
+          if (!route.policies.has(kind.key)) continue
+          const config = route.policies.get(kind.key)
+          const id = `${route.name}\u0000${kind.key}`
+          const print = fingerprint([config, route.timeout])
+          const kept = this.#live.get(id)
+          let entry = kept
+          if (kept?.fingerprint !== print) {
+            entry = { fingerprint: print, policy: kind.create(route, config, this.#deps) }
+            made.push(entry.policy)
+          }
+          next.set(id, entry as LivePolicy)
+          policies.push({ key: kind.key, policy: (entry as LivePolicy).policy })
+        }
+        byRoute.set(route.name, policies)
+      }
+    } catch (error) {
+      abandon()
+      throw error
+    }
+    return {
+      byRoute,
+      commit: () => {
+        for (const [id, entry] of this.#live) if (next.get(id) !== entry) entry.policy.stop?.()
+        this.#live = next
+        made.length = 0
+      },
+      abandon,
+    }
   }
 
   stop(): void {

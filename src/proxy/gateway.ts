@@ -101,9 +101,22 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     decided: options.decidedTables,
     logger: options.logger,
     compile: (definitions) => {
-      discovery?.follow(new Set(definitions.flatMap((d) => (d.target.kind === 'service' ? [d.target.service] : []))))
       const policies = policyRegistry.build(definitions)
-      return definitions.map((definition) => compileRoute(definition, policies.get(definition.name) ?? [], discovery, inFlight, activeOf(definition.name), overrides))
+      let routes: LiveRoute[]
+      try {
+        routes = definitions.map((definition) => compileRoute(definition, policies.byRoute.get(definition.name) ?? [], discovery, inFlight, activeOf(definition.name), overrides))
+      } catch (error) {
+        policies.abandon()
+        throw error
+      }
+      return {
+        routes,
+        // Once the table is live: the services it names are followed (and only those), its policies replace the old.
+        commit: () => {
+          discovery?.follow(new Set(definitions.flatMap((d) => (d.target.kind === 'service' ? [d.target.service] : []))))
+          policies.commit()
+        },
+      }
     },
   })
 

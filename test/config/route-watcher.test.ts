@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import type { RouteSource } from '../../src/config/merge-sources.js'
+import type { RouteDefinition } from '../../src/config/parse-route-file.js'
 import type { RouteProvider } from '../../src/config/providers/provider.js'
 import { RouteWatcher } from '../../src/config/route-watcher.js'
 import { createLogger } from '../../src/server.js'
@@ -22,7 +23,7 @@ function fakeProvider(first: RouteSource[]): RouteProvider & { emit(sources: Rou
 const good = (name: string) => ({ source: `${name}.yaml`, text: routeFile(name, `/${name}`, 'http://127.0.0.1:9') })
 
 describe('RouteWatcher (fake provider)', () => {
-  const make = (provider: RouteProvider) => new RouteWatcher({ providers: [provider], compile: (d) => d, debounceMs: 0, logger: createLogger('silent') })
+  const make = (provider: RouteProvider) => new RouteWatcher({ providers: [provider], compile: (routes) => ({ routes, commit: () => undefined }), debounceMs: 0, logger: createLogger('silent') })
 
   it('applies the first snapshot on start, then each change', async () => {
     const provider = fakeProvider([good('a')])
@@ -59,7 +60,7 @@ describe('RouteWatcher (fake provider)', () => {
       compile: (definitions) => {
         compiled.push(definitions.map((d) => d.name).join(','))
         if (definitions.some((d) => d.name === 'b')) throw new Error('boom')
-        return definitions
+        return { routes: definitions, commit: () => undefined }
       },
       debounceMs: 0,
       logger: createLogger('silent'),
@@ -70,6 +71,30 @@ describe('RouteWatcher (fake provider)', () => {
     expect(watcher.current().table.routes.map((r) => r.name)).toEqual(['a'])
     provider.emit([good('d')])
     await waitFor(() => watcher.current().table.routes[0]?.name === 'd', { what: 'the next good table' })
+    watcher.stop()
+  })
+
+  it('commits a table once it is live, never one that could not be built', async () => {
+    const provider = fakeProvider([good('a')])
+    // What was live when each commit ran.
+    const liveAtCommit: string[] = []
+    const attempted: string[] = []
+    const watcher: RouteWatcher<RouteDefinition> = new RouteWatcher<RouteDefinition>({
+      providers: [provider],
+      compile: (definitions) => {
+        attempted.push(definitions.map((d) => d.name).join(','))
+        if (definitions.some((d) => d.name === 'bad')) throw new Error('boom')
+        return { routes: definitions, commit: () => void liveAtCommit.push(watcher.current().table.routes.map((r) => r.name).join(',')) }
+      },
+      debounceMs: 0,
+      logger: createLogger('silent'),
+    })
+    await watcher.start()
+    provider.emit([good('bad')])
+    await waitFor(() => attempted.includes('bad'), { what: 'the failing compile' })
+    provider.emit([good('c')])
+    await waitFor(() => watcher.current().table.routes[0]?.name === 'c', { what: 'the next good table' })
+    expect(liveAtCommit).toEqual(['a', 'c'])
     watcher.stop()
   })
 })
