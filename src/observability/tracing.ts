@@ -137,10 +137,7 @@ class TracedExchange implements TracedRequest {
     if (ex) {
       span.updateName(`${record.method} ${ex.route.prefix}`)
       span.setAttribute(ATTR_HTTP_ROUTE, ex.route.prefix)
-      for (const { key, policy } of ex.route.livePolicies) {
-        if (key === 'rateLimit') span.setAttribute('portico.rate_limit.decision', record.code === 'rate_limited' ? 'refused' : record.code === 'state_unavailable' ? 'fail_closed' : 'allowed')
-        if (key === 'circuitBreaker') span.setAttribute('portico.circuit_breaker.state', String(policy.describe?.().state ?? 'unknown'))
-      }
+      for (const [key, value] of ex.shownValues()) if (key.shown.spanAttribute !== undefined) span.setAttribute(key.shown.spanAttribute, value)
     }
     span.setAttribute('portico.route', record.route)
     if (record.instance) span.setAttribute('portico.instance', record.instance)

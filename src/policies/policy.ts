@@ -8,6 +8,28 @@ import type { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
 import type { PolicyEvents } from './policy-events.js'
 
+/**
+ * A per-request value that one policy declares and sets on the exchange, and later ones (or the access log and the
+ * request's span, when `shown` names where) read: the consumer an auth guard establishes, what the cache did. Typed
+ * by its declaration (Hono's `c.set`/`c.get`); no header is re-parsed downstream.
+ */
+export class RequestValue<T extends string | number | boolean> {
+  /** Every value declared, in declaration order: what the access log and the span may show. */
+  static readonly declared: RequestValue<string | number | boolean>[] = []
+  /** Its slot on an exchange. */
+  readonly slot: number
+  declare readonly _type: T
+
+  constructor(
+    readonly name: string,
+    /** `logField`: the access log line's field; `spanAttribute`: the request span's attribute. */
+    readonly shown: { readonly logField?: string; readonly spanAttribute?: string } = {},
+  ) {
+    this.slot = RequestValue.declared.length
+    RequestValue.declared.push(this as unknown as RequestValue<string | number | boolean>)
+  }
+}
+
 /** An upstream's answer as reply-from hands it over: status and headers already copied onto the reply. */
 export interface UpstreamResponse {
   readonly statusCode: number
@@ -40,6 +62,9 @@ export interface PolicyExchange {
    * `request.headers`. Made on the first call; treat it as read-only.
    */
   forwardedHeaders(): IncomingHttpHeaders
+  /** This request's value of `key`, if a policy set one. */
+  get<T extends string | number | boolean>(key: RequestValue<T>): T | undefined
+  set<T extends string | number | boolean>(key: RequestValue<T>, value: T): void
   /** Another instance for a retry, none of `tried` while others are left; undefined when the route has none. */
   pickAnother(tried: ReadonlySet<string>): Instance | undefined
   /** Starts the next attempt's bookkeeping on `instance`: in-flight counts and the upstream abort follow it here. */

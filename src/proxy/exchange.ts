@@ -8,7 +8,7 @@ import type { RouteDefinition } from '../config/parse-route-file.js'
 import { GatewayError } from '../kernel/errors.js'
 import { CLIENT_BAD_BODY, CLIENT_GONE, RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
 import { sendProblem } from '../http/problem-responses.js'
-import type { AttemptHandler, PolicyExchange, RequestGuard, Send, UpstreamResponse } from '../policies/policy.js'
+import { RequestValue, type AttemptHandler, type PolicyExchange, type RequestGuard, type Send, type UpstreamResponse } from '../policies/policy.js'
 import type { KeyedPolicy } from '../policies/policy-registry.js'
 import type { Logger } from '../kernel/logger.js'
 import { AttemptBody } from './attempt-body.js'
@@ -92,6 +92,8 @@ export class Exchange implements PolicyExchange {
   traceparent: string | undefined = undefined
   #attemptBody: AttemptBody | undefined = undefined
   #forwardedHeaders: IncomingHttpHeaders | undefined = undefined
+  /** Policies' values by slot (see RequestValue); made on the first set. */
+  #values: (string | number | boolean | undefined)[] | undefined = undefined
   #attemptStartedAt = 0
   #attemptClock: NodeJS.Timeout | undefined = undefined
   #transferClock: NodeJS.Timeout | undefined = undefined
@@ -142,6 +144,24 @@ export class Exchange implements PolicyExchange {
   forwardedHeaders(): IncomingHttpHeaders {
     // The same function makes what reply-from sends, so the two cannot drift apart.
     return (this.#forwardedHeaders ??= upstreamRequestHeaders(this.request, { ...this.request.headers }, { trustProxy: this.settings.trustProxy, preserveHost: this.route.preserveHost }))
+  }
+
+  get<T extends string | number | boolean>(key: RequestValue<T>): T | undefined {
+    return this.#values?.[key.slot] as T | undefined
+  }
+
+  set<T extends string | number | boolean>(key: RequestValue<T>, value: T): void {
+    ;(this.#values ??= [])[key.slot] = value
+  }
+
+  /** The values set on this request that are shown (in the access log, on the span), with where. */
+  *shownValues(): Generator<[RequestValue<string | number | boolean>, string | number | boolean]> {
+    const values = this.#values
+    if (values === undefined) return
+    for (let slot = 0; slot < values.length; slot++) {
+      const value = values[slot]
+      if (value !== undefined) yield [RequestValue.declared[slot] as RequestValue<string | number | boolean>, value]
+    }
   }
 
   pickAnother(tried: ReadonlySet<string>): Instance | undefined {

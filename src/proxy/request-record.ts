@@ -33,8 +33,8 @@ export interface RequestRecord {
   readonly upstreamMs: number | undefined
   /** The client went away before the response had been sent whole. */
   readonly clientGone: boolean
-  /** What the route's cache did: hit, stale, revalidated or miss; undefined on routes without a cache. */
-  readonly cache: string | undefined
+  /** Policies' values shown in the access log (RequestValue's `logField`), e.g. `cache`: what the route's cache did. */
+  readonly [logField: string]: string | number | boolean | undefined
 }
 
 const kReply = Symbol('portico.recordedReply')
@@ -72,7 +72,7 @@ function recordOf(reply: FastifyReply, res: RecordedResponse): RequestRecord {
   const ex = res[kExchange]
   const length = request.headers['content-length']
   const before = res[kBytesBefore] ?? 0
-  return {
+  const record: Record<string, string | number | boolean | undefined> = {
     requestId: request.id,
     traceId: res[kTrace]?.traceId ?? traceIdOf(request.headers.traceparent),
     client: request.ip,
@@ -89,18 +89,9 @@ function recordOf(reply: FastifyReply, res: RecordedResponse): RequestRecord {
     durationMs: reply.elapsedTime,
     upstreamMs: ex?.upstreamMs,
     clientGone: !res.writableFinished,
-    cache: cacheOutcomeOf(res.getHeader('cache-status')),
   }
-}
-
-/** The gateway's own member of a Cache-Status (RFC 9211), as one word. */
-function cacheOutcomeOf(status: ReturnType<ServerResponse['getHeader']>): string | undefined {
-  if (typeof status !== 'string') return undefined
-  const ours = status.slice(status.lastIndexOf('Portico;'))
-  if (!ours.startsWith('Portico;')) return undefined
-  if (ours.includes('detail=stale')) return 'stale'
-  if (ours.includes('fwd=stale')) return 'revalidated'
-  return ours.includes('fwd=') ? 'miss' : 'hit'
+  if (ex) for (const [key, value] of ex.shownValues()) if (key.shown.logField !== undefined) record[key.shown.logField] = value
+  return record as RequestRecord
 }
 
 const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/

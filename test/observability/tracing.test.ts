@@ -32,6 +32,12 @@ describe('OpenTelemetry tracing to a real OTLP/HTTP receiver', () => {
     upstreams: [http://127.0.0.1:${dead}, ${upstream.url}]
     loadBalancer: round-robin
     retry: { attempts: 2, backoff: 1ms, budgetPercent: 100 }
+  - name: guarded
+    prefix: /guarded
+    upstreams: [${upstream.url}]
+    rateLimit: { key: ip, limits: [{ limit: 1, window: 1h }] }
+    circuitBreaker: { volumeThreshold: 100 }
+    cache: { ttl: 1h }
   - name: odd
     prefix: /odd
     upstreams: ['http://127.0.0.1:${dead}', 'http://[zz]:80']
@@ -57,6 +63,24 @@ describe('OpenTelemetry tracing to a real OTLP/HTTP receiver', () => {
     const spans = receiver.spans.filter((s) => s.traceId === traceId)
     return spans.some((s) => s.kind === SERVER) ? spans : undefined
   }, { what: `the spans of trace ${traceId}` })
+
+  it('puts on the request\'s span what each policy set on the request (rate limit decision, breaker state, cache outcome)', async () => {
+    const attributesOf = async (path: string) => {
+      const response = await request(`${gateway.url}${path}`)
+      await response.body.dump()
+      // The access line names the request's trace.
+      const line = await waitFor(async () => (await readFile(join(dir, 'access.log'), 'utf8').catch(() => '')).split('\n').find((l) => l.includes(String(response.headers['x-request-id']))), { what: 'the access line' })
+      const spans = await spansOf((JSON.parse(line) as { traceId: string }).traceId)
+      return { attributes: spans.find((s) => s.kind === SERVER)?.attributes ?? {}, line: JSON.parse(line) as Record<string, unknown> }
+    }
+    const first = await attributesOf('/guarded/page')
+    expect(first.attributes).toMatchObject({ 'portico.rate_limit.decision': 'allowed', 'portico.circuit_breaker.state': 'closed', 'portico.cache.outcome': 'miss' })
+    expect(first.line.cache).toBe('miss')
+    const refused = await attributesOf('/guarded/page')
+    expect(refused.attributes['portico.rate_limit.decision']).toBe('refused')
+    expect(refused.attributes['portico.cache.outcome']).toBeUndefined() // the limit answered before the cache looked
+    expect(refused.line.cache).toBeUndefined()
+  })
 
   it('exports a server span and one client span per attempt of a retried request, parented, and the upstream continues the trace', async () => {
     // round robin: the first request goes to the dead instance first, then is retried on the live one

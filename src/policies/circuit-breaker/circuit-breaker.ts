@@ -8,7 +8,7 @@ import { FleetCounters } from '../../state/fleet-counters.js'
 import type { BreakerOverride, OperatorOverrides } from '../../state/operator-overrides.js'
 import type { SharedState } from '../../state/shared-state.js'
 import type { PolicyEvents } from '../policy-events.js'
-import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
+import { RequestValue, type AttemptHandler, type AttemptWrapper, type PolicyExchange, type PolicyKind, type PolicyRoute, type Send, type UpstreamResponse } from '../policy.js'
 import { CircuitBreakerSchema, toCircuitBreakerConfig, type CircuitBreakerConfig, type CircuitBreakerSpec } from './schema.js'
 
 const CHANNEL = 'portico:breakers'
@@ -42,6 +42,9 @@ function parseBreakerMessage(text: string): BreakerMessage | undefined {
 }
 
 const COUNTED = new Error('the request counts as a failure')
+
+/** The breaker's state as the request's last attempt found it, on the request's span. */
+export const BREAKER_STATE = new RequestValue<'closed' | 'open' | 'half-open'>('circuitBreaker.state', { spanAttribute: 'portico.circuit_breaker.state' })
 
 export const circuitBreakerPolicy: PolicyKind<CircuitBreakerSpec, CircuitBreakerConfig> = {
   key: 'circuitBreaker',
@@ -261,7 +264,10 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
     return function circuitBreaker(ex, handler) {
       // A request that started before a reload replaced this breaker finishes without it; one under an operator's
       // "closed" goes through uncounted (forced open is refused before any policy, for every route).
-      if (breaker.isShutdown || overrides.breaker(route)?.state === 'closed') return next(ex, handler)
+      if (breaker.isShutdown) return next(ex, handler)
+      const forcedClosed = overrides.breaker(route)?.state === 'closed'
+      ex.set(BREAKER_STATE, forcedClosed || !(breaker.opened || breaker.halfOpen) ? 'closed' : breaker.opened ? 'open' : 'half-open')
+      if (forcedClosed) return next(ex, handler)
       if (breaker.opened) return handler.onError(ex, circuitOpen())
       if (breaker.halfOpen && state?.isUp()) {
         state.redis.eval(TAKE_PROBE, 2, keys.state, keys.probe, state.replicaId, probeLockMs).then(

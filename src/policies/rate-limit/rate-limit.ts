@@ -5,9 +5,12 @@ import { readRequestKey } from '../../balancer/request-key.js'
 import { GatewayError } from '../../kernel/errors.js'
 import type { SharedState } from '../../state/shared-state.js'
 import type { PolicyEvents } from '../policy-events.js'
-import type { PolicyKind, RequestGuard } from '../policy.js'
+import { RequestValue, type PolicyExchange, type PolicyKind, type RequestGuard } from '../policy.js'
 import { SharedConsume } from './shared-consume.js'
 import { RateLimitSchema, toRateLimitConfig, type RateLimitConfig, type RateLimitSpec } from './schema.js'
+
+/** How the rate limit decided the request (allowed, refused, local_share, fail_open, fail_closed), on its span. */
+export const RATE_LIMIT_DECISION = new RequestValue<string>('rateLimit.decision', { spanAttribute: 'portico.rate_limit.decision' })
 
 export const rateLimitPolicy: PolicyKind<RateLimitSpec, RateLimitConfig> = {
   key: 'rateLimit',
@@ -124,9 +127,14 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
     })
   }
 
-  const refuse = (refused: unknown[], next: (error?: Error) => void) => {
+  /** The request's decision, counted for the metrics and set on the exchange (the request's span shows it). */
+  const decided = (ex: PolicyExchange, decision: string) => {
+    events.count('rate_limit', route, decision)
+    ex.set(RATE_LIMIT_DECISION, decision)
+  }
+  const refuse = (ex: PolicyExchange, refused: unknown[], next: (error?: Error) => void) => {
     const error = refusal(refused)
-    events.count('rate_limit', route, error instanceof GatewayError && error.code === 'state_unavailable' ? 'fail_closed' : 'refused')
+    decided(ex, error instanceof GatewayError && error.code === 'state_unavailable' ? 'fail_closed' : 'refused')
     next(error as Error)
   }
   // No outcome: admitted without a count (onRedisDown: open).
@@ -144,17 +152,17 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
       // One limit is the common case, and a place leased from Redis answers at once.
       const taken = only.shared?.take(key)
       if (taken instanceof RateLimiterRes) {
-        events.count('rate_limit', route, 'allowed')
+        decided(ex, 'allowed')
         setHeaders(reply, outcome(only, taken))
         return next()
       }
       consume(only, key, taken).then(
         (tightest) => {
-          events.count('rate_limit', route, admittedAs(tightest))
+          decided(ex, admittedAs(tightest))
           if (tightest) setHeaders(reply, tightest)
           next()
         },
-        (error: unknown) => refuse([error], next),
+        (error: unknown) => refuse(ex, [error], next),
       )
       return
     }
@@ -163,11 +171,11 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
       if (refused.length > 0) {
         // A refused request uses up nothing: the windows that admitted it get their place back.
         for (const r of results) if (r.status === 'fulfilled') r.value?.giveBack?.()
-        return refuse(refused, next)
+        return refuse(ex, refused, next)
       }
       let tightest: Outcome | undefined
       for (const r of results) if (r.status === 'fulfilled' && r.value && (!tightest || r.value.remaining < tightest.remaining)) tightest = r.value
-      events.count('rate_limit', route, results.some((r) => r.status === 'fulfilled' && r.value?.onLocalShare) ? 'local_share' : admittedAs(tightest))
+      decided(ex, results.some((r) => r.status === 'fulfilled' && r.value?.onLocalShare) ? 'local_share' : admittedAs(tightest))
       if (tightest) setHeaders(reply, tightest)
       next()
     }, next)

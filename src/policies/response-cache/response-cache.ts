@@ -2,7 +2,7 @@ import CachePolicy from 'http-cache-semantics'
 import type { IncomingHttpHeaders } from 'node:http'
 import { pipeline, Transform, type TransformCallback } from 'node:stream'
 import { parseJsonObject } from '../../kernel/json.js'
-import type { AttemptWrapper, PolicyDeps, PolicyExchange, PolicyKind, PolicyRoute, RequestGuard, UpstreamResponse } from '../policy.js'
+import { RequestValue, type AttemptWrapper, type PolicyDeps, type PolicyExchange, type PolicyKind, type PolicyRoute, type RequestGuard, type UpstreamResponse } from '../policy.js'
 import { keyText, MemoryStore, RedisStore, type CacheEntry, type CacheKey, type CacheStore, type StoredResponse } from './cache-store.js'
 import { ResponseCacheSchema, toResponseCacheConfig, type ResponseCacheConfig, type ResponseCacheSpec } from './schema.js'
 
@@ -13,17 +13,20 @@ export const responseCachePolicy: PolicyKind<ResponseCacheSpec, ResponseCacheCon
   create: (route, config, deps) => new ResponseCache(route, config, deps),
 }
 
-/** RFC 9211 Cache-Status values this cache answers with (the access log and the metrics read the same outcomes). */
+/** RFC 9211 Cache-Status values this cache answers with, and what each is in one word (the access log's `cache`). */
 const STATUS = {
-  hit: 'Portico; hit',
-  collapsed: 'Portico; hit; collapsed',
-  stale: 'Portico; hit; detail=stale',
-  miss: 'Portico; fwd=miss',
-  stored: 'Portico; fwd=miss; stored',
-  revalidated: 'Portico; fwd=stale; fwd-status=304',
-  refreshed: 'Portico; fwd=stale; stored',
-  revalidating: 'Portico; fwd=stale',
-} as const
+  hit: ['Portico; hit', 'hit'],
+  collapsed: ['Portico; hit; collapsed', 'hit'],
+  stale: ['Portico; hit; detail=stale', 'stale'],
+  miss: ['Portico; fwd=miss', 'miss'],
+  stored: ['Portico; fwd=miss; stored', 'miss'],
+  revalidated: ['Portico; fwd=stale; fwd-status=304', 'revalidated'],
+  refreshed: ['Portico; fwd=stale; stored', 'revalidated'],
+  revalidating: ['Portico; fwd=stale', 'revalidated'],
+} as const satisfies Record<string, readonly [string, string]>
+
+/** What the cache did for a request: the access log's `cache` field, and an attribute of the request's span. */
+export const CACHE_OUTCOME = new RequestValue<(typeof STATUS)[keyof typeof STATUS][1]>('cache.outcome', { logField: 'cache', spanAttribute: 'portico.cache.outcome' })
 
 // Statuses a shared cache may keep whole (RFC 9111 §3, less the partial 206 and the redirects that depend on the request).
 const STORABLE_STATUSES = new Set([200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501])
@@ -289,7 +292,7 @@ class ResponseCache {
     }
     const policy = this.#storablePolicy(ex, res.statusCode, upstreamHeaders)
     if (!policy) {
-      ex.reply.header('cache-status', appendStatus(upstreamHeaders['cache-status'], STATUS.miss))
+      says(ex, 'miss', upstreamHeaders['cache-status'])
       // A key whose answers cannot be kept: its requests stop waiting for one another.
       if (lookup.flight) this.#put(lookup.key, { kind: 'pass' }, this.#config.ttlMs)
       this.#endFlight(lookup)
@@ -297,7 +300,7 @@ class ResponseCache {
     }
     // `stored` only when the length says so now: a body of unknown length may still outgrow maxEntrySize.
     const storedForSure = upstreamHeaders['content-length'] !== undefined || ex.request.method === 'HEAD'
-    ex.reply.header('cache-status', appendStatus(upstreamHeaders['cache-status'], stale ? (storedForSure ? STATUS.refreshed : STATUS.revalidating) : storedForSure ? STATUS.stored : STATUS.miss))
+    says(ex, stale ? (storedForSure ? 'refreshed' : 'revalidating') : storedForSure ? 'stored' : 'miss', upstreamHeaders['cache-status'])
     const headers = storableHeaders(ex.reply.getHeaders(), lookup.preset, ex.request.method === 'HEAD')
     const vary = varyOf(upstreamHeaders.vary, this.#config.vary)
     const collector = new BodyCollector(this.#config.maxEntryBytes, (body) => {
@@ -366,7 +369,7 @@ class ResponseCache {
     reply.code(notModified ? 304 : entry.status)
     reply.headers(entry.headers)
     reply.header('age', String(Math.floor(entry.policy.age())))
-    reply.header('cache-status', STATUS[outcome])
+    says(ex, outcome)
     reply.header('x-request-id', request.id)
     // A HEAD entry keeps the upstream's Content-Length: its body is the GET's, which nobody sent.
     if (notModified || request.method === 'HEAD') return void reply.send()
@@ -489,6 +492,13 @@ function flatHeaders(headers: IncomingHttpHeaders): Record<string, string> {
   const flat: Record<string, string> = {}
   for (const [name, value] of Object.entries(headers)) if (value !== undefined) flat[name] = Array.isArray(value) ? value.join(', ') : value
   return flat
+}
+
+/** Says what the cache did: in the answer's Cache-Status (after an upstream cache's own), and on the exchange. */
+function says(ex: PolicyExchange, status: keyof typeof STATUS, upstream?: string): void {
+  const [text, outcome] = STATUS[status]
+  ex.reply.header('cache-status', appendStatus(upstream, text))
+  ex.set(CACHE_OUTCOME, outcome)
 }
 
 function appendStatus(upstream: unknown, ours: string): string {
