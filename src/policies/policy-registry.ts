@@ -62,13 +62,10 @@ export class PolicyRegistry {
           const id = `${route.name}\u0000${kind.key}`
           const print = fingerprint([config, route.timeout])
           const kept = this.#live.get(id)
-          let entry = kept
-          if (kept?.fingerprint !== print) {
-            entry = { fingerprint: print, policy: kind.create(route, config, this.#deps) }
-            made.push(entry.policy)
-          }
-          next.set(id, entry as LivePolicy)
-          policies.push({ key: kind.key, policy: (entry as LivePolicy).policy })
+          const entry = kept?.fingerprint === print ? kept : { fingerprint: print, policy: kind.create(route, config, this.#deps) }
+          if (entry !== kept) made.push(entry.policy)
+          next.set(id, entry)
+          policies.push({ key: kind.key, policy: entry.policy })
         }
         byRoute.set(route.name, policies)
       }
