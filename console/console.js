@@ -91,38 +91,41 @@ async function act(path, body, question) {
   $('#status').textContent = response.ok ? `done: ${question}` : `refused: ${answer.detail ?? response.status}`
 }
 
-const megabytes = (bytes) => (bytes / 1048576).toFixed(1)
+/** A policy's cell as its policy described it: a badge or plain text, and a second line. */
+function policyCell(attribute, cell) {
+  if (!cell) return element('td', { [`data-${attribute}`]: 'none' }, '—')
+  return element('td', { [`data-${attribute}`]: cell.mark },
+    cell.tone ? element('span', { class: `state ${cell.tone}` }, cell.text) : cell.text,
+    cell.note ? element('div', { class: 'note' }, cell.note) : '')
+}
+
+const CORE_COLUMNS = ['Route', 'Prefix', 'Target', 'Instances', 'req/s', 'Errors', 'p99']
 
 function render(snapshot) {
   const healthy = snapshot.health?.status ?? '?'
   $('#summary').textContent = `replica ${snapshot.replica.slice(0, 8)} · route table v${snapshot.tableVersion} · ${healthy}`
+  const titles = [...CORE_COLUMNS, ...snapshot.columns.map((c) => c.title), 'Actions']
+  $('#routes thead').replaceChildren(element('tr', {}, ...titles.map((title) => element('th', {}, title))))
   const rows = snapshot.routes.map((route) => {
     const { rps, errors, p99 } = rates(route, snapshot)
-    const breaker = route.breaker
-    const breakerCell = breaker
-      ? element('td', { 'data-breaker': breaker.state }, element('span', { class: `state ${breaker.state}` }, breaker.state), breaker.forced ? element('div', { class: 'forced' }, `forced by ${breaker.forced.by}${breaker.forced.reason ? `: ${breaker.forced.reason}` : ''}`) : '')
-      : element('td', { 'data-breaker': 'none' }, '—')
-    const limit = route.rateLimit ? `${route.rateLimit.limits?.map((l) => `${l.limit}/${l.windowMs / 1000}s`).join(', ')} · ${route.decisions.refused ?? 0} refused` : '—'
     const instances = element('td', {}, ...route.instances.map((instance) => {
       const out = instance.state !== 'in rotation'
       const path = `/admin/routes/${encodeURIComponent(route.name)}/instances/${encodeURIComponent(instance.id)}`
-      return element('div', { class: 'instance' }, element('span', { class: `state ${out ? 'out' : 'in'}` }, out ? 'out' : 'in'), ` ${instance.origin} `,
+      return element('div', { class: 'instance', title: instance.state }, element('span', { class: `state ${out ? 'bad' : 'good'}` }, out ? 'out' : 'in'), ` ${instance.origin} `,
         out
           ? element('button', { onclick: () => act(`${path}/admit`, {}, `Put ${instance.origin} back into rotation on "${route.name}"?`) }, 'Admit')
           : element('button', { onclick: () => act(`${path}/eject`, {}, `Take ${instance.origin} out of rotation on "${route.name}", on every replica?`) }, 'Eject'))
     }))
-    const cache = route.cache
-    const lookups = cache ? Object.values(cache.outcomes).reduce((n, c) => n + c, 0) : 0
-    const hits = cache ? (cache.outcomes.hit ?? 0) + (cache.outcomes.collapsed ?? 0) : 0
-    const cacheCell = cache
-      ? element('td', { 'data-cache': cache.store }, `${lookups ? Math.round((100 * hits) / lookups) : 0}% hits of ${lookups} · ${megabytes(cache.bytesHere)} MB (${cache.store})`)
-      : element('td', { 'data-cache': 'none' }, '—')
     const breakerPath = `/admin/routes/${encodeURIComponent(route.name)}/breaker`
     const actions = element('td', {},
       element('button', { 'data-action': 'open', onclick: () => act(breakerPath, { state: 'open' }, `Open the breaker of "${route.name}" on every replica? Its clients get 503.`) }, 'Open breaker'),
       element('button', { 'data-action': 'closed', onclick: () => act(breakerPath, { state: 'closed' }, `Hold the breaker of "${route.name}" closed on every replica?`) }, 'Hold closed'),
       element('button', { 'data-action': 'auto', onclick: () => act(breakerPath, { state: 'auto' }, `Give the breaker of "${route.name}" back to its policy?`) }, 'Auto'))
-    return element('tr', { 'data-route': route.name }, element('td', {}, route.name), element('td', {}, route.prefix), element('td', {}, route.target), instances, breakerCell, element('td', {}, limit), element('td', {}, rps), element('td', {}, errors), element('td', {}, p99), cacheCell, actions)
+    return element('tr', { 'data-route': route.name },
+      element('td', {}, route.name), element('td', {}, route.prefix), element('td', {}, route.target), instances,
+      element('td', { 'data-rate': 'requests' }, rps), element('td', { 'data-rate': 'errors' }, errors), element('td', { 'data-rate': 'p99' }, p99),
+      ...snapshot.columns.map(({ attribute }) => policyCell(attribute, route.cells[attribute])),
+      actions)
   })
   $('#routes tbody').replaceChildren(...rows)
   $('#fleet tbody').replaceChildren(...snapshot.fleet.map((replica) => element('tr', {}, element('td', {}, String(replica.id).slice(0, 8)), element('td', {}, replica.version ?? '?'), element('td', {}, `${replica.uptimeSeconds ?? '?'} s`), element('td', {}, `v${replica.routeTableVersion ?? '?'}`), element('td', {}, replica.health ?? '?'))))

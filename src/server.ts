@@ -5,7 +5,8 @@ import { createAdminServer } from './admin/admin-server.js'
 import { AuditLog } from './admin/audit-log.js'
 import { HealthRegistry } from './admin/health-registry.js'
 import { ConfigError, parseAdminTokens, type PorticoConfig } from './kernel/process-config.js'
-import { createGateway, describePolicies, type Gateway } from './proxy/gateway.js'
+import { POLICIES } from './policies/index.js'
+import { createGateway, type Gateway } from './proxy/gateway.js'
 import { createConsulClient } from './discovery/consul-client.js'
 import { routeProviders } from './config/providers/route-providers.js'
 import { ConsulDiscovery } from './discovery/consul-discovery.js'
@@ -54,16 +55,8 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   const discovery = WORKER === undefined ? new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) }) : new RelayedDiscovery()
   // Its sources are read at scrape time, when the gateway exists.
   const metrics = new GatewayMetrics({
-    breakers: () =>
-      gateway.routes.current().table.routes.flatMap((r) => {
-        const breaker = describePolicies(r).circuitBreaker as { state: 'closed' | 'open' | 'half-open' } | undefined
-        return breaker ? [{ route: r.name, state: breaker.state }] : []
-      }),
-    caches: () =>
-      gateway.routes.current().table.routes.flatMap((r) => {
-        const cache = describePolicies(r).cache as { bytesHere: number } | undefined
-        return cache ? [{ route: r.name, bytes: cache.bytesHere }] : []
-      }),
+    policyKinds: POLICIES,
+    livePolicies: () => gateway.routes.current().table.routes.map((r) => ({ route: r.name, policies: r.livePolicies })),
     discovery: () => discovery.health(),
     sharedState: () => (state ? state.health() : { status: 'ok' }),
     routes: () => {
@@ -141,7 +134,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     replicaId: state?.replicaId ?? 'local',
     traffic: () => metrics.routeTraffic(),
     bucketBounds: DURATION_BUCKETS,
-    policyEvents: gateway.stats.policyEvents,
+    policies: gateway.policies,
   })
   const url = await gateway.app.listen({ host: config.host, port: config.port })
   // A worker's own admin server answers its primary only; the primary holds the admin port.

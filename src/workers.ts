@@ -4,7 +4,6 @@ import { createServer, request, type IncomingMessage, type ServerResponse } from
 import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
 import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client'
-import { RateLimiterClusterMaster } from 'rate-limiter-flexible'
 import type { Instance, ServiceInstances } from './balancer/instance.js'
 import type { RouteDefinition } from './config/parse-route-file.js'
 import { routeProviders } from './config/providers/route-providers.js'
@@ -13,7 +12,7 @@ import { createConsulClient } from './discovery/consul-client.js'
 import { ConsulDiscovery } from './discovery/consul-discovery.js'
 import type { ComponentHealth } from './kernel/health.js'
 import { isHostMessage } from './kernel/host-channel.js'
-import { serveHostSlots } from './policies/concurrency-limit/host-slots.js'
+import { POLICIES } from './policies/index.js'
 import { ConfigError, type PorticoConfig } from './kernel/process-config.js'
 import { access } from 'node:fs/promises'
 
@@ -155,15 +154,14 @@ export function joinPrimary(registry: Registry, ready: Omit<ReadyMessage, 'porti
  * The primary of `--workers N`: it forks the workers (each a whole gateway on the shared traffic port, node:cluster
  * handing out connections), replaces one that dies, replaces them one by one on SIGUSR2 (a new one serves before an
  * old one stops), passes SIGHUP and SIGUSR1 on, and on SIGTERM/SIGINT lets every worker drain, then exits. It holds the
- * host's rate-limit counts without Redis (rate-limiter-flexible's cluster limiter), and answers on the admin port:
+ * host-wide state its policies ask for (the rate limit's counts without Redis), and answers on the admin port:
  * /metrics aggregated over the workers, actions sent to every worker, everything else to one.
  */
 export async function runPrimary(config: PorticoConfig, logger: Logger): Promise<number> {
   const count = workerCount(config.workers)
   // Route definitions hold Sets and Maps: structured clone carries them, JSON would not.
   cluster.setupPrimary({ serialization: 'advanced' })
-  new RateLimiterClusterMaster()
-  serveHostSlots()
+  for (const kind of POLICIES) kind.holdForHost?.()
   const tables = await decideTables(config, logger)
   const discovery = relayDiscovery(config, logger)
   const metrics = new AggregatorRegistry<PrometheusContentType>()

@@ -2,12 +2,13 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { GatewayError } from '../kernel/errors.js'
 import { answerClientError, installProblemResponses, sendProblem } from '../http/problem-responses.js'
+import type { Instance } from '../balancer/instance.js'
 import { describePolicies, type LiveRoute } from '../proxy/gateway.js'
 import type { RouteWatcher } from '../config/route-watcher.js'
 import type { HealthRegistry } from './health-registry.js'
 import type { Registry } from 'prom-client'
 import { readFileSync } from 'node:fs'
-import type { PolicyEventKind, PolicyEvents } from '../policies/policy-events.js'
+import type { AdminAction, AnyPolicyKind, PolicyDeps, RoutePolicy } from '../policies/policy.js'
 import { parseDuration } from '../kernel/duration.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import { AUDIT_LENGTH, type AuditLog } from './audit-log.js'
@@ -37,7 +38,8 @@ export interface AdminOptions {
   readonly traffic: () => readonly { route: string; requests: number; errors: number; buckets: number[] }[]
   /** Upper bounds (s) of those buckets. */
   readonly bucketBounds: readonly number[]
-  readonly policyEvents: PolicyEvents
+  /** The policies there are, with what they were built with: their status columns and admin actions. */
+  readonly policies: { readonly kinds: readonly AnyPolicyKind[]; readonly deps: PolicyDeps }
 }
 
 export interface AdminToken {
@@ -198,38 +200,50 @@ function registerConsole(app: FastifyInstance, options: AdminOptions, authorize:
   })
 }
 
-/** What the status page shows: routes with instances, breakers, limits and traffic counts; the fleet; file errors. */
+/** The route's live policy of `key`, if it has one. */
+function policyOf(route: LiveRoute, key: string): RoutePolicy | undefined {
+  return route.livePolicies.find((p) => p.key === key)?.policy
+}
+
+/** Instance ids a route's policies keep traffic from (an outlier detector's ejections), by the policy that does. */
+function heldOut(route: LiveRoute, instances: readonly Instance[]): Map<string, string> {
+  const out = new Map<string, string>()
+  for (const { key, policy } of route.livePolicies) {
+    if (!policy.filterInstances) continue
+    const admitted = new Set(policy.filterInstances(instances))
+    for (const instance of instances) if (!admitted.has(instance) && !out.has(instance.id)) out.set(instance.id, key)
+  }
+  return out
+}
+
+/**
+ * What the status page shows: routes with instances, traffic counts and a cell per policy column (each policy
+ * describes its own cells); the fleet; file errors.
+ */
 async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown>> {
   const live = options.routes.current()
   const traffic = new Map(options.traffic().map((t) => [t.route, t]))
-  const outcomesByRoute = (kind: PolicyEventKind) => {
-    const byRoute = new Map<string, Record<string, number>>()
-    for (const { route, outcome, count } of options.policyEvents.of(kind)) (byRoute.get(route) ?? byRoute.set(route, {}).get(route) ?? {})[outcome] = count
-    return byRoute
-  }
-  const decisions = outcomesByRoute('rate_limit')
-  const cacheOutcomes = outcomesByRoute('cache')
-  const { breakers, ejections } = options.overrides.snapshot()
+  const { kinds, deps } = options.policies
+  const columns = kinds.flatMap((kind) => (kind.column ? [{ key: kind.key, column: kind.column }] : []))
+  const { ejections } = options.overrides.snapshot()
   return {
     at: Date.now(),
     replica: options.replicaId,
     tableVersion: live.version,
     bucketBounds: options.bucketBounds,
     health: options.health.report(),
+    columns: columns.map(({ column }) => ({ title: column.title, attribute: column.attribute })),
     routes: live.table.routes.map((route) => {
-      const policies = describePolicies(route)
-      const outliers = new Set(((policies.outlierDetection as { ejected?: string[] } | undefined)?.ejected ?? []))
+      const instances = route.discovered()
+      const held = heldOut(route, instances)
       const operatorEjected = ejections[route.name] ?? {}
       return {
         name: route.name,
         prefix: route.prefix,
         target: route.target.kind === 'service' ? `service ${route.target.service}` : 'static',
-        breaker: policies.circuitBreaker ?? (breakers[route.name] ? { state: breakers[route.name]?.state, forced: breakers[route.name] } : null),
-        rateLimit: policies.rateLimit ?? null,
-        decisions: decisions.get(route.name) ?? {},
-        cache: policies.cache ? { ...policies.cache, outcomes: cacheOutcomes.get(route.name) ?? {} } : null,
+        cells: Object.fromEntries(columns.map(({ key, column }) => [column.attribute, column.cell(policyOf(route, key), route.name, deps) ?? null])),
         traffic: traffic.get(route.name) ?? { requests: 0, errors: 0, buckets: [] },
-        instances: route.discovered().map((i) => ({ id: i.id, origin: i.origin, state: operatorEjected[i.id] ? 'ejected by operator' : outliers.has(i.id) ? 'ejected (outlier)' : 'in rotation' })),
+        instances: instances.map((i) => ({ id: i.id, origin: i.origin, state: operatorEjected[i.id] ? 'ejected by operator' : held.has(i.id) ? `held out by ${held.get(i.id)}` : 'in rotation' })),
       }
     }),
     fleet: await options.fleet().catch(() => []),
@@ -303,26 +317,28 @@ function registerActions(app: FastifyInstance, options: AdminOptions, authorize:
     })
   }
 
-  app.delete<{ Params: { name: string }; Querystring: { path?: string } }>('/admin/cache/:name', { preHandler: authorize }, async (request) => {
-    const route = routeNamed(request.params.name)
-    const cache = route.livePolicies.find((p) => p.key === 'cache')?.policy
-    if (!cache?.purge) throw new GatewayError('not_found', `Route "${route.name}" has no cache`)
-    const { path } = request.query
-    let upstreamPath: string | undefined
-    if (path !== undefined) {
-      // The path as clients ask for it; entries are kept under what the upstream is asked for.
-      const normalized = normalizePath(path)
-      const match = normalized === undefined ? undefined : new RouteTable([route]).match(normalized)
-      if (!match) throw new GatewayError('bad_request', `"path": ${JSON.stringify(path)} is not a path of route "${route.name}" (prefix ${route.prefix})`)
-      upstreamPath = match.upstreamPath
-    }
-    const made = decision(request, {})
-    const purged = await cache.purge(upstreamPath).catch((error: unknown) => {
-      throw new GatewayError('state_unavailable', `The cache in Redis could not be purged (${(error as Error).message})`, { cause: error })
+  for (const kind of options.policies.kinds) for (const action of (kind.adminActions ?? []) as readonly AdminAction<RoutePolicy>[]) {
+    app.route<{ Params: { name: string }; Querystring: Record<string, string | undefined> }>({
+      method: action.method,
+      url: action.url,
+      preHandler: authorize,
+      handler: async (request) => {
+        const route = routeNamed(request.params.name)
+        const policy = policyOf(route, kind.key)
+        if (!policy) throw new GatewayError('not_found', `Route "${route.name}" ${action.missing}`)
+        const upstreamPathOf = (path: string): string => {
+          const normalized = normalizePath(path)
+          const match = normalized === undefined ? undefined : new RouteTable([route]).match(normalized)
+          if (!match) throw new GatewayError('bad_request', `"path": ${JSON.stringify(path)} is not a path of route "${route.name}" (prefix ${route.prefix})`)
+          return match.upstreamPath
+        }
+        const made = decision(request, {})
+        const { answer, detail } = await action.run(policy, { route, query: request.query, upstreamPathOf })
+        await audit.record({ at: new Date(made.at).toISOString(), by: made.by, action: action.audit, route: route.name, detail, replica: options.replicaId })
+        return answer
+      },
     })
-    await audit.record({ at: new Date(made.at).toISOString(), by: made.by, action: 'cache purge', route: route.name, detail: path === undefined ? undefined : { path }, replica: options.replicaId })
-    return { route: route.name, path: path ?? null, purged }
-  })
+  }
 
   app.get('/admin/fleet', { preHandler: authorize }, async () => ({ self: options.replicaId, replicas: await options.fleet() }))
 

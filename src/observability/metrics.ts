@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric, type MetricValueWithName } from 'prom-client'
-import type { PolicyEventKind } from '../policies/policy-events.js'
+import type { AnyPolicyKind } from '../policies/policy.js'
+import type { KeyedPolicy } from '../policies/policy-registry.js'
 import { DURATION_BUCKETS, DurationCounts } from '../proxy/attempt-stats.js'
 
 export { DURATION_BUCKETS }
@@ -7,10 +8,10 @@ import type { ComponentHealth } from '../kernel/health.js'
 import type { GatewayStats, RequestRecord } from '../proxy/gateway.js'
 
 export interface MetricsSources {
-  /** Per route: its breaker's state, when it has one. */
-  readonly breakers: () => Iterable<{ route: string; state: 'closed' | 'open' | 'half-open' }>
-  /** Per route with a cache: the bytes its entries take in this process. */
-  readonly caches: () => Iterable<{ route: string; bytes: number }>
+  /** The policies there are: each adds the counters and gauges it declares. */
+  readonly policyKinds: readonly AnyPolicyKind[]
+  /** Each live route's policies, for the policies' gauges. */
+  readonly livePolicies: () => Iterable<{ readonly route: string; readonly policies: readonly KeyedPolicy[] }>
   readonly discovery: () => ComponentHealth
   readonly sharedState: () => ComponentHealth
   readonly routes: () => { version: number; routes: number; refusedSources: number }
@@ -23,7 +24,6 @@ export interface MetricsSources {
   readonly accessLogDropped: () => number
 }
 
-const BREAKER_STATE = { closed: 0, 'half-open': 1, open: 2 } as const
 const DURATION = 'portico_request_duration_seconds'
 const DURATION_HELP = 'Time to the response being sent, by route.'
 const ATTEMPT_DURATION = 'portico_upstream_attempt_duration_seconds'
@@ -127,28 +127,27 @@ export class GatewayMetrics {
       for (const { route, instance, counts } of attemptsByInstance()) yield [{ route, instance }, counts.failures]
     })
     scrapedHistogram(this.registry, ATTEMPT_DURATION, ATTEMPT_DURATION_HELP, () => attemptsByInstance().flatMap(({ route, instance, counts }) => histogramSamples(ATTEMPT_DURATION, { route, instance }, counts)))
-    const events = (kind: PolicyEventKind, label: string) =>
-      function* (): Iterable<[Record<string, string>, number]> {
-        for (const { route, outcome, count } of sources.gateway().policyEvents.of(kind)) yield [{ route, [label]: outcome }, count]
-      }
-    scrapedCounter(registers, 'portico_rate_limit_decisions_total', 'Rate-limit decisions by route and outcome: allowed, refused, local_share (admitted on this replica\'s share while Redis is away), fail_open, fail_closed.', ['route', 'outcome'], events('rate_limit', 'outcome'))
-    scrapedCounter(registers, 'portico_retries_total', 'Retries by route and result: retried, budget_exhausted.', ['route', 'result'], events('retry', 'result'))
-    scrapedCounter(registers, 'portico_outlier_ejections_total', 'Instances ejected by outlier detection, by route.', ['route', 'outcome'], events('ejection', 'outcome'))
-    scrapedCounter(registers, 'portico_circuit_breaker_transitions_total', 'Breaker transitions by route and the state entered (open, half_open, closed).', ['route', 'to'], events('breaker_transition', 'to'))
-    scrapedCounter(registers, 'portico_cache_requests_total', 'Requests that looked in a route\'s cache, by outcome: hit, collapsed (hit after waiting for another request\'s fetch), miss, revalidate (stale entry checked upstream), bypass (the key\'s answers cannot be kept).', ['route', 'outcome'], events('cache', 'outcome'))
-    scrapedCounter(registers, 'portico_cache_stale_served_total', 'Stale entries answered, by route and why: on_error (staleIfError) or while_revalidating (staleWhileRevalidate).', ['route', 'reason'], events('cache_stale', 'reason'))
-    scrapedCounter(registers, 'portico_cache_coalesced_waits_total', 'Requests that waited for another request\'s fetch of the same key: in this replica (coalesced) or in another (fleet).', ['route', 'scope'], events('cache_wait', 'scope'))
-    scrapedCounter(registers, 'portico_cache_evictions_total', 'Entries the memory store let go to stay within maxSize, by route.', ['route', 'reason'], events('cache_eviction', 'reason'))
-    new Gauge({
-      name: 'portico_cache_bytes',
-      help: 'Bytes of cache entries held in this process, by route (a Redis store holds its entries in Redis).',
-      labelNames: ['route'],
-      registers,
-      collect() {
-        this.reset()
-        for (const { route, bytes } of sources.caches()) this.set({ route }, bytes)
-      },
-    })
+    for (const kind of sources.policyKinds) {
+      for (const counter of kind.counters ?? [])
+        scrapedCounter(registers, counter.name, counter.help, ['route', counter.label], function* () {
+          for (const { route, outcome, count } of sources.gateway().policyEvents.of(counter)) yield [{ route, [counter.label]: outcome }, count]
+        })
+      for (const gauge of kind.gauges ?? [])
+        new Gauge({
+          name: gauge.name,
+          help: gauge.help,
+          aggregator: gauge.aggregator ?? 'sum',
+          labelNames: ['route'],
+          registers,
+          collect() {
+            this.reset()
+            for (const { route, policies } of sources.livePolicies()) {
+              const live = policies.find((p) => p.key === kind.key)
+              if (live) this.set({ route }, gauge.read(live.policy))
+            }
+          },
+        })
+    }
     scrapedCounter(registers, 'portico_redis_commands_total', 'Commands sent to Redis.', [], function* () {
       const counts = sources.redisCommands()
       if (counts) yield [{}, counts.sent]
@@ -158,17 +157,6 @@ export class GatewayMetrics {
       if (counts) yield [{}, counts.failed]
     })
     this.#problems = new Counter({ name: 'portico_gateway_errors_total', help: 'Answers the gateway gave itself, by route and problem code (rate_limited, circuit_open, upstream_timeout, …).', labelNames: ['route', 'code'], registers })
-    new Gauge({
-      name: 'portico_circuit_breaker_state',
-      aggregator: 'max',
-      help: 'Breaker state per route: 0 closed, 1 half-open, 2 open.',
-      labelNames: ['route'],
-      registers,
-      collect() {
-        this.reset()
-        for (const { route, state } of sources.breakers()) this.set({ route }, BREAKER_STATE[state])
-      },
-    })
     new Gauge({
       name: 'portico_circuit_breaker_forced',
       aggregator: 'max',

@@ -1,22 +1,40 @@
-/** The decisions policies count, each by route and outcome. */
-export type PolicyEventKind = 'rate_limit' | 'retry' | 'ejection' | 'breaker_transition' | 'cache' | 'cache_stale' | 'cache_wait' | 'cache_eviction'
+/**
+ * A counter of one policy's decisions, by route and one label of its own (`outcome`, `reason`, …): declared by the
+ * policy in its folder, counted under the declaration itself, exported by the metrics as it says.
+ */
+export class PolicyCounter {
+  constructor(
+    /** The Prometheus family, e.g. `portico_retries_total`. */
+    readonly name: string,
+    readonly help: string,
+    /** The label the counted outcome goes under, beside `route`. */
+    readonly label: string,
+  ) {}
+}
 
 /**
- * What the policies decided, counted by kind, route and outcome: plain numbers on the request path (nested maps, no
+ * What the policies decided, counted by counter, route and outcome: plain numbers on the request path (nested maps, no
  * label hashing, no allocation once a series exists), turned into Prometheus samples when it scrapes.
  */
 export class PolicyEvents {
-  readonly #counts = new Map<PolicyEventKind, Map<string, Map<string, number>>>()
+  readonly #counts = new Map<PolicyCounter, Map<string, Map<string, number>>>()
 
-  count(kind: PolicyEventKind, route: string, outcome: string): void {
-    let routes = this.#counts.get(kind)
-    if (!routes) this.#counts.set(kind, (routes = new Map()))
+  count(counter: PolicyCounter, route: string, outcome: string): void {
+    let routes = this.#counts.get(counter)
+    if (!routes) this.#counts.set(counter, (routes = new Map()))
     let outcomes = routes.get(route)
     if (!outcomes) routes.set(route, (outcomes = new Map()))
     outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1)
   }
 
-  *of(kind: PolicyEventKind): Iterable<{ route: string; outcome: string; count: number }> {
-    for (const [route, outcomes] of this.#counts.get(kind) ?? []) for (const [outcome, count] of outcomes) yield { route, outcome, count }
+  *of(counter: PolicyCounter): Iterable<{ route: string; outcome: string; count: number }> {
+    for (const [route, outcomes] of this.#counts.get(counter) ?? []) for (const [outcome, count] of outcomes) yield { route, outcome, count }
+  }
+
+  /** One route's counts so far, by outcome. */
+  ofRoute(counter: PolicyCounter, route: string): ReadonlyMap<string, number> {
+    return this.#counts.get(counter)?.get(route) ?? NONE
   }
 }
+
+const NONE: ReadonlyMap<string, number> = new Map()

@@ -6,11 +6,11 @@ import type { Instance } from '../balancer/instance.js'
 import type { Logger } from '../kernel/logger.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
-import type { PolicyEvents } from './policy-events.js'
+import type { PolicyCounter, PolicyEvents } from './policy-events.js'
 
 /**
  * A per-request value that one policy declares and sets on the exchange, and later ones (or the access log and the
- * request's span, when `shown` names where) read: the consumer an auth guard establishes, what the cache did. Typed
+ * request's span, when `shown` names where) read: the consumer an auth guard establishes, what a policy decided. Typed
  * by its declaration (Hono's `c.set`/`c.get`); no header is re-parsed downstream.
  */
 export class RequestValue<T extends string | number | boolean> {
@@ -119,28 +119,84 @@ export interface RoutePolicy {
   readonly filterInstances?: (instances: readonly Instance[]) => readonly Instance[]
   /** What the admin API and metrics show of it now. */
   describe?(): Record<string, unknown>
-  /** Drops what the policy keeps for its route (a cache's entries), or only what it keeps of one upstream path. */
-  purge?(path: string | undefined): Promise<number>
   /** Releases timers and subscriptions; called once the route no longer uses this policy. */
   stop?(): void
 }
 
+/** A gauge a policy contributes: each route's value read off its live policy when Prometheus scrapes. */
+export interface PolicyGauge<Live> {
+  readonly name: string
+  readonly help: string
+  /** How the primary of `--workers` folds its workers' values (prom-client's aggregators); `sum` when unsaid. */
+  readonly aggregator?: 'sum' | 'max' | 'min'
+  read(policy: Live): number
+}
+
+/** What the status page shows of a policy on one route. */
+export interface StatusCell {
+  /** The cell's data attribute value, for styles and tests (`open`, `memory`). */
+  readonly mark: string
+  readonly text: string
+  /** Shown as a badge of this tone when set; as plain text otherwise. */
+  readonly tone?: 'good' | 'warn' | 'bad'
+  /** A second, smaller line (who forced it, and why). */
+  readonly note?: string
+}
+
+/** A policy's column on the status page: the snapshot carries its cells, and the page renders every column alike. */
+export interface StatusColumn<Live> {
+  readonly title: string
+  /** The cell's `data-*` attribute name, e.g. `cache`. */
+  readonly attribute: string
+  /** The route's cell; `policy` is undefined on a route without the policy. Undefined shows a dash. */
+  cell(policy: Live | undefined, route: string, deps: PolicyDeps): StatusCell | undefined
+}
+
+/** What an admin action gets of its request: plain values, no HTTP framework. */
+export interface AdminActionRequest {
+  readonly route: PolicyRoute
+  readonly query: Readonly<Record<string, string | undefined>>
+  /** The upstream path the route sends a client's `path` to; throws a `bad_request` GatewayError for another route's path. */
+  upstreamPathOf(path: string): string
+}
+
+/** An operator's action on one route's policy: served on the admin port behind its token, and audited. */
+export interface AdminAction<Live> {
+  readonly method: 'POST' | 'DELETE'
+  /** Under `/admin/`, with `:name` for the route: `/admin/cache/:name`. */
+  readonly url: string
+  /** The audit log's name for it: `cache purge`. */
+  readonly audit: string
+  /** What the 404 says of a route without the policy: `has no cache`. */
+  readonly missing: string
+  /** The answer's JSON, and what the audit entry records beyond route and operator. */
+  run(policy: Live, request: AdminActionRequest): Promise<{ readonly answer: Record<string, unknown>; readonly detail?: Record<string, unknown> }>
+}
+
 /**
- * A route-file key and everything behind it: its schema, the one place its defaults are applied, and its factory.
+ * A route-file key and everything behind it: its schema, the one place its defaults are applied, its factory, and
+ * what it adds to the rest of the gateway (metrics, the status page, admin actions, the primary of `--workers`).
  * Adding a policy is one folder with one of these, plus one line in POLICIES and one in the route schema.
  */
-export interface PolicyKind<Spec, Config> {
+export interface PolicyKind<Spec, Config, Live extends RoutePolicy = RoutePolicy> {
   /** The route-file key, e.g. `rateLimit`. */
   readonly key: string
   readonly schema: TSchema
   /** Spec (as validated by the schema) to config, defaults applied; a string says why the spec cannot be used. */
   toConfig(spec: Spec): Config | string
-  create(route: PolicyRoute, config: Config, deps: PolicyDeps): RoutePolicy
+  create(route: PolicyRoute, config: Config, deps: PolicyDeps): Live
+  /** The counters its decisions feed (through `deps.events`), exported by route and their own label. */
+  readonly counters?: readonly PolicyCounter[]
+  readonly gauges?: readonly PolicyGauge<Live>[]
+  readonly column?: StatusColumn<Live>
+  readonly adminActions?: readonly AdminAction<Live>[]
+  /** Called once in the primary of `--workers`: what it must hold for the host's workers (a cluster-wide counter). */
+  holdForHost?(): void
 }
 
 // Each kind checks its own Spec and Config; the list of them is heterogeneous.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type AnyPolicyKind = PolicyKind<any, any>
+export type AnyPolicyKind = PolicyKind<any, any, any>
 
 /** A config as text that is equal for equal configs, Sets and Maps included: a changed field always tells. */
 export function fingerprint(config: unknown): string {

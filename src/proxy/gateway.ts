@@ -13,7 +13,7 @@ import { GatewayError } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
 import { POLICIES } from '../policies/index.js'
 import { PolicyEvents } from '../policies/policy-events.js'
-import type { AttemptWrapper, RequestGuard, Send } from '../policies/policy.js'
+import type { AnyPolicyKind, AttemptWrapper, PolicyDeps, RequestGuard, Send } from '../policies/policy.js'
 import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
 import { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
@@ -56,6 +56,8 @@ export interface Gateway {
   readonly overrides: OperatorOverrides
   /** What the metrics read at scrape time. */
   readonly stats: GatewayStats
+  /** The policies there are, and what they are built with: the admin API's columns and actions read them. */
+  readonly policies: { readonly kinds: readonly AnyPolicyKind[]; readonly deps: PolicyDeps }
   /**
    * Stops accepting connections and drains. A request that comes on a kept-alive connection meanwhile is answered 503
    * `shutting_down` (the replica is leaving: try another), or with `handOver`, served and its connection closed after
@@ -87,7 +89,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const discovery = options.discovery
   const policyEvents = new PolicyEvents()
   const overrides = new OperatorOverrides({ state: options.state, logger: options.logger })
-  const policyRegistry = new PolicyRegistry(POLICIES, { state: options.state, logger: options.logger, events: policyEvents, overrides })
+  const policyDeps: PolicyDeps = { state: options.state, logger: options.logger, events: policyEvents, overrides }
+  const policyRegistry = new PolicyRegistry(POLICIES, policyDeps)
   const attempts = new AttemptStats()
   const active = new Map<string, { count: number }>()
   const activeOf = (route: string) => {
@@ -199,6 +202,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     routes,
     overrides,
     stats,
+    policies: { kinds: POLICIES, deps: policyDeps },
     startHandOver() {
       draining = 'hand-over'
     },

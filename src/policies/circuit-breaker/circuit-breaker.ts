@@ -7,8 +7,8 @@ import { isClientFault } from '../../kernel/upstream-errors.js'
 import { FleetCounters } from '../../state/fleet-counters.js'
 import type { BreakerOverride, OperatorOverrides } from '../../state/operator-overrides.js'
 import type { SharedState } from '../../state/shared-state.js'
-import type { PolicyEvents } from '../policy-events.js'
-import { RequestValue, type AttemptHandler, type AttemptWrapper, type PolicyExchange, type PolicyKind, type PolicyRoute, type Send, type UpstreamResponse } from '../policy.js'
+import { PolicyCounter, type PolicyEvents } from '../policy-events.js'
+import { RequestValue, type AttemptHandler, type AttemptWrapper, type PolicyExchange, type PolicyKind, type PolicyRoute, type RoutePolicy, type Send, type StatusCell, type UpstreamResponse } from '../policy.js'
 import { CircuitBreakerSchema, toCircuitBreakerConfig, type CircuitBreakerConfig, type CircuitBreakerSpec } from './schema.js'
 
 const CHANNEL = 'portico:breakers'
@@ -46,13 +46,39 @@ const COUNTED = new Error('the request counts as a failure')
 /** The breaker's state as the request's last attempt found it, on the request's span. */
 export const BREAKER_STATE = new RequestValue<'closed' | 'open' | 'half-open'>('circuitBreaker.state', { spanAttribute: 'portico.circuit_breaker.state' })
 
-export const circuitBreakerPolicy: PolicyKind<CircuitBreakerSpec, CircuitBreakerConfig> = {
+const TRANSITIONS = new PolicyCounter('portico_circuit_breaker_transitions_total', 'Breaker transitions by route and the state entered (open, half_open, closed).', 'to')
+const STATE_NUMBER = { closed: 0, 'half-open': 1, open: 2 } as const
+const TONE = { closed: 'good', 'half-open': 'warn', open: 'bad' } as const
+
+type BreakerView = ReturnType<RouteBreaker['state']>
+
+interface LiveBreaker extends RoutePolicy {
+  describe(): BreakerView
+}
+
+/** The breaker's cell: its state, or on a route without one the state an operator forced on it (refused before any policy). */
+function breakerCell(view: Pick<BreakerView, 'state' | 'forced'>): StatusCell {
+  const { state, forced } = view
+  return { mark: state, text: state, tone: TONE[state], ...(forced ? { note: `forced by ${forced.by}${forced.reason ? `: ${forced.reason}` : ''}` } : {}) }
+}
+
+export const circuitBreakerPolicy: PolicyKind<CircuitBreakerSpec, CircuitBreakerConfig, LiveBreaker> = {
   key: 'circuitBreaker',
   schema: CircuitBreakerSchema,
   toConfig: toCircuitBreakerConfig,
   create: (route, config, { state, logger, events, overrides }) => {
     const breaker = createRouteBreaker(route, config, state, logger, events, overrides)
     return { wrap: breaker.wrap, describe: breaker.state, stop: breaker.stop }
+  },
+  counters: [TRANSITIONS],
+  gauges: [{ name: 'portico_circuit_breaker_state', aggregator: 'max', help: 'Breaker state per route: 0 closed, 1 half-open, 2 open.', read: (breaker) => STATE_NUMBER[breaker.describe().state] }],
+  column: {
+    title: 'Breaker',
+    attribute: 'breaker',
+    cell: (breaker, route, { overrides }) => {
+      const forced = overrides.breaker(route)
+      return breaker ? breakerCell(breaker.describe()) : forced && breakerCell({ state: forced.state, forced })
+    },
   },
 }
 
@@ -131,14 +157,14 @@ function createRouteBreaker({ name: route, timeout }: PolicyRoute, config: Circu
   breaker.on('success', () => counts.add('s'))
   breaker.on('failure', () => counts.add('f'))
   breaker.on('open', () => {
-    events.count('breaker_transition', route, 'open')
+    events.count(TRANSITIONS, route, 'open')
     openUntil = Date.now() + config.resetTimeoutMs
     if (!applyingRemote) void announceOpen()
     logger.warn({ route, openUntil: new Date(openUntil).toISOString(), remote: applyingRemote }, 'circuit breaker open')
   })
-  breaker.on('halfOpen', () => events.count('breaker_transition', route, 'half_open'))
+  breaker.on('halfOpen', () => events.count(TRANSITIONS, route, 'half_open'))
   breaker.on('close', () => {
-    events.count('breaker_transition', route, 'closed')
+    events.count(TRANSITIONS, route, 'closed')
     openUntil = undefined
     if (!applyingRemote) void announceClose()
     logger.info({ route, remote: applyingRemote }, 'circuit breaker closed')

@@ -2,7 +2,7 @@ import { GatewayError } from '../../kernel/errors.js'
 import type { SharedState } from '../../state/shared-state.js'
 import type { PolicyExchange, PolicyKind, RequestGuard } from '../policy.js'
 import { ConcurrencyLimitSchema, toConcurrencyLimitConfig, type ConcurrencyLimitConfig, type ConcurrencyLimitSpec } from './schema.js'
-import { HostSlots } from './host-slots.js'
+import { HostSlots, serveHostSlots } from './host-slots.js'
 import { SharedSlots } from './shared-slots.js'
 
 export const concurrencyLimitPolicy: PolicyKind<ConcurrencyLimitSpec, ConcurrencyLimitConfig> = {
@@ -10,6 +10,8 @@ export const concurrencyLimitPolicy: PolicyKind<ConcurrencyLimitSpec, Concurrenc
   schema: ConcurrencyLimitSchema,
   toConfig: toConcurrencyLimitConfig,
   create: (route, config, { state }) => createConcurrencyLimit(route.name, config, state),
+  // Without Redis, the workers of a host take their slots from one count in their primary.
+  holdForHost: serveHostSlots,
 }
 
 /** Gives one slot back; called exactly once, when the request ends however it ends. */

@@ -1,20 +1,24 @@
 import type { Instance } from '../../balancer/instance.js'
 import { isClientFault } from '../../kernel/upstream-errors.js'
+import { PolicyCounter } from '../policy-events.js'
 import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, UpstreamResponse } from '../policy.js'
 import { OutlierDetectionSchema, toOutlierDetectionConfig, type OutlierDetectionConfig, type OutlierDetectionSpec } from './schema.js'
+
+const EJECTIONS = new PolicyCounter('portico_outlier_ejections_total', 'Instances ejected by outlier detection, by route.', 'outcome')
 
 export const outlierDetectionPolicy: PolicyKind<OutlierDetectionSpec, OutlierDetectionConfig> = {
   key: 'outlierDetection',
   schema: OutlierDetectionSchema,
   toConfig: toOutlierDetectionConfig,
   create: (route, config, { events }) => {
-    const detector = new OutlierDetector(config, () => events.count('ejection', route.name, 'ejected'))
+    const detector = new OutlierDetector(config, () => events.count(EJECTIONS, route.name, 'ejected'))
     return {
       wrap: outlierRecording(detector),
       filterInstances: (instances) => detector.admitted(instances),
       describe: () => ({ ejected: detector.ejected() }),
     }
   },
+  counters: [EJECTIONS],
 }
 
 /** Records every attempt's outcome against its instance: a 5xx, connect error or timeout is a failure. */

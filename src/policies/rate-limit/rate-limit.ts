@@ -1,25 +1,41 @@
 import type { FastifyReply } from 'fastify'
 import cluster from 'node:cluster'
-import { RateLimiterCluster, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
+import { RateLimiterCluster, RateLimiterClusterMaster, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
 import { readRequestKey } from '../../balancer/request-key.js'
 import { GatewayError } from '../../kernel/errors.js'
 import type { SharedState } from '../../state/shared-state.js'
-import type { PolicyEvents } from '../policy-events.js'
-import { RequestValue, type PolicyExchange, type PolicyKind, type RequestGuard } from '../policy.js'
+import { PolicyCounter, type PolicyEvents } from '../policy-events.js'
+import { RequestValue, type PolicyExchange, type PolicyKind, type RequestGuard, type RoutePolicy } from '../policy.js'
 import { SharedConsume } from './shared-consume.js'
 import { RateLimitSchema, toRateLimitConfig, type RateLimitConfig, type RateLimitSpec } from './schema.js'
 
 /** How the rate limit decided the request (allowed, refused, local_share, fail_open, fail_closed), on its span. */
 export const RATE_LIMIT_DECISION = new RequestValue<string>('rateLimit.decision', { spanAttribute: 'portico.rate_limit.decision' })
 
-export const rateLimitPolicy: PolicyKind<RateLimitSpec, RateLimitConfig> = {
+const DECISIONS = new PolicyCounter('portico_rate_limit_decisions_total', 'Rate-limit decisions by route and outcome: allowed, refused, local_share (admitted on this replica\'s share while Redis is away), fail_open, fail_closed.', 'outcome')
+
+interface LiveRateLimit extends RoutePolicy {
+  readonly config: RateLimitConfig
+}
+
+export const rateLimitPolicy: PolicyKind<RateLimitSpec, RateLimitConfig, LiveRateLimit> = {
   key: 'rateLimit',
   schema: RateLimitSchema,
   toConfig: toRateLimitConfig,
   create: (route, config, { state, events }) => ({
+    config,
     guard: createRateLimit(route.name, config, state, events),
     describe: () => ({ key: config.key, limits: config.limits, onRedisDown: config.onRedisDown }),
   }),
+  counters: [DECISIONS],
+  column: {
+    title: 'Limit',
+    attribute: 'limit',
+    cell: (limit, route, { events }) =>
+      limit && { mark: 'limited', text: `${limit.config.limits.map((l) => `${l.limit}/${l.windowMs / 1000}s`).join(', ')} · ${events.ofRoute(DECISIONS, route).get('refused') ?? 0} refused` },
+  },
+  // Without Redis, the workers of a host count together in their primary.
+  holdForHost: () => void new RateLimiterClusterMaster(),
 }
 
 interface Window {
@@ -129,7 +145,7 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
 
   /** The request's decision, counted for the metrics and set on the exchange (the request's span shows it). */
   const decided = (ex: PolicyExchange, decision: string) => {
-    events.count('rate_limit', route, decision)
+    events.count(DECISIONS, route, decision)
     ex.set(RATE_LIMIT_DECISION, decision)
   }
   const refuse = (ex: PolicyExchange, refused: unknown[], next: (error?: Error) => void) => {

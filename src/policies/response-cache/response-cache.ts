@@ -1,16 +1,57 @@
 import CachePolicy from 'http-cache-semantics'
 import type { IncomingHttpHeaders } from 'node:http'
 import { pipeline, Transform, type TransformCallback } from 'node:stream'
+import { GatewayError } from '../../kernel/errors.js'
 import { parseJsonObject } from '../../kernel/json.js'
+import { PolicyCounter } from '../policy-events.js'
 import { RequestValue, type AttemptWrapper, type PolicyDeps, type PolicyExchange, type PolicyKind, type PolicyRoute, type RequestGuard, type UpstreamResponse } from '../policy.js'
 import { keyText, MemoryStore, RedisStore, type CacheEntry, type CacheKey, type CacheStore, type StoredResponse } from './cache-store.js'
 import { ResponseCacheSchema, toResponseCacheConfig, type ResponseCacheConfig, type ResponseCacheSpec } from './schema.js'
 
-export const responseCachePolicy: PolicyKind<ResponseCacheSpec, ResponseCacheConfig> = {
+const LOOKUPS = new PolicyCounter('portico_cache_requests_total', 'Requests that looked in a route\'s cache, by outcome: hit, collapsed (hit after waiting for another request\'s fetch), miss, revalidate (stale entry checked upstream), bypass (the key\'s answers cannot be kept).', 'outcome')
+const STALE_SERVED = new PolicyCounter('portico_cache_stale_served_total', 'Stale entries answered, by route and why: on_error (staleIfError) or while_revalidating (staleWhileRevalidate).', 'reason')
+const WAITS = new PolicyCounter('portico_cache_coalesced_waits_total', 'Requests that waited for another request\'s fetch of the same key: in this replica (coalesced) or in another (fleet).', 'scope')
+const EVICTIONS = new PolicyCounter('portico_cache_evictions_total', 'Entries the memory store let go to stay within maxSize, by route.', 'reason')
+
+const megabytes = (bytes: number): string => (bytes / 1_048_576).toFixed(1)
+
+export const responseCachePolicy: PolicyKind<ResponseCacheSpec, ResponseCacheConfig, ResponseCache> = {
   key: 'cache',
   schema: ResponseCacheSchema,
   toConfig: toResponseCacheConfig,
   create: (route, config, deps) => new ResponseCache(route, config, deps),
+  counters: [LOOKUPS, STALE_SERVED, WAITS, EVICTIONS],
+  gauges: [{ name: 'portico_cache_bytes', help: 'Bytes of cache entries held in this process, by route (a Redis store holds its entries in Redis).', read: (cache) => cache.held.bytes }],
+  column: {
+    title: 'Cache',
+    attribute: 'cache',
+    cell: (cache, route, { events }) => {
+      if (!cache) return undefined
+      let lookups = 0
+      let hits = 0
+      for (const [outcome, count] of events.ofRoute(LOOKUPS, route)) {
+        lookups += count
+        if (outcome === 'hit' || outcome === 'collapsed') hits += count
+      }
+      return { mark: cache.storeName, text: `${lookups ? Math.round((100 * hits) / lookups) : 0}% hits of ${lookups} · ${megabytes(cache.held.bytes)} MB (${cache.storeName})` }
+    },
+  },
+  adminActions: [
+    {
+      method: 'DELETE',
+      url: '/admin/cache/:name',
+      audit: 'cache purge',
+      missing: 'has no cache',
+      run: async (cache, { route, query: { path }, upstreamPathOf }) => {
+        // The path as clients ask for it; entries are kept under what the upstream is asked for.
+        const upstreamPath = path === undefined ? undefined : upstreamPathOf(path)
+        const purged = await cache.purge(upstreamPath).catch((error: unknown) => {
+          throw new GatewayError('state_unavailable', `The cache in Redis could not be purged (${(error as Error).message})`, { cause: error })
+        })
+        return { answer: { route: route.name, path: path ?? null, purged }, ...(path === undefined ? {} : { detail: { path } }) }
+      },
+    },
+  ],
 }
 
 /** RFC 9211 Cache-Status values this cache answers with, and what each is in one word (the access log's `cache`). */
@@ -98,7 +139,7 @@ class ResponseCache {
     this.#route = route
     this.#config = config
     this.#deps = deps
-    this.#memory = new MemoryStore(config.maxBytes, () => deps.events.count('cache_eviction', route.name, 'evicted'))
+    this.#memory = new MemoryStore(config.maxBytes, () => deps.events.count(EVICTIONS, route.name, 'evicted'))
     const { state } = deps
     this.#store =
       config.store === 'redis' && state
@@ -129,9 +170,18 @@ class ResponseCache {
     }
   }
 
+  /** What this process holds of the route's entries (a Redis store: its memory fallback). */
+  get held(): { readonly bytes: number; readonly entries: number } {
+    return this.#store.held
+  }
+
+  get storeName(): 'redis' | 'memory' {
+    return this.#store instanceof RedisStore ? 'redis' : 'memory'
+  }
+
   describe(): Record<string, unknown> {
-    const { bytes, entries } = this.#store.held
-    return { store: this.#store instanceof RedisStore ? 'redis' : 'memory', entriesHere: entries, bytesHere: bytes, maxBytes: this.#config.maxBytes }
+    const { bytes, entries } = this.held
+    return { store: this.storeName, entriesHere: entries, bytesHere: bytes, maxBytes: this.#config.maxBytes }
   }
 
   /** Drops the route's entries (or one upstream path's) on every replica. */
@@ -201,7 +251,7 @@ class ResponseCache {
     const id = keyText(lookup.key)
     const flight = this.#flights.get(id)
     if (flight && mayWait) {
-      this.#deps.events.count('cache_wait', this.#route.name, 'coalesced')
+      this.#deps.events.count(WAITS, this.#route.name, 'coalesced')
       return flight.wait(() => this.#consult(ex, lookup, next, false), this.#route.timeout.responseMs)
     }
     if (flight) return this.#goUpstream(ex, lookup, next)
@@ -240,7 +290,7 @@ class ResponseCache {
             this.#endFlight(lookup)
             return this.#answerFromEntry(ex, lookup.stale as StoredResponse, 'stale', 'while_revalidating')
           }
-          if (!waited) this.#deps.events.count('cache_wait', this.#route.name, 'fleet')
+          if (!waited) this.#deps.events.count(WAITS, this.#route.name, 'fleet')
           waited = true
           // Another replica fetches it: wait for its entry, or past the bound go upstream.
           look((entry) => {
@@ -363,7 +413,7 @@ class ResponseCache {
   #answerFromEntry(ex: PolicyExchange, entry: StoredResponse, outcome: 'hit' | 'collapsed' | 'revalidated'): void
   #answerFromEntry(ex: PolicyExchange, entry: StoredResponse, outcome: 'stale', why: 'on_error' | 'while_revalidating'): void
   #answerFromEntry(ex: PolicyExchange, entry: StoredResponse, outcome: keyof typeof STATUS, why?: string): void {
-    if (why !== undefined) this.#deps.events.count('cache_stale', this.#route.name, why)
+    if (why !== undefined) this.#deps.events.count(STALE_SERVED, this.#route.name, why)
     const { reply, request } = ex
     const notModified = entry.status === 200 && matchesConditional(request.headers, entry.headers)
     reply.code(notModified ? 304 : entry.status)
@@ -377,7 +427,7 @@ class ResponseCache {
   }
 
   #count(outcome: string): void {
-    this.#deps.events.count('cache', this.#route.name, outcome)
+    this.#deps.events.count(LOOKUPS, this.#route.name, outcome)
   }
 }
 

@@ -4,9 +4,11 @@ import { backoffDelay } from '../../kernel/backoff.js'
 import type { Logger } from '../../kernel/logger.js'
 import { isConnectError, isNothingSent, isResponseTimeout } from '../../kernel/upstream-errors.js'
 import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
-import type { PolicyEvents } from '../policy-events.js'
+import { PolicyCounter, type PolicyEvents } from '../policy-events.js'
 import { RetryBudget } from './retry-budget.js'
 import { RetrySchema, toRetryConfig, type RetryConfig, type RetrySpec } from './schema.js'
+
+const RETRIES = new PolicyCounter('portico_retries_total', 'Retries by route and result: retried, budget_exhausted.', 'result')
 
 export const retryPolicy: PolicyKind<RetrySpec, RetryConfig> = {
   key: 'retry',
@@ -20,6 +22,7 @@ export const retryPolicy: PolicyKind<RetrySpec, RetryConfig> = {
       stop: () => budget.stop(),
     }
   },
+  counters: [RETRIES],
 }
 
 interface RetryPolicy {
@@ -84,12 +87,12 @@ class RetryingAttempt implements AttemptHandler {
     if (ex.clientGone || ex.attempt >= config.attempts || Date.now() >= this.#deadline || !(nothingSent || isReplayable(ex.request, config.methods))) return undefined
     const target = ex.pickAnother(this.#tried)
     if (!target || this.#tried.has(target.id)) return undefined
-    if (!budget.tryRetry()) return void this.#policy.events.count('retry', this.#policy.route.name, 'budget_exhausted')
+    if (!budget.tryRetry()) return void this.#policy.events.count(RETRIES, this.#policy.route.name, 'budget_exhausted')
     return target
   }
 
   #retry(ex: PolicyExchange, target: Instance, outcome: number | string): void {
-    this.#policy.events.count('retry', this.#policy.route.name, 'retried')
+    this.#policy.events.count(RETRIES, this.#policy.route.name, 'retried')
     this.#policy.logger.info({ route: this.#policy.route.name, requestId: ex.request.id, instance: ex.instance.origin, next: target.origin, attempt: ex.attempt, outcome }, 'retrying on another instance')
     if (ex.attempt === 1) ex.onEnd(() => clearTimeout(this.#backoff)) // a gone client stops the retry here
     this.#backoff = setTimeout(() => this.#send(ex, target), backoffDelay(ex.attempt - 1, { baseMs: this.#policy.config.backoffMs, capMs: 1_000 }))
