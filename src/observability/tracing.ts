@@ -19,9 +19,8 @@ import {
 } from '@opentelemetry/semantic-conventions'
 import type { FastifyRequest } from 'fastify'
 import type { Logger } from '../kernel/logger.js'
-import type { Exchange } from '../proxy/exchange.js'
 import type { RequestRecord } from '../proxy/request-record.js'
-import type { RequestTracer, TracedRequest } from '../proxy/request-tracer.js'
+import type { RequestTracer, TracedExchange, TracedRequest } from '../proxy/request-tracer.js'
 
 type Env = Readonly<Record<string, string | undefined>>
 
@@ -48,7 +47,7 @@ export function createTracing(env: Env, logger: Logger, version: string): Tracin
   const propagator = new W3CTraceContextPropagator()
   logger.info({ endpoint: env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT ?? 'http://localhost:4318' }, 'tracing: exporting spans over OTLP/HTTP')
   return {
-    tracer: { start: (request) => new TracedExchange(tracer, propagator, request) },
+    tracer: { start: (request) => new RequestSpans(tracer, propagator, request) },
     shutdown: () => provider.shutdown().catch((error: unknown) => logger.warn({ err: error }, 'tracing: spans lost at shutdown')),
   }
 }
@@ -69,7 +68,7 @@ const headerGetter = {
 }
 
 /** One request's spans: the server span, and the span of the attempt under way. */
-class TracedExchange implements TracedRequest {
+class RequestSpans implements TracedRequest {
   readonly traceId: string
   readonly #tracer: Tracer
   readonly #propagator: W3CTraceContextPropagator
@@ -98,7 +97,7 @@ class TracedExchange implements TracedRequest {
     this.traceId = this.#span.spanContext().traceId
   }
 
-  attemptStarted(ex: Exchange): string {
+  attemptStarted(ex: TracedExchange): string {
     this.#attempt?.end()
     const url = urlOf(ex)
     this.#attempt = this.#tracer.startSpan(
@@ -131,7 +130,7 @@ class TracedExchange implements TracedRequest {
     span.end()
   }
 
-  ended(record: RequestRecord, ex: Exchange | undefined): void {
+  ended(record: RequestRecord, ex: TracedExchange | undefined): void {
     this.attemptEnded(undefined, false)
     const span = this.#span
     if (ex) {
@@ -151,7 +150,7 @@ class TracedExchange implements TracedRequest {
 }
 
 /** The attempt's URL; undefined for an instance address URL cannot parse (the attempt then fails as a 502, not here). */
-function urlOf(ex: Exchange): URL | undefined {
+function urlOf(ex: TracedExchange): URL | undefined {
   try {
     return new URL(ex.upstreamUrl, ex.instance.origin)
   } catch {

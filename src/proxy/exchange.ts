@@ -13,7 +13,7 @@ import type { KeyedPolicy } from '../policies/policy-registry.js'
 import type { Logger } from '../kernel/logger.js'
 import { AttemptBody } from './attempt-body.js'
 import { upstreamRequestHeaders } from './forwarding-headers.js'
-import { kTrace, type TracedRequest } from './request-tracer.js'
+import type { TracedRequest } from './request-tracer.js'
 import type { AttemptStats } from './attempt-stats.js'
 import { LimitedBody } from './body-limit.js'
 import { AttemptSignal } from './upstream-dispatcher.js'
@@ -49,7 +49,7 @@ export interface GatewaySettings {
 
 export const kExchange = Symbol('portico.exchange')
 export type ExchangeRequest = FastifyRequest & { [kExchange]?: Exchange }
-type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange; [kTrace]?: TracedRequest }
+type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange }
 
 const NO_INSTANCE: Instance = Object.freeze({ id: '', origin: '', weight: 0, tags: [], meta: {} })
 const CLIENT_GONE_ERROR = Object.assign(new Error('the client went away before the upstream answered'), { code: CLIENT_GONE })
@@ -102,7 +102,7 @@ export class Exchange implements PolicyExchange {
   #cleanups: (() => void)[] | undefined = undefined
   #ended = false
 
-  constructor(request: ExchangeRequest, reply: FastifyReply, route: LiveRoute, upstreamPath: string, upstreamUrl: string, settings: GatewaySettings, proceed: (error?: Error) => void, next: ((ex: Exchange, error?: Error) => void) | undefined) {
+  constructor(request: ExchangeRequest, reply: FastifyReply, route: LiveRoute, upstreamPath: string, upstreamUrl: string, settings: GatewaySettings, proceed: (error?: Error) => void, next: ((ex: Exchange, error?: Error) => void) | undefined, trace: TracedRequest | undefined) {
     this.request = request
     this.reply = reply
     this.route = route
@@ -113,10 +113,9 @@ export class Exchange implements PolicyExchange {
     this.proceed = proceed
     this.next = next && ((error) => next(this, error))
     request[kExchange] = this
-    this.trace = (reply.raw as ExchangeResponse)[kTrace]
+    this.trace = trace
     route.active.count++
     ;(reply.raw as ExchangeResponse)[kExchange] = this
-    reply.raw.on('close', onResponseClose)
   }
 
   /** The body for the attempt about to be sent: a fresh view of the client's stream (see AttemptBody). */
@@ -287,7 +286,7 @@ export class Exchange implements PolicyExchange {
     for (const name of Object.keys(res.headers)) this.reply.removeHeader(name)
   }
 
-  /** The response closed: answered, or the client went away first (then the attempt under way ends here). */
+  /** The response closed (see response-end.ts): answered, or the client went away first (then the attempt under way ends here). */
   end(clientGone: boolean): void {
     if (this.#ended) return
     this.#ended = true
@@ -317,11 +316,6 @@ function onAttemptTimeout(ex: Exchange): void {
 
 function onTransferCheck(ex: Exchange): void {
   ex.checkTransfer()
-}
-
-/** One listener for every response (no closure per request). */
-function onResponseClose(this: ExchangeResponse): void {
-  this[kExchange]?.end(!this.writableFinished)
 }
 
 /** The exchange a response answers, if it is a proxied request's. */

@@ -21,7 +21,8 @@ import { exchangeOfResponse, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
 import { AttemptStats } from './attempt-stats.js'
 import { createRequestPath } from './request-path.js'
-import { recordRequests, type RequestRecord } from './request-record.js'
+import type { RequestRecord } from './request-record.js'
+import { endRequests } from './response-end.js'
 import type { RequestTracer } from './request-tracer.js'
 import { replyOptionsFor, sendViaReplyFrom } from './send.js'
 import { DEFAULT_POOL, UpstreamDispatcher, type UpstreamPoolOptions } from './upstream-dispatcher.js'
@@ -154,7 +155,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     if (!route) return sendProblem(reply, new GatewayError('no_route', `No route serves ${request.method} ${path ?? request.url}`))
     sendProblem(reply, new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, { headers: { allow: [...(route.methods ?? PROXIED_METHODS)].join(', ') } }))
   })
-  if (options.onRequestEnd || options.tracer) recordRequests(app, options.onRequestEnd, options.tracer)
+  endRequests(app, options.onRequestEnd, options.tracer)
   // reply-from logs on the request's own logger, which follows its route's level; an upstream error is logged once, by
   // the gateway's warning with route and instance.
   if (!debug) app.addHook('onRoute', (route) => void (route.logLevel = 'error'))

@@ -6,6 +6,7 @@ import type { BreakerOverride, OperatorOverrides } from '../state/operator-overr
 import { LimitedBody } from './body-limit.js'
 import { Exchange, exchangeOf, type GatewaySettings, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
+import { traceOf } from './response-end.js'
 import { deliver, engineCanSend, unsendablePath } from './send.js'
 import { isUpgradeRequest, type Tunnels } from './websocket-tunnel.js'
 
@@ -85,7 +86,7 @@ function matchRoute(context: RequestPathContext, request: FastifyRequest, reply:
   const forced = context.overrides.breaker(route.name)
   if (forced?.state === 'open') throw forcedOpen(route.name, forced)
   // The query goes upstream byte for byte, as the client sent it.
-  const ex = new Exchange(request, reply, route, match.upstreamPath, query === undefined ? match.upstreamPath : `${match.upstreamPath}?${query}`, context, done, route.guards === null ? undefined : continueGuards)
+  const ex = new Exchange(request, reply, route, match.upstreamPath, query === undefined ? match.upstreamPath : `${match.upstreamPath}?${query}`, context, done, route.guards === null ? undefined : continueGuards, traceOf(reply))
   if (route.methods && !route.methods.has(request.method)) {
     throw new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, { headers: { allow: [...route.methods].join(', ') } })
   }

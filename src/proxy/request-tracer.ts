@@ -1,9 +1,16 @@
 import type { FastifyRequest } from 'fastify'
-import type { Exchange } from './exchange.js'
+import type { RequestValue } from '../policies/policy.js'
 import type { RequestRecord } from './request-record.js'
 
-/** Where the request's traced spans hang on its response, from the first hook on (see request-record.ts). */
-export const kTrace = Symbol('portico.trace')
+/** What tracing reads of a request's exchange (the proxy's Exchange is one). */
+export interface TracedExchange {
+  readonly request: { readonly method: string }
+  readonly route: { readonly name: string; readonly prefix: string }
+  readonly instance: { readonly origin: string }
+  readonly upstreamUrl: string
+  readonly attempt: number
+  shownValues(): Iterable<[RequestValue<string | number | boolean>, string | number | boolean]>
+}
 
 /**
  * What the proxy asks of tracing (OpenTelemetry lives in observability/, above the proxy): a span per request and
@@ -17,9 +24,9 @@ export interface RequestTracer {
 export interface TracedRequest {
   readonly traceId: string
   /** Starts the span of the exchange's attempt under way; returns the `traceparent` its upstream gets. */
-  attemptStarted(ex: Exchange): string
+  attemptStarted(ex: TracedExchange): string
   /** Ends the attempt's span: its status code, or none (it failed), and whether it failed. */
   attemptEnded(statusCode: number | undefined, failed: boolean): void
   /** Ends the request's span with what the access log says of it. */
-  ended(record: RequestRecord, ex: Exchange | undefined): void
+  ended(record: RequestRecord, ex: TracedExchange | undefined): void
 }
