@@ -12,7 +12,7 @@ const layer = (files, forbidden, message) => ({
   },
 })
 const above = (...folders) => `(^|/)(${folders.join('|')})/`
-const ROOT = '^(\\.\\./)+(server|cli|workers)\\.js$'
+const ROOT = '^(\\.\\./)+(server\\.js|cli\\.js|workers/)'
 
 export default tseslint.config(
   { ignores: ['dist/', 'node_modules/', '.cache/', 'coverage/', '.scratch/'] },

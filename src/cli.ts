@@ -6,7 +6,8 @@ import { mergeRouteSources } from './config/merge-sources.js'
 import { formatRouteFileError } from './config/parse-route-file.js'
 import { readRouteDir } from './config/providers/route-dir.js'
 import { createLogger, handleSignals, startPortico } from './server.js'
-import { runPrimary, workerCount, workerId } from './workers.js'
+import { runPrimary, workerCount } from './workers/primary.js'
+import { workerId } from './workers/worker.js'
 
 const USAGE = `Usage:
   portico start [--routes DIR] [--port N] [--admin-port N] [--host H] [--admin-host H]

@@ -8,13 +8,12 @@ import { ConfigError, parseAdminTokens, type PorticoConfig } from './kernel/proc
 import { POLICIES } from './policies/index.js'
 import { createGateway, type Gateway } from './proxy/gateway.js'
 import { createConsulClient } from './discovery/consul-client.js'
-import { routeProviders } from './config/providers/route-providers.js'
-import { ConsulDiscovery } from './discovery/consul-discovery.js'
 import { createSharedState } from './state/shared-state.js'
 import { createAccessLog } from './observability/access-log.js'
 import { DURATION_BUCKETS, GatewayMetrics } from './observability/metrics.js'
 import { createTracing } from './observability/tracing.js'
-import { joinPrimary, RelayedDiscovery, tablesFromPrimary, workerId } from './workers.js'
+import { servingMode } from './workers/serving-mode.js'
+import { workerId } from './workers/worker.js'
 
 export interface RunningPortico {
   readonly gateway: Gateway
@@ -49,10 +48,8 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     throw new ConfigError(`routes directory ${config.routesDir} does not exist (set --routes or PORTICO_ROUTES)`)
   })
   const health = new HealthRegistry()
-  // Consul is only contacted for the services routes name (and for published routes when opted in).
-  const consul = createConsulClient(config.consul)
-  // A worker of `--workers` follows Consul through its primary: one blocking query per service for the host.
-  const discovery = WORKER === undefined ? new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) }) : new RelayedDiscovery()
+  const mode = servingMode(config, createConsulClient(config.consul), logger)
+  const { discovery } = mode
   // Its sources are read at scrape time, when the gateway exists.
   const metrics = new GatewayMetrics({
     policyKinds: POLICIES,
@@ -68,15 +65,14 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     redisCommands: () => state?.commandCounts(),
     accessLogDropped: () => accessLog?.dropped() ?? 0,
   })
-  const accessLog = createAccessLog(config.accessLog, logger.child({ component: 'access-log' }), WORKER)
+  const accessLog = createAccessLog(config.accessLog, logger.child({ component: 'access-log' }), mode.worker)
   const tracing = createTracing(process.env, logger, PORTICO_VERSION)
   const state = config.redisUrl ? createSharedState({ url: config.redisUrl, logger: logger.child({ component: 'redis' }) }) : undefined
   health.register('state', () => (state ? state.health() : { status: 'ok', detail: 'no REDIS_URL: rate limits and breakers are per process, in memory' }))
   const gateway = await createGateway({
     state,
-    // A worker of `--workers` serves the tables its primary decides: one reader of the files for the host.
-    providers: WORKER === undefined ? routeProviders(config.routesDir, config.consulRoutes, consul, logger) : [],
-    decidedTables: WORKER === undefined ? undefined : tablesFromPrimary,
+    providers: mode.providers,
+    decidedTables: mode.decidedTables,
     logger,
     trustProxy: config.trustProxy,
     maxBodyBytes: config.maxBodyBytes,
@@ -137,9 +133,8 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     policies: gateway.policies,
   })
   const url = await gateway.app.listen({ host: config.host, port: config.port })
-  // A worker's own admin server answers its primary only; the primary holds the admin port.
-  const adminUrl = await admin.listen(WORKER === undefined ? { host: config.adminHost, port: config.adminPort } : { host: '127.0.0.1', port: 0, exclusive: true })
-  logger.info({ url, adminUrl, routesDir: config.routesDir }, WORKER === undefined ? 'portico is serving' : 'worker is serving')
+  const adminUrl = await admin.listen(mode.adminAddress)
+  logger.info({ url, adminUrl, routesDir: config.routesDir }, mode.servingMessage)
 
   let stopping: Promise<void> | undefined
   /** A worker the primary replaces hands over: no delay (no load balancer watches it), kept-alive clients served. */
@@ -173,25 +168,12 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       await tracing?.shutdown()
     })())
 
-  if (WORKER !== undefined) {
-    const handOver = () =>
-      void shutdown(true).then(
-        () => process.exit(0),
-        () => process.exit(1),
-      )
-    joinPrimary(
-      metrics.registry,
-      { url, adminUrl },
-      () => {
-        logger.info('handing over to a new worker: draining')
-        handOver()
-      },
-      () => {
-        logger.warn('the primary is gone: finishing the requests in flight (their connections close after them), then exiting')
-        handOver()
-      },
-    )
-  }
+  mode.serving(metrics.registry, { url, adminUrl }, () =>
+    void shutdown(true).then(
+      () => process.exit(0),
+      () => process.exit(1),
+    ),
+  )
   return { gateway, health, url, adminUrl, shutdown: () => shutdown(), reopenLogs: () => accessLog?.reopen() }
 }
 

@@ -24,6 +24,7 @@ export const GatewayErrors = {
   upstream_unreachable: { status: 502, title: 'The upstream could not be reached' },
   upstream_bad_response: { status: 502, title: 'The upstream sent an invalid response' },
   upstream_timeout: { status: 504, title: 'The upstream did not answer in time' },
+  worker_unreachable: { status: 502, title: 'A worker process of this host did not answer its primary' },
   unauthorized: { status: 401, title: 'A valid bearer token is required' },
   forbidden: { status: 403, title: 'The request is not allowed here' },
   not_found: { status: 404, title: 'No such admin resource' },

@@ -1,105 +1,23 @@
 import cluster, { type Worker } from 'node:cluster'
 import { readFileSync } from 'node:fs'
+import { access } from 'node:fs/promises'
 import { createServer, request, type IncomingMessage, type ServerResponse } from 'node:http'
 import { availableParallelism } from 'node:os'
 import type { Logger } from 'pino'
-import { AggregatorRegistry, type PrometheusContentType, type Registry } from 'prom-client'
-import type { Instance, ServiceInstances } from './balancer/instance.js'
-import type { RouteDefinition } from './config/parse-route-file.js'
-import { routeProviders } from './config/providers/route-providers.js'
-import { RouteWatcher, type DecidedTable, type DecidedTables } from './config/route-watcher.js'
-import { createConsulClient } from './discovery/consul-client.js'
-import { ConsulDiscovery } from './discovery/consul-discovery.js'
-import type { ComponentHealth } from './kernel/health.js'
-import { isHostMessage } from './kernel/host-channel.js'
-import { POLICIES } from './policies/index.js'
-import { ConfigError, type PorticoConfig } from './kernel/process-config.js'
-import { access } from 'node:fs/promises'
-
-/** What a worker tells the primary once it serves: its traffic URL, and where its own admin server answers. */
-interface ReadyMessage {
-  readonly portico: 'ready'
-  readonly url: string
-  readonly adminUrl: string
-}
-
-/** The primary asks a worker to stop taking connections, finish what it has, and exit (a rolling restart). */
-const RETIRE = { portico: 'retire' } as const
-
-/** A worker's route table names these Consul services. */
-interface FollowMessage {
-  readonly portico: 'follow'
-  readonly services: readonly string[]
-}
-
-/** What the primary's Consul watches know: the instances of every service a worker follows, and their health. */
-interface DiscoveryMessage {
-  readonly portico: 'discovery'
-  readonly instances: Readonly<Record<string, readonly Instance[]>>
-  readonly health: ComponentHealth
-}
-
-/** The route table the primary decided, for its workers; a worker asks for it once it listens. */
-interface TableMessage {
-  readonly portico: 'table'
-  readonly table: DecidedTable
-}
-const TABLE_PLEASE = { portico: 'table?' } as const
-
-/**
- * In a worker: the tables its primary decides (it alone reads the route files and reports a refused one). Resolves
- * once the first one is live.
- */
-export const tablesFromPrimary: DecidedTables = (apply, signal) =>
-  new Promise((resolve) => {
-    const onMessage = (value: unknown) => {
-      const message = value as Partial<TableMessage> | undefined
-      if (message?.portico !== 'table' || message.table === undefined) return
-      apply(message.table)
-      resolve()
-    }
-    process.on('message', onMessage)
-    signal.addEventListener('abort', () => process.off('message', onMessage), { once: true })
-    process.send?.(TABLE_PLEASE)
-  })
+import { AggregatorRegistry, type PrometheusContentType } from 'prom-client'
+import type { RouteDefinition } from '../config/parse-route-file.js'
+import { routeProviders } from '../config/providers/route-providers.js'
+import { RouteWatcher } from '../config/route-watcher.js'
+import { createConsulClient } from '../discovery/consul-client.js'
+import { ConsulDiscovery } from '../discovery/consul-discovery.js'
+import { GatewayError, PROBLEM_CONTENT_TYPE, toProblem } from '../kernel/errors.js'
+import { isHostMessage } from '../kernel/host-channel.js'
+import { ConfigError, type PorticoConfig } from '../kernel/process-config.js'
+import { POLICIES } from '../policies/index.js'
+import { parseWorkerMessage, RETIRE, type DiscoveryMessage, type TableMessage } from './messages.js'
 
 // How often the primary looks for a change in what its Consul watches know, to pass it on.
 const DISCOVERY_PUSH_MS = 200
-
-/**
- * A worker's view of Consul: the primary holds one blocking query per service for the host and passes on what it
- * learns; the worker only says which services its route table names.
- */
-export class RelayedDiscovery implements ServiceInstances {
-  #instances: Readonly<Record<string, readonly Instance[]>> = {}
-  #health: ComponentHealth = { status: 'ok', detail: 'instances come from the primary process' }
-  readonly #onMessage = (value: unknown) => {
-    const message = value as Partial<DiscoveryMessage> | undefined
-    if (message?.portico !== 'discovery' || message.instances === undefined || message.health === undefined) return
-    this.#instances = message.instances
-    this.#health = message.health
-  }
-
-  constructor() {
-    process.on('message', this.#onMessage)
-  }
-
-  instances(service: string): readonly Instance[] {
-    return this.#instances[service] ?? []
-  }
-
-  follow(services: ReadonlySet<string>): void {
-    process.send?.({ portico: 'follow', services: [...services] } satisfies FollowMessage)
-  }
-
-  health(): ComponentHealth {
-    return this.#health
-  }
-
-  stop(): void {
-    process.off('message', this.#onMessage)
-  }
-}
 
 /** The workers one host runs for `--workers`: a count, or `auto`: the CPUs this process may use, a container's quota included. */
 export function workerCount(setting: number | 'auto'): number {
@@ -119,35 +37,6 @@ function cgroupCpus(): number | undefined {
   const [quota, period] = read('/sys/fs/cgroup/cpu.max')?.split(/\s+/) ?? [read('/sys/fs/cgroup/cpu/cpu.cfs_quota_us'), read('/sys/fs/cgroup/cpu/cpu.cfs_period_us')]
   const cpus = Number(quota) / Number(period)
   return Number.isFinite(cpus) && cpus > 0 ? Math.ceil(cpus) : undefined
-}
-
-/** This process's worker number under `--workers`; undefined in a process that serves alone (or the primary). */
-export function workerId(): number | undefined {
-  return cluster.worker?.id
-}
-
-/**
- * In a worker: the primary may read `registry` for its aggregated /metrics, and hears when this worker serves.
- * `retire` runs when the primary asks this worker to hand over; `orphaned` when the primary died without asking.
- */
-export function joinPrimary(registry: Registry, ready: Omit<ReadyMessage, 'portico'>, retire: () => void, orphaned: () => void): void {
-  AggregatorRegistry.setRegistries([registry])
-  new AggregatorRegistry() // its constructor installs the worker's side of prom-client's cluster protocol
-  process.on('message', (message: unknown) => {
-    if ((message as typeof RETIRE | undefined)?.portico === RETIRE.portico) retire()
-  })
-  // A primary that dies unasked (SIGKILL, the OOM killer) closes the IPC channel, and node's cluster then ends the
-  // worker at once, resetting every request it holds. The connections it was handed are its own, so it finishes them
-  // instead: node skips its exit for a disconnect it takes for a planned one. A send to the gone primary (a shared
-  // count, a breaker message) fails as an 'error' on the process, which must not end it either.
-  const worker = cluster.worker
-  worker?.once('disconnect', () => {
-    if (worker.exitedAfterDisconnect) return
-    worker.exitedAfterDisconnect = true
-    process.on('error', () => undefined)
-    orphaned()
-  })
-  process.send?.({ portico: 'ready', ...ready } satisfies ReadyMessage)
 }
 
 /**
@@ -174,7 +63,7 @@ export async function runPrimary(config: PorticoConfig, logger: Logger): Promise
     new Promise((resolve, reject) => {
       const worker = cluster.fork()
       const onMessage = (message: unknown) => {
-        const ready = message as ReadyMessage | undefined
+        const ready = parseWorkerMessage(message)
         if (ready?.portico !== 'ready') return
         admins.set(worker.id, ready.adminUrl)
         trafficUrl = ready.url
@@ -298,7 +187,7 @@ async function decideTables(config: PorticoConfig, logger: Logger): Promise<Rout
     },
   })
   cluster.on('message', (worker, value) => {
-    if ((value as typeof TABLE_PLEASE | undefined)?.portico === TABLE_PLEASE.portico) worker.send(message())
+    if (parseWorkerMessage(value)?.portico === 'table?') worker.send(message())
   })
   await watcher.start()
   return watcher
@@ -321,8 +210,8 @@ function relayDiscovery(config: PorticoConfig, logger: Logger): { stop(): void }
     for (const worker of Object.values(cluster.workers ?? {})) if (worker?.isConnected()) worker.send(message)
   }
   cluster.on('message', (worker, value) => {
-    const message = value as Partial<FollowMessage> | undefined
-    if (message?.portico !== 'follow' || !Array.isArray(message.services)) return
+    const message = parseWorkerMessage(value)
+    if (message?.portico !== 'follow') return
     followed.set(worker.id, new Set(message.services))
     followUnion()
     // The new follower hears what is known at once; the others at the next change.
@@ -358,15 +247,20 @@ async function answerAdmin(req: IncomingMessage, res: ServerResponse, metrics: A
       const text = await metrics.clusterMetrics()
       return void res.writeHead(200, { 'content-type': metrics.contentType }).end(text)
     }
-    if (workers.length === 0) return void res.writeHead(503, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ title: 'No worker serves', status: 503, code: 'shutting_down' }))
+    if (workers.length === 0) return answerProblem(res, new GatewayError('shutting_down', 'No worker of this host serves now'))
     if (req.method === 'GET' || req.method === 'HEAD') return stream(req, res, workers[0] as string)
     const body = await readBody(req)
     const answers = await Promise.all(workers.map((target) => relay(req, target, body)))
     const first = answers[0] as Relayed
     res.writeHead(first.status, first.headers).end(first.body)
   } catch (error) {
-    res.writeHead(502, { 'content-type': 'application/problem+json' }).end(JSON.stringify({ title: 'A worker did not answer', status: 502, code: 'upstream_unavailable', detail: (error as Error).message }))
+    answerProblem(res, new GatewayError('worker_unreachable', `A worker of this host did not answer (${(error as Error).message})`))
   }
+}
+
+function answerProblem(res: ServerResponse, error: GatewayError): void {
+  if (res.headersSent) return void res.destroy()
+  res.writeHead(error.status, { ...error.headers, 'content-type': PROBLEM_CONTENT_TYPE, 'cache-control': 'no-store' }).end(JSON.stringify(toProblem(error)))
 }
 
 interface Relayed {
