@@ -4,7 +4,8 @@ import type { LoadBalancerKind } from '../balancer/balancer.js'
 import { parseRequestKey, type RequestKey } from '../balancer/request-key.js'
 import { parseDuration } from '../kernel/duration.js'
 import { POLICIES } from '../policies/index.js'
-import { DEFAULT_MAX_TUNNELS, DEFAULT_MAX_TUNNELS_PER_CLIENT, RouteFileSchema, type RouteFileSpec, type RouteSpec } from './route-schema.js'
+import { schemaDefaults } from '../kernel/schema-defaults.js'
+import { RouteFileSchema, RouteSchema, TimeoutSchema, WebSocketSchema, type RouteFileSpec, type RouteSpec } from './route-schema.js'
 
 export type RouteTarget =
   | { readonly kind: 'static'; readonly upstreams: readonly string[] }
@@ -42,8 +43,9 @@ export const formatRouteFileError = (e: RouteFileError): string => `${e.file}:${
 const CONTROL_CHARACTERS = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g
 const escapeControl = (c: string): string => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`
 
-export const DEFAULT_CONNECT_TIMEOUT = '5s'
-export const DEFAULT_RESPONSE_TIMEOUT = '30s'
+const DEFAULTS = schemaDefaults(RouteSchema, ['loadBalancer', 'hashOn', 'preserveHost'])
+const TIMEOUT_DEFAULTS = schemaDefaults(TimeoutSchema, ['connect', 'response'])
+const WEBSOCKET_DEFAULTS = schemaDefaults(WebSocketSchema, ['maxTunnels', 'maxTunnelsPerClient'])
 
 const ajv = new Ajv({ allErrors: true, verbose: true, strict: true })
 ajv.addKeyword({ keyword: 'patternMessage', schemaType: 'string' })
@@ -166,13 +168,13 @@ function toDefinition(spec: RouteSpec, source: { file: string; line: number }): 
         : { kind: 'static', upstreams: (spec.upstreams ?? []).map((u) => u.replace(/\/$/, '')) },
     methods: spec.methods && new Set(spec.methods),
     timeout: {
-      connectMs: parseDuration(spec.timeout?.connect ?? DEFAULT_CONNECT_TIMEOUT),
-      responseMs: parseDuration(spec.timeout?.response ?? DEFAULT_RESPONSE_TIMEOUT),
+      connectMs: parseDuration(spec.timeout?.connect ?? TIMEOUT_DEFAULTS.connect),
+      responseMs: parseDuration(spec.timeout?.response ?? TIMEOUT_DEFAULTS.response),
     },
-    loadBalancer: spec.loadBalancer ?? 'round-robin',
-    hashOn: parseRequestKey(spec.hashOn ?? 'ip'),
+    loadBalancer: spec.loadBalancer ?? DEFAULTS.loadBalancer,
+    hashOn: parseRequestKey(spec.hashOn ?? DEFAULTS.hashOn),
     websocket: webSocketLimits(spec.websocket),
-    preserveHost: spec.preserveHost ?? false,
+    preserveHost: spec.preserveHost ?? DEFAULTS.preserveHost,
     policies: policyConfigs(spec),
     source,
   }
@@ -186,7 +188,7 @@ export interface WebSocketLimits {
 function webSocketLimits(spec: RouteSpec['websocket']): false | WebSocketLimits {
   if (spec === undefined || spec === false) return false
   const given = spec === true ? {} : spec
-  return { maxTunnels: given.maxTunnels ?? DEFAULT_MAX_TUNNELS, maxTunnelsPerClient: given.maxTunnelsPerClient ?? DEFAULT_MAX_TUNNELS_PER_CLIENT }
+  return { maxTunnels: given.maxTunnels ?? WEBSOCKET_DEFAULTS.maxTunnels, maxTunnelsPerClient: given.maxTunnelsPerClient ?? WEBSOCKET_DEFAULTS.maxTunnelsPerClient }
 }
 
 // anyOf/union branches repeat what their members already said; the member errors are the useful ones.

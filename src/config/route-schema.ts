@@ -15,9 +15,6 @@ import { DURATION_PATTERN } from '../kernel/duration.js'
  * Policy keys bring their schemas from their own folders under src/policies: one line each below, so that RouteSpec
  * stays statically typed (the list of policies that act is src/policies/index.ts).
  */
-// A route's WebSocket tunnels, when its file says `websocket: true`: each holds its own upstream connection.
-export const DEFAULT_MAX_TUNNELS = 10_000
-export const DEFAULT_MAX_TUNNELS_PER_CLIENT = 1_000
 
 const Duration = (description: string, defaultValue: string) =>
   Type.String({ pattern: DURATION_PATTERN, patternMessage: 'must be a duration such as 500ms, 5s, 1m or 1h', description, default: defaultValue })
@@ -32,6 +29,17 @@ export const TimeoutSchema = Type.Object(
     ),
   },
   { additionalProperties: false, description: 'Per-route timeouts. A timeout answers 504 upstream_timeout.' },
+)
+
+// A route's WebSocket tunnels (each holds its own upstream connection), bounded per replica by default.
+export const WebSocketSchema = Type.Object(
+  {
+    maxTunnels: Type.Optional(Type.Integer({ minimum: 1, default: 10_000, description: 'Most tunnels open on this route, per replica (or worker); more are answered 503 concurrency_limited.' })),
+    maxTunnelsPerClient: Type.Optional(
+      Type.Integer({ minimum: 1, default: 1_000, description: 'Most tunnels one client address holds on this route, per replica (or worker); more are answered 429 too_many_tunnels.' }),
+    ),
+  },
+  { additionalProperties: false },
 )
 
 // TRACE is not among them: a gateway never reflects a request back (cross-site tracing), and answers it 405.
@@ -100,15 +108,7 @@ export const RouteSchema = Type.Object(
       Type.Union(
         [
           Type.Boolean(),
-          Type.Object(
-            {
-              maxTunnels: Type.Optional(Type.Integer({ minimum: 1, default: DEFAULT_MAX_TUNNELS, description: 'Most tunnels open on this route, per replica (or worker); more are answered 503 concurrency_limited.' })),
-              maxTunnelsPerClient: Type.Optional(
-                Type.Integer({ minimum: 1, default: DEFAULT_MAX_TUNNELS_PER_CLIENT, description: 'Most tunnels one client address holds on this route, per replica (or worker); more are answered 429 too_many_tunnels.' }),
-              ),
-            },
-            { additionalProperties: false },
-          ),
+          WebSocketSchema,
         ],
         { default: false, description: 'Allow WebSocket upgrades on this route: `true` (with the default bounds), or the bounds of its tunnels.' },
       ),

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { DURATION_PATTERN, parseDuration } from '../../kernel/duration.js'
+import { schemaDefaults } from '../../kernel/schema-defaults.js'
 
 const Duration = (description: string, defaultValue: string) =>
   Type.String({ pattern: DURATION_PATTERN, patternMessage: 'must be a duration such as 500ms, 5s, 1m or 1h', description, default: defaultValue })
@@ -17,7 +18,8 @@ export const CircuitBreakerSchema = Type.Object(
     failureStatuses: Type.Optional(
       Type.Array(Type.Integer({ minimum: 100, maximum: 599 }), {
         uniqueItems: true,
-        description: 'Upstream statuses that count as failures. Connection errors and timeouts always do. Default: 500, 502, 503, 504.',
+        default: [500, 502, 503, 504],
+        description: 'Upstream statuses that count as failures. Connection errors and timeouts always do.',
       }),
     ),
   },
@@ -37,12 +39,14 @@ export interface CircuitBreakerConfig {
   readonly failureStatuses: ReadonlySet<number>
 }
 
+const DEFAULTS = schemaDefaults(CircuitBreakerSchema, ['errorThresholdPercentage', 'volumeThreshold', 'window', 'resetTimeout', 'failureStatuses'])
+
 export function toCircuitBreakerConfig(spec: CircuitBreakerSpec): CircuitBreakerConfig {
   return {
-    errorThresholdPercentage: spec.errorThresholdPercentage ?? 50,
-    volumeThreshold: spec.volumeThreshold ?? 20,
-    windowMs: parseDuration(spec.window ?? '10s'),
-    resetTimeoutMs: parseDuration(spec.resetTimeout ?? '30s'),
-    failureStatuses: new Set(spec.failureStatuses ?? [500, 502, 503, 504]),
+    errorThresholdPercentage: spec.errorThresholdPercentage ?? DEFAULTS.errorThresholdPercentage,
+    volumeThreshold: spec.volumeThreshold ?? DEFAULTS.volumeThreshold,
+    windowMs: parseDuration(spec.window ?? DEFAULTS.window),
+    resetTimeoutMs: parseDuration(spec.resetTimeout ?? DEFAULTS.resetTimeout),
+    failureStatuses: new Set(spec.failureStatuses ?? DEFAULTS.failureStatuses),
   }
 }

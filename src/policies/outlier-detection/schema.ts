@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { DURATION_PATTERN, parseDuration } from '../../kernel/duration.js'
+import { schemaDefaults } from '../../kernel/schema-defaults.js'
 
 export const OutlierDetectionSchema = Type.Object(
   {
@@ -20,10 +21,12 @@ export interface OutlierDetectionConfig {
   readonly maxEjectionPercent: number
 }
 
+const DEFAULTS = schemaDefaults(OutlierDetectionSchema, ['consecutiveFailures', 'baseEjectionTime', 'maxEjectionPercent'])
+
 export function toOutlierDetectionConfig(spec: OutlierDetectionSpec): OutlierDetectionConfig {
   return {
-    consecutiveFailures: spec.consecutiveFailures ?? 5,
-    baseEjectionMs: parseDuration(spec.baseEjectionTime ?? '30s'),
-    maxEjectionPercent: spec.maxEjectionPercent ?? 50,
+    consecutiveFailures: spec.consecutiveFailures ?? DEFAULTS.consecutiveFailures,
+    baseEjectionMs: parseDuration(spec.baseEjectionTime ?? DEFAULTS.baseEjectionTime),
+    maxEjectionPercent: spec.maxEjectionPercent ?? DEFAULTS.maxEjectionPercent,
   }
 }

@@ -1,6 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { parseRequestKey, REQUEST_KEY_HEADER_PATTERN, type RequestKey } from '../../balancer/request-key.js'
 import { DURATION_PATTERN, parseDuration } from '../../kernel/duration.js'
+import { schemaDefaults } from '../../kernel/schema-defaults.js'
 
 const Limit = Type.Integer({ minimum: 1, description: 'Requests allowed per window.' })
 const Window = Type.String({
@@ -51,6 +52,8 @@ export interface RateLimitConfig {
   readonly onRedisDown: 'local' | 'open' | 'closed'
 }
 
+const DEFAULTS = schemaDefaults(RateLimitSchema, ['key', 'onRedisDown'])
+
 /** The config with its defaults, or the sentence that says why the spec cannot be used. */
 export function toRateLimitConfig(spec: RateLimitSpec): RateLimitConfig | string {
   const single = spec.limit !== undefined || spec.window !== undefined
@@ -60,5 +63,5 @@ export function toRateLimitConfig(spec: RateLimitSpec): RateLimitConfig | string
   const limits = specs.map((l) => ({ limit: l.limit, windowMs: parseDuration(l.window) }))
   const bad = limits.find((l) => l.windowMs < 1000 || l.windowMs % 1000 !== 0)
   if (bad) return `rateLimit window of ${bad.windowMs} ms must be whole seconds, at least 1s`
-  return { key: parseRequestKey(spec.key ?? 'ip'), limits, onRedisDown: spec.onRedisDown ?? 'local' }
+  return { key: parseRequestKey(spec.key ?? DEFAULTS.key), limits, onRedisDown: spec.onRedisDown ?? DEFAULTS.onRedisDown }
 }

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { DURATION_PATTERN, parseDuration, parseSize, SIZE_PATTERN } from '../../kernel/duration.js'
+import { schemaDefaults } from '../../kernel/schema-defaults.js'
 
 const Duration = (description: string, defaultValue: string) =>
   Type.String({ pattern: DURATION_PATTERN, patternMessage: 'must be a duration such as 500ms, 5s, 1m or 1h', description, default: defaultValue })
@@ -18,11 +19,12 @@ export const ResponseCacheSchema = Type.Object(
       }),
     ),
     methods: Type.Optional(
-      Type.Array(Type.Union(CACHEABLE_METHODS.map((m) => Type.Literal(m))), { minItems: 1, uniqueItems: true, default: ['GET', 'HEAD'], description: 'Methods whose responses are cached.' }),
+      Type.Array(Type.Union(CACHEABLE_METHODS.map((m) => Type.Literal(m))), { minItems: 1, uniqueItems: true, default: [...CACHEABLE_METHODS], description: 'Methods whose responses are cached.' }),
     ),
     vary: Type.Optional(
       Type.Array(Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]+$', patternMessage: 'must be a header name' }), {
         uniqueItems: true,
+        default: [],
         description: 'Request headers that split the cache key, besides those the upstream names in its Vary.',
       }),
     ),
@@ -52,20 +54,22 @@ export interface ResponseCacheConfig {
   readonly staleIfErrorMs: number
 }
 
+const DEFAULTS = schemaDefaults(ResponseCacheSchema, ['ttl', 'store', 'methods', 'vary', 'maxEntrySize', 'maxSize', 'staleWhileRevalidate', 'staleIfError'])
+
 export function toResponseCacheConfig(spec: ResponseCacheSpec): ResponseCacheConfig | string {
-  const maxEntryBytes = parseSize(spec.maxEntrySize ?? '1mb')
-  const maxBytes = parseSize(spec.maxSize ?? '256mb')
-  if (maxEntryBytes > maxBytes) return `cache.maxEntrySize (${spec.maxEntrySize}) is larger than cache.maxSize (${spec.maxSize ?? '256mb'})`
-  const ttlMs = parseDuration(spec.ttl ?? '30s')
+  const maxEntryBytes = parseSize(spec.maxEntrySize ?? DEFAULTS.maxEntrySize)
+  const maxBytes = parseSize(spec.maxSize ?? DEFAULTS.maxSize)
+  if (maxEntryBytes > maxBytes) return `cache.maxEntrySize (${spec.maxEntrySize}) is larger than cache.maxSize (${spec.maxSize ?? DEFAULTS.maxSize})`
+  const ttlMs = parseDuration(spec.ttl ?? DEFAULTS.ttl)
   if (ttlMs < 1000) return `cache.ttl must be at least 1s (HTTP counts freshness in seconds)`
   return {
     ttlMs,
-    store: spec.store ?? 'memory',
-    methods: new Set(spec.methods ?? CACHEABLE_METHODS),
-    vary: (spec.vary ?? []).map((name) => name.toLowerCase()).sort(),
+    store: spec.store ?? DEFAULTS.store,
+    methods: new Set(spec.methods ?? DEFAULTS.methods),
+    vary: (spec.vary ?? DEFAULTS.vary).map((name) => name.toLowerCase()).sort(),
     maxEntryBytes,
     maxBytes,
-    staleWhileRevalidateMs: parseDuration(spec.staleWhileRevalidate ?? '0s'),
-    staleIfErrorMs: parseDuration(spec.staleIfError ?? '0s'),
+    staleWhileRevalidateMs: parseDuration(spec.staleWhileRevalidate ?? DEFAULTS.staleWhileRevalidate),
+    staleIfErrorMs: parseDuration(spec.staleIfError ?? DEFAULTS.staleIfError),
   }
 }

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { DURATION_PATTERN, parseDuration } from '../../kernel/duration.js'
+import { schemaDefaults } from '../../kernel/schema-defaults.js'
 
 export const RetrySchema = Type.Object(
   {
@@ -10,13 +11,15 @@ export const RetrySchema = Type.Object(
     on: Type.Optional(
       Type.Array(Type.Union([Type.Literal('connect-error'), Type.Literal('timeout'), Type.Integer({ minimum: 500, maximum: 599 })]), {
         uniqueItems: true,
-        description: 'What is retried: connect-error, timeout, and upstream statuses (5xx). Default: connect-error, 502, 503.',
+        default: ['connect-error', 502, 503],
+        description: 'What is retried: connect-error, timeout, and upstream statuses (5xx).',
       }),
     ),
     methods: Type.Optional(
       Type.Array(Type.String({ pattern: '^[A-Z]+$', patternMessage: 'must be an HTTP method in capitals' }), {
         uniqueItems: true,
-        description: 'Methods that may be retried. Default: the idempotent ones (GET, HEAD, OPTIONS, PUT, DELETE).',
+        default: ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'],
+        description: 'Methods that may be retried (by default the idempotent ones).',
       }),
     ),
     budgetPercent: Type.Optional(
@@ -45,16 +48,18 @@ export interface RetryConfig {
   readonly deadlineMs: number
 }
 
+const DEFAULTS = schemaDefaults(RetrySchema, ['attempts', 'backoff', 'on', 'methods', 'budgetPercent', 'deadline'])
+
 export function toRetryConfig(spec: RetrySpec): RetryConfig {
-  const on = spec.on ?? ['connect-error', 502, 503]
+  const on = spec.on ?? DEFAULTS.on
   return {
-    attempts: spec.attempts ?? 2,
-    backoffMs: parseDuration(spec.backoff ?? '25ms'),
+    attempts: spec.attempts ?? DEFAULTS.attempts,
+    backoffMs: parseDuration(spec.backoff ?? DEFAULTS.backoff),
     onConnectError: on.includes('connect-error'),
     onTimeout: on.includes('timeout'),
     onStatuses: new Set(on.filter((o): o is number => typeof o === 'number')),
-    methods: new Set(spec.methods ?? ['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']),
-    budgetPercent: spec.budgetPercent ?? 20,
-    deadlineMs: parseDuration(spec.deadline ?? '30s'),
+    methods: new Set(spec.methods ?? DEFAULTS.methods),
+    budgetPercent: spec.budgetPercent ?? DEFAULTS.budgetPercent,
+    deadlineMs: parseDuration(spec.deadline ?? DEFAULTS.deadline),
   }
 }
