@@ -29,7 +29,7 @@ export default tseslint.config(
   layer(['src/kernel/**'], ['^\\.\\./', '^fastify$'], 'src/kernel imports nothing from src/ and no fastify types.'),
   layer(['src/balancer/**', 'src/state/**', 'src/http/**'], [above('config', 'policies', 'proxy', 'admin', 'observability', 'discovery', 'register'), ROOT], 'this layer imports only src/kernel.'),
   layer(['src/discovery/**'], [above('config', 'policies', 'proxy', 'admin', 'observability', 'state', 'http', 'register'), ROOT], 'src/discovery imports only kernel and balancer.'),
-  layer(['src/policies/**'], [above('config', 'proxy', 'admin', 'observability', 'discovery', 'http', 'register'), ROOT], 'src/policies imports only kernel, balancer and state.'),
+  layer(['src/policies/**'], [above('config', 'proxy', 'admin', 'observability', 'discovery', 'http', 'register'), ROOT, '^fastify$', '^@fastify/'], 'src/policies imports only kernel, balancer and state, and no framework types (PolicyRequest and PolicyReply are what a policy sees).'),
   layer(['src/config/**'], [above('proxy', 'admin', 'observability', 'state', 'http', 'register'), ROOT], 'src/config imports only kernel, balancer, policies and discovery.'),
   layer(['src/proxy/**'], [above('admin', 'observability', 'register'), ROOT], 'src/proxy imports nothing from admin, observability, register or the root.'),
   layer(['src/admin/**', 'src/observability/**'], [above('register'), ROOT], 'admin and observability do not import the root.'),

@@ -1,8 +1,8 @@
 import type { TSchema } from '@sinclair/typebox'
-import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Instance } from '../balancer/instance.js'
+import type { KeyedRequest } from '../balancer/request-key.js'
 import type { Logger } from '../kernel/logger.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
@@ -37,13 +37,33 @@ export interface UpstreamResponse {
   readonly stream: Readable
 }
 
+/** The client's request as a policy reads it (the framework's request is one; policies never reach the framework). */
+export interface PolicyRequest extends KeyedRequest {
+  readonly id: string
+  readonly method: string
+  readonly headers: IncomingHttpHeaders
+}
+
+/** The answer under way, as a policy may shape it or give it itself. */
+export interface PolicyReply {
+  /** Whether the answer has gone out. */
+  readonly sent: boolean
+  code(statusCode: number): PolicyReply
+  header(name: string, value: string | number | string[]): PolicyReply
+  headers(values: Readonly<Record<string, string | number | string[]>>): PolicyReply
+  /** The headers set on the answer so far (the gateway's own, and the upstream's once it answered). */
+  getHeaders(): Record<string, number | string | string[] | undefined>
+  /** Answers with `body` (none for an empty answer). */
+  send(body?: Buffer | string): PolicyReply
+}
+
 /**
  * What a policy sees of one request. The proxy's Exchange implements it: one object per request, of fixed shape.
  * Policies keep their per-request state in their own handler objects, never on the exchange.
  */
 export interface PolicyExchange {
-  readonly request: FastifyRequest
-  readonly reply: FastifyReply
+  readonly request: PolicyRequest
+  readonly reply: PolicyReply
   /** The path sent upstream (normalised, prefix rewritten), without the query. */
   readonly upstreamPath: string
   /** The same with the client's query as it came: what the request asks of its route. */

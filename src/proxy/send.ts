@@ -58,9 +58,10 @@ export function unsendablePath(path: string, cause?: unknown): GatewayError {
 
 /** The end of every route's chain: the upstream's answer goes to the client, a failure as problem+json. */
 export const deliver: AttemptHandler = {
-  onResponse(ex, res) {
+  onResponse(policyEx, res) {
+    const ex = policyEx as Exchange
     if (res.statusCode !== 304) {
-      ;(ex as Exchange).watchTransfer()
+      ex.watchTransfer()
       return void ex.reply.send(res.stream)
     }
     // A 304 has no body, and its Content-Length (legal: the size of the representation) makes undici fail the
@@ -68,9 +69,10 @@ export const deliver: AttemptHandler = {
     res.stream.on('error', noop).resume()
     ex.reply.send()
   },
-  onError(ex, error) {
+  onError(policyEx, error) {
+    const ex = policyEx as Exchange
     if (ex.clientGone || ex.reply.sent) return
-    const { route, settings } = ex as Exchange
+    const { route, settings } = ex
     const failure = classifyUpstreamFailure(error, ex.instance.origin, route.timeout)
     if (!(error instanceof GatewayError)) settings.logger.warn({ requestId: ex.request.id, route: route.name, instance: ex.instance.origin, code: failure.code, err: error }, failure.message)
     sendProblem(ex.reply, failure)

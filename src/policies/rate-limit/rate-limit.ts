@@ -1,11 +1,10 @@
-import type { FastifyReply } from 'fastify'
 import cluster from 'node:cluster'
 import { RateLimiterCluster, RateLimiterClusterMaster, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
 import { readRequestKey } from '../../balancer/request-key.js'
 import { GatewayError } from '../../kernel/errors.js'
 import type { SharedState } from '../../state/shared-state.js'
 import { PolicyCounter, type PolicyEvents } from '../policy-events.js'
-import { RequestValue, type PolicyExchange, type PolicyKind, type RequestGuard, type RoutePolicy } from '../policy.js'
+import { RequestValue, type PolicyExchange, type PolicyKind, type PolicyReply, type RequestGuard, type RoutePolicy } from '../policy.js'
 import { SharedConsume } from './shared-consume.js'
 import { RateLimitSchema, toRateLimitConfig, type RateLimitConfig, type RateLimitSpec } from './schema.js'
 
@@ -156,7 +155,7 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
   // No outcome: admitted without a count (onRedisDown: open).
   const admittedAs = (tightest: Outcome | undefined): string => (tightest === undefined ? 'fail_open' : tightest.onLocalShare ? 'local_share' : 'allowed')
 
-  const setHeaders = (reply: FastifyReply, tightest: Outcome) => {
+  const setHeaders = (reply: PolicyReply, tightest: Outcome) => {
     reply.header('ratelimit-policy', policyHeader)
     reply.header('ratelimit', header(tightest))
   }

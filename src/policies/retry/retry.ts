@@ -1,9 +1,8 @@
-import type { FastifyRequest } from 'fastify'
 import type { Instance } from '../../balancer/instance.js'
 import { backoffDelay } from '../../kernel/backoff.js'
 import type { Logger } from '../../kernel/logger.js'
 import { isConnectError, isNothingSent, isResponseTimeout } from '../../kernel/upstream-errors.js'
-import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
+import type { AttemptHandler, AttemptWrapper, PolicyExchange, PolicyKind, PolicyRequest, PolicyRoute, Send, UpstreamResponse } from '../policy.js'
 import { PolicyCounter, type PolicyEvents } from '../policy-events.js'
 import { RetryBudget } from './retry-budget.js'
 import { RetrySchema, toRetryConfig, type RetryConfig, type RetrySpec } from './schema.js'
@@ -109,7 +108,7 @@ class RetryingAttempt implements AttemptHandler {
 }
 
 /** Only a request without a body can be sent again: a streamed body is gone once the first attempt read it. */
-function isReplayable(request: FastifyRequest, methods: ReadonlySet<string>): boolean {
+function isReplayable(request: PolicyRequest, methods: ReadonlySet<string>): boolean {
   const length = request.headers['content-length']
   return methods.has(request.method) && (length === undefined || length === '0') && request.headers['transfer-encoding'] === undefined
 }
