@@ -8,7 +8,7 @@ import type { RouteWatcher } from '../config/route-watcher.js'
 import type { HealthRegistry } from './health-registry.js'
 import type { Registry } from 'prom-client'
 import { readFileSync } from 'node:fs'
-import type { AdminAction, AnyPolicyKind, PolicyDeps, RoutePolicy } from '../policies/policy.js'
+import type { AnyPolicyKind, PolicyDeps, RoutePolicy } from '../policies/policy.js'
 import { parseDuration } from '../kernel/duration.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import { AUDIT_LENGTH, type AuditLog } from './audit-log.js'
@@ -317,7 +317,7 @@ function registerActions(app: FastifyInstance, options: AdminOptions, authorize:
     })
   }
 
-  for (const kind of options.policies.kinds) for (const action of (kind.adminActions ?? []) as readonly AdminAction<RoutePolicy>[]) {
+  for (const kind of options.policies.kinds) for (const action of kind.adminActions ?? []) {
     app.route<{ Params: { name: string }; Querystring: Record<string, string | undefined> }>({
       method: action.method,
       url: action.url,

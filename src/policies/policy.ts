@@ -154,7 +154,7 @@ export interface PolicyGauge<Live> {
 
 /** What the status page shows of a policy on one route. */
 export interface StatusCell {
-  /** The cell's data attribute value, for styles and tests (`open`, `memory`). */
+  /** The cell's data attribute value, for styles and tests (a state such as `open`). */
   readonly mark: string
   readonly text: string
   /** Shown as a badge of this tone when set; as plain text otherwise. */
@@ -166,7 +166,7 @@ export interface StatusCell {
 /** A policy's column on the status page: the snapshot carries its cells, and the page renders every column alike. */
 export interface StatusColumn<Live> {
   readonly title: string
-  /** The cell's `data-*` attribute name, e.g. `cache`. */
+  /** The cell's `data-*` attribute name (lower case, no spaces). */
   readonly attribute: string
   /** The route's cell; `policy` is undefined on a route without the policy. Undefined shows a dash. */
   cell(policy: Live | undefined, route: string, deps: PolicyDeps): StatusCell | undefined
@@ -183,11 +183,11 @@ export interface AdminActionRequest {
 /** An operator's action on one route's policy: served on the admin port behind its token, and audited. */
 export interface AdminAction<Live> {
   readonly method: 'POST' | 'DELETE'
-  /** Under `/admin/`, with `:name` for the route: `/admin/cache/:name`. */
+  /** Under `/admin/`, with `:name` for the route, e.g. `/admin/<policy>/:name`. */
   readonly url: string
-  /** The audit log's name for it: `cache purge`. */
+  /** The audit log's name for it, e.g. `<policy> purge`. */
   readonly audit: string
-  /** What the 404 says of a route without the policy: `has no cache`. */
+  /** What the 404 says of a route without the policy, e.g. `has no <policy>`. */
   readonly missing: string
   /** The answer's JSON, and what the audit entry records beyond route and operator. */
   run(policy: Live, request: AdminActionRequest): Promise<{ readonly answer: Record<string, unknown>; readonly detail?: Record<string, unknown> }>

@@ -26,6 +26,6 @@ export interface RequestRecord {
   readonly upstreamMs: number | undefined
   /** The client went away before the response had been sent whole. */
   readonly clientGone: boolean
-  /** Policies' values shown in the access log (RequestValue's `logField`), e.g. `cache`: what the route's cache did. */
+  /** Policies' values shown in the access log, under their RequestValue's `logField`. */
   readonly [logField: string]: string | number | boolean | undefined
 }
