@@ -15,7 +15,9 @@ import { RouteTable } from '../src/config/route-table.js'
 
 const root = new URL('..', import.meta.url).pathname
 const seconds = Number(process.env.BENCH_SECONDS ?? 3)
-const roundCount = Number(process.env.BENCH_ROUNDS ?? 5)
+const roundCount = Number(process.env.BENCH_ROUNDS ?? 3)
+// Runs of `roundCount` rounds each, one after the other: a figure is the median of the runs' medians, with its spread.
+const runCount = Number(process.env.BENCH_RUNS ?? 3)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const children: ChildProcess[] = []
 
@@ -165,6 +167,8 @@ try {
     return { port, pid: child.pid }
   }
   const plainPortico = await startPortico()
+  // The same build in a second process: what two identical targets differ by in this run is its noise floor.
+  const twinPortico = await startPortico()
   const noAccessLog = await startPortico(root, { PORTICO_ACCESS_LOG: 'off' })
   const traced = await startPortico(root, { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sink.match[1]}` })
   const chainPortico = await startPortico()
@@ -176,6 +180,7 @@ try {
     ['fast-gateway', `http://127.0.0.1:${fastGateway.match[1]}/api/items`, fastGateway.child.pid],
     ['fastify+undici.dispatch', `http://127.0.0.1:${engineFloor.match[1]}/api/items`, engineFloor.child.pid],
     ['portico', `http://127.0.0.1:${plainPortico.port}/api/items`, plainPortico.pid],
+    ['portico (its twin)', `http://127.0.0.1:${twinPortico.port}/api/items`, twinPortico.pid],
     ['portico access log off', `http://127.0.0.1:${noAccessLog.port}/api/items`, noAccessLog.pid],
     ['portico tracing on', `http://127.0.0.1:${traced.port}/api/items`, traced.pid],
     ['portico+redis chain', `http://127.0.0.1:${chainPortico.port}/chain/items`, chainPortico.pid],
@@ -214,27 +219,37 @@ try {
   // round counts. CPU time per request is what a request costs the proxy's processes, whatever else the machine does.
   // Warm pools and JIT: a Node target's first 3 s under load cost up to twice what it settles at after 6 s.
   for (const [, url] of targets) await autocannon({ url, connections, duration: 5 })
-  const rounds = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
   // Every other round runs the targets in reverse: a target's place in the round biases it (seen: two identical
   // Portico processes 20-35 % apart when always run in the same order).
-  for (let round = 0; round < roundCount; round++) {
-    for (const [name, url, pid] of round % 2 === 0 ? targets : [...targets].reverse()) rounds.get(name)?.push(await load(url, pid))
+  const runs = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
+  for (let run = 0; run < runCount; run++) {
+    const rounds = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
+    for (let round = 0; round < roundCount; round++) {
+      for (const [name, url, pid] of round % 2 === 0 ? targets : [...targets].reverse()) rounds.get(name)?.push(await load(url, pid))
+    }
+    for (const [name, list] of rounds) {
+      const middle = (pick: (r: Round) => number) => median(list.map(pick))
+      runs.get(name)?.push({ rps: middle((r) => r.rps), p50: middle((r) => r.p50), p99: middle((r) => r.p99), cpuUs: middle((r) => r.cpuUs), errors: list.reduce((n, r) => n + r.errors, 0) })
+    }
   }
   const results = targets.map(([name]) => {
-    const runs = rounds.get(name) ?? []
-    const middle = (pick: (r: Round) => number) => median(runs.map(pick))
-    return { name, rps: middle((r) => r.rps), p50: middle((r) => r.p50), p99: middle((r) => r.p99), cpuUs: middle((r) => r.cpuUs), errors: runs.reduce((n, r) => n + r.errors, 0) }
+    const list = runs.get(name) ?? []
+    const middle = (pick: (r: Round) => number) => median(list.map(pick))
+    const cpus = list.map((r) => r.cpuUs)
+    const cpuUs = middle((r) => r.cpuUs)
+    return { name, rps: middle((r) => r.rps), p50: middle((r) => r.p50), p99: middle((r) => r.p99), cpuUs, cpuSpread: ((Math.max(...cpus) - Math.min(...cpus)) / cpuUs) * 100, errors: list.reduce((n, r) => n + r.errors, 0) }
   })
   const baseline = results.find((r) => r.name === 'fastify-http-proxy') ?? results[0]
   const plain = results.find((r) => r.name === 'portico') ?? results[0]
   const ratio = (a: number, b: number | undefined) => (Number.isFinite(a / (b ?? NaN)) ? (a / (b ?? NaN)).toFixed(2) : '-')
-  console.log(`\n${connections} connections, median of ${roundCount} interleaved rounds of ${seconds} s, one machine (${process.version})`)
+  console.log(`\n${connections} connections, ${runCount} runs of ${roundCount} interleaved rounds of ${seconds} s: each figure the median of the runs' medians; spread: how far the runs' CPU figures lie apart (${process.version})`)
   console.log('portico targets run as shipped (log level info, access log on stdout, metrics on, tracing off) but where named')
-  console.log('target                   req/s     p50 ms  p99 ms  errors  cpu µs/req  req/s vs fastify-http-proxy  vs portico  cpu vs portico')
+  console.log('target                   req/s     p50 ms  p99 ms  errors  cpu µs/req  spread  req/s vs fastify-http-proxy  vs portico  cpu vs portico')
   for (const r of results) {
     const cpu = Number.isFinite(r.cpuUs) ? r.cpuUs.toFixed(1) : '-'
+    const spread = Number.isFinite(r.cpuSpread) ? `${r.cpuSpread.toFixed(0)} %` : '-'
     console.log(
-      `${r.name.padEnd(24)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${cpu.padStart(10)}  ${ratio(r.rps, baseline?.rps).padStart(26)}  ${ratio(r.rps, plain?.rps).padStart(10)}  ${ratio(r.cpuUs, plain?.cpuUs).padStart(14)}`,
+      `${r.name.padEnd(24)} ${r.rps.toFixed(0).padStart(8)}  ${String(r.p50).padStart(6)}  ${String(r.p99).padStart(6)}  ${String(r.errors).padStart(6)}  ${cpu.padStart(10)}  ${spread.padStart(6)}  ${ratio(r.rps, baseline?.rps).padStart(26)}  ${ratio(r.rps, plain?.rps).padStart(10)}  ${ratio(r.cpuUs, plain?.cpuUs).padStart(14)}`,
     )
   }
 
@@ -244,6 +259,11 @@ try {
   console.log(`\nportico as shipped: ${ratio(plain?.rps ?? NaN, baseline?.rps)}× the minimal app's req/s (target ≥ 1.00), ${ratio(plain?.rps ?? NaN, fastGatewayResult?.rps)}× fast-gateway's (≥ 1.00), ${ratio(plain?.cpuUs ?? NaN, nginxResult?.cpuUs)}× nginx's CPU per request (≤ 4)`)
   console.log(`1 → 2 workers: portico ${ratio(porticoTwo?.rps ?? NaN, plain?.rps)}×, nginx ${ratio(nginxTwo?.rps ?? NaN, nginxResult?.rps)}× (portico's gain at least 0.9 of nginx's: ${ratio((porticoTwo?.rps ?? NaN) / (plain?.rps ?? NaN), (nginxTwo?.rps ?? NaN) / (nginxResult?.rps ?? NaN))})`)
   console.log(`a memory cache hit: ${ratio(cacheHit?.rps ?? NaN, plain?.rps)}× a proxied request's req/s (target ≥ 1.5)`)
+  const twin = named('portico (its twin)')
+  const floor = Math.abs((twin?.cpuUs ?? NaN) / (plain?.cpuUs ?? NaN) - 1) * 100
+  console.log(`noise floor: the twin of portico (the same build, another process) ${ratio(twin?.cpuUs ?? NaN, plain?.cpuUs)}× its CPU per request; a difference under ${floor.toFixed(0)} % is not shown by this run`)
+  const basePlain = named('baseline portico')
+  if (basePlain) console.log(`A/B: portico ${ratio(plain?.cpuUs ?? NaN, basePlain.cpuUs)}× the baseline's CPU per request on the plain route (twin: ${ratio(twin?.cpuUs ?? NaN, basePlain.cpuUs)}×)`)
 
   const small = matchCost(10)
   const large = matchCost(10_000)
