@@ -258,6 +258,9 @@ async function answerAdmin(req: IncomingMessage, res: ServerResponse, metrics: A
   }
 }
 
+/** How long the primary waits for a worker's answer (an action's whole answer; a read's headers). */
+const RELAY_TIMEOUT_MS = 5_000
+
 function answerProblem(res: ServerResponse, error: GatewayError): void {
   if (res.headersSent) return void res.destroy()
   res.writeHead(error.status, { ...error.headers, 'content-type': PROBLEM_CONTENT_TYPE, 'cache-control': 'no-store' }).end(JSON.stringify(toProblem(error)))
@@ -272,13 +275,22 @@ interface Relayed {
 /** A read goes to one worker and streams back as it comes (the status page's events never end). */
 function stream(req: IncomingMessage, res: ServerResponse, target: string): void {
   const upstream = request(`${target}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (answer) => {
+    clearTimeout(timer)
     res.writeHead(answer.statusCode ?? 502, answer.headers)
     // The worker may die mid-stream: an unheard 'error' here would take the primary with it.
     answer.on('error', () => res.destroy())
     answer.pipe(res)
   })
-  upstream.on('error', () => (res.headersSent ? res.destroy() : res.writeHead(502).end()))
-  res.on('close', () => upstream.destroy())
+  // A worker that hangs (stopped, stuck in a loop) must not hold the operator's request for ever.
+  const timer = setTimeout(() => upstream.destroy(new Error(`no answer within ${RELAY_TIMEOUT_MS} ms`)), RELAY_TIMEOUT_MS)
+  upstream.on('error', (error) => {
+    clearTimeout(timer)
+    answerProblem(res, new GatewayError('worker_unreachable', `A worker of this host did not answer (${error.message})`))
+  })
+  res.on('close', () => {
+    clearTimeout(timer)
+    upstream.destroy()
+  })
   upstream.end()
 }
 
@@ -291,6 +303,9 @@ function relay(req: IncomingMessage, target: string | undefined, body: Buffer | 
       answer.on('end', () => resolve({ status: answer.statusCode ?? 502, headers: answer.headers, body: Buffer.concat(chunks) }))
       answer.on('error', reject)
     })
+    // The whole answer within the bound: an action's answer is small, and a hung worker must not hold it for ever.
+    const timer = setTimeout(() => upstream.destroy(new Error(`no answer within ${RELAY_TIMEOUT_MS} ms`)), RELAY_TIMEOUT_MS)
+    upstream.on('close', () => clearTimeout(timer))
     upstream.on('error', reject)
     upstream.end(body)
   })

@@ -119,6 +119,32 @@ describe('portico start --workers 2', () => {
     await rm(join(routesDir, 'bad.yaml'))
   })
 
+  it('answers 502 worker_unreachable within its bound when the workers hang, for an action and for a read, and answers again once they run', async () => {
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    const workers = workerPids(gateway.output()).filter(alive)
+    expect(workers).toHaveLength(2)
+    for (const pid of workers) process.kill(pid, 'SIGSTOP')
+    try {
+      const started = Date.now()
+      const action = await request(`${gateway.adminUrl}/admin/routes/plain/breaker`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ state: 'auto' }) })
+      expect([action.statusCode, action.headers['content-type'], ((await action.body.json()) as { code: string }).code]).toEqual([502, 'application/problem+json', 'worker_unreachable'])
+      const read = await request(`${gateway.adminUrl}/admin/routes`)
+      expect([read.statusCode, ((await read.body.json()) as { code: string }).code]).toEqual([502, 'worker_unreachable'])
+      expect(Date.now() - started).toBeLessThan(15_000)
+    } finally {
+      for (const pid of workers) process.kill(pid, 'SIGCONT')
+    }
+    await waitFor(async () => (await request(`${gateway.adminUrl}/admin/routes`).then(async (r) => (await r.body.dump(), r.statusCode))) === 200, { what: 'the admin port to answer once the workers run' })
+    expect(await Promise.all(Array.from({ length: 4 }, () => freshGet(`${gateway.url}/plain/x`)))).toEqual([200, 200, 200, 200])
+  }, 30_000)
+
   it('replaces a worker that dies, even one streaming the status feed through the primary; the others serve meanwhile', async () => {
     // the status feed goes through the primary to one worker: that one dies mid-stream
     let feed = ''
