@@ -251,6 +251,16 @@ async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown
   }
 }
 
+/** An action's query, each parameter once: one given twice is refused, not read as a list the action did not expect. */
+function singleValues(query: Readonly<Record<string, string | string[] | undefined>>): Record<string, string | undefined> {
+  const values: Record<string, string | undefined> = {}
+  for (const [name, value] of Object.entries(query)) {
+    if (Array.isArray(value)) throw new GatewayError('bad_request', `"${name}" is given ${value.length} times; give it once`)
+    values[name] = value
+  }
+  return values
+}
+
 const kOperator = Symbol('portico.operator')
 type AdminRequest = FastifyRequest & { [kOperator]?: string }
 
@@ -318,7 +328,7 @@ function registerActions(app: FastifyInstance, options: AdminOptions, authorize:
   }
 
   for (const kind of options.policies.kinds) for (const action of kind.adminActions ?? []) {
-    app.route<{ Params: { name: string }; Querystring: Record<string, string | undefined> }>({
+    app.route<{ Params: { name: string }; Querystring: Record<string, string | string[] | undefined> }>({
       method: action.method,
       url: action.url,
       preHandler: authorize,
@@ -333,7 +343,7 @@ function registerActions(app: FastifyInstance, options: AdminOptions, authorize:
           return match.upstreamPath
         }
         const made = decision(request, {})
-        const { answer, detail } = await action.run(policy, { route, query: request.query, upstreamPathOf })
+        const { answer, detail } = await action.run(policy, { route, query: singleValues(request.query), upstreamPathOf })
         await audit.record({ at: new Date(made.at).toISOString(), by: made.by, action: action.audit, route: route.name, detail, replica: options.replicaId })
         return answer
       },

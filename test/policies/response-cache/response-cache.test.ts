@@ -248,6 +248,11 @@ describe('a route with a memory cache', () => {
     await Promise.all([get('/p1'), get('/p2')])
     expect([upstream.count('/p1'), upstream.count('/p2')]).toEqual([3, 2])
     expect((await answer(`${gateway.adminUrl}/admin/cache/nope`, { method: 'DELETE' })).code).toBe('not_found')
+    // a path given twice is refused, and purges nothing
+    const twice = await answer(`${gateway.adminUrl}/admin/cache/c?path=/c/p1&path=/c/p2`, { method: 'DELETE', headers: auth })
+    expect([twice.status, twice.code]).toEqual([400, 'bad_request'])
+    await Promise.all([get('/p1'), get('/p2')])
+    expect([upstream.count('/p1'), upstream.count('/p2')]).toEqual([3, 2])
   })
 })
 
