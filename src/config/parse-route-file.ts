@@ -201,7 +201,10 @@ function schemaError(file: string, doc: Document, lineAt: (offset: number) => nu
   switch (e.keyword) {
     case 'additionalProperties': {
       const key = String(e.params.additionalProperty)
-      const allowed = Object.keys((e.parentSchema as { properties?: object }).properties ?? {})
+      const parent = e.parentSchema as { properties?: object; patternProperties?: object }
+      // A map of names (headers): the key is not a name of the kind it takes.
+      if (parent.properties === undefined && parent.patternProperties !== undefined) return { file, line: keyLine(doc, lineAt, path, key), message: `${prefix}"${key}" is not a header name` }
+      const allowed = Object.keys(parent.properties ?? {})
       const hint = closest(key, allowed)
       return {
         file,

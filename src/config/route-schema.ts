@@ -5,6 +5,7 @@ import { CircuitBreakerSchema } from '../policies/circuit-breaker/schema.js'
 import { ConcurrencyLimitSchema } from '../policies/concurrency-limit/schema.js'
 import { OutlierDetectionSchema } from '../policies/outlier-detection/schema.js'
 import { RateLimitSchema } from '../policies/rate-limit/schema.js'
+import { RequestHeadersSchema } from '../policies/request-headers/schema.js'
 import { ResponseCacheSchema } from '../policies/response-cache/schema.js'
 import { RetrySchema } from '../policies/retry/schema.js'
 import { DURATION_PATTERN } from '../kernel/duration.js'
@@ -115,6 +116,7 @@ export const RouteSchema = Type.Object(
     ),
     rateLimit: Type.Optional(RateLimitSchema),
     concurrencyLimit: Type.Optional(ConcurrencyLimitSchema),
+    requestHeaders: Type.Optional(RequestHeadersSchema),
     cache: Type.Optional(ResponseCacheSchema),
     circuitBreaker: Type.Optional(CircuitBreakerSchema),
     retry: Type.Optional(RetrySchema),

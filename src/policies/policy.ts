@@ -82,6 +82,14 @@ export interface PolicyExchange {
    * `request.headers`. Made on the first call; treat it as read-only.
    */
   forwardedHeaders(): IncomingHttpHeaders
+  /**
+   * Sets a header of the request as the gateway sends it upstream (every attempt, a WebSocket handshake too), or
+   * removes it with `undefined`; applied after the forwarding headers, so the client's header of that name never
+   * passes. Not for Host, Content-Length or hop-by-hop headers: a policy's schema refuses those.
+   */
+  setUpstreamHeader(name: string, value: string | undefined): void
+  /** What policies set with `setUpstreamHeader`, by lower-case name (undefined: removed); what a cache keys on. */
+  readonly upstreamHeaderChanges: ReadonlyMap<string, string | undefined> | undefined
   /** This request's value of `key`, if a policy set one. */
   get<T extends string | number | boolean>(key: RequestValue<T>): T | undefined
   set<T extends string | number | boolean>(key: RequestValue<T>, value: T): void

@@ -92,6 +92,7 @@ export class Exchange implements PolicyExchange {
   traceparent: string | undefined = undefined
   #attemptBody: AttemptBody | undefined = undefined
   #forwardedHeaders: IncomingHttpHeaders | undefined = undefined
+  upstreamHeaderChanges: Map<string, string | undefined> | undefined = undefined
   /** Policies' values by slot (see RequestValue); made on the first set. */
   #values: (string | number | boolean | undefined)[] | undefined = undefined
   #attemptStartedAt = 0
@@ -142,7 +143,24 @@ export class Exchange implements PolicyExchange {
 
   forwardedHeaders(): IncomingHttpHeaders {
     // The same function makes what reply-from sends, so the two cannot drift apart.
-    return (this.#forwardedHeaders ??= upstreamRequestHeaders(this.request, { ...this.request.headers }, { trustProxy: this.settings.trustProxy, preserveHost: this.route.preserveHost }))
+    return (this.#forwardedHeaders ??= this.withForwarding({ ...this.request.headers }))
+  }
+
+  /** `headers` (the client's, as a copy this may change) as they go upstream: the forwarding rules, then the policies' changes. */
+  withForwarding(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+    const forwarded = upstreamRequestHeaders(this.request, headers, { trustProxy: this.settings.trustProxy, preserveHost: this.route.preserveHost })
+    const changes = this.upstreamHeaderChanges
+    if (changes !== undefined)
+      for (const [name, value] of changes) {
+        if (value === undefined) delete forwarded[name]
+        else forwarded[name] = value
+      }
+    return forwarded
+  }
+
+  setUpstreamHeader(name: string, value: string | undefined): void {
+    ;(this.upstreamHeaderChanges ??= new Map()).set(name.toLowerCase(), value)
+    this.#forwardedHeaders = undefined
   }
 
   get<T extends string | number | boolean>(key: RequestValue<T>): T | undefined {

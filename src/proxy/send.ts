@@ -6,7 +6,7 @@ import { classifyUpstreamFailure, isClientFault } from '../kernel/upstream-error
 import type { AttemptHandler, PolicyExchange, UpstreamResponse } from '../policies/policy.js'
 import { exchangeOf, type Exchange } from './exchange.js'
 import { clientPathOf } from '../config/route-table.js'
-import { clientResponseHeaders, upstreamRequestHeaders } from './forwarding-headers.js'
+import { clientResponseHeaders } from './forwarding-headers.js'
 import { kAttemptSignal, type AttemptSignal } from './upstream-dispatcher.js'
 
 /** The header that tells the upstream how long the gateway still waits for it (like Envoy's expected-rq-timeout). */
@@ -94,7 +94,7 @@ function getUpstream(request: FastifyRequest): string {
 
 function rewriteRequestHeaders(request: FastifyRequest, headers: IncomingHttpHeaders): IncomingHttpHeaders {
   const ex = exchangeOf(request)
-  const forwarded = upstreamRequestHeaders(request, headers, { trustProxy: ex.settings.trustProxy, preserveHost: ex.route.preserveHost }) as IncomingHttpHeaders & {
+  const forwarded = ex.withForwarding(headers) as IncomingHttpHeaders & {
     [kAttemptSignal]?: AttemptSignal
   }
   forwarded[TIMEOUT_HEADER] = String(ex.timeoutMs)

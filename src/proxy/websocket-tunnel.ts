@@ -3,7 +3,7 @@ import { request as httpRequest, ServerResponse, type IncomingMessage } from 'no
 import type { Socket } from 'node:net'
 import { deliver } from './send.js'
 import type { Exchange } from './exchange.js'
-import { clientResponseHeaders, upstreamRequestHeaders } from './forwarding-headers.js'
+import { clientResponseHeaders } from './forwarding-headers.js'
 import type { WebSocketLimits } from '../config/parse-route-file.js'
 import { GatewayError } from '../kernel/errors.js'
 import { RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
@@ -133,7 +133,7 @@ export function isUpgradeRequest(raw: IncomingMessage): boolean {
 /** The forwarding headers of any request, with the handshake's own (Upgrade, Connection, Sec-WebSocket-*) kept. */
 function tunnelHeaders(ex: Exchange): Record<string, string | string[]> {
   const { request, route } = ex
-  const headers = upstreamRequestHeaders(request, { ...request.headers }, { trustProxy: ex.settings.trustProxy, preserveHost: route.preserveHost })
+  const headers = ex.withForwarding({ ...request.headers })
   if (!route.preserveHost) delete headers.host
   headers.connection = 'Upgrade'
   headers.upgrade = request.headers.upgrade

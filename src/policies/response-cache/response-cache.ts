@@ -208,6 +208,8 @@ class ResponseCache {
     // X-Forwarded-Host, or as Host with preserveHost), and the scheme and host a trusted proxy passed on.
     let rest = `${request.method}\n${ex.upstreamUrl.slice(path.length + 1)}`
     for (const name of KEYED_HEADERS) rest += `\n${headerText(forwarded[name])}`
+    // What policies before the cache sent upstream (a tenant header, an identity) can change the answer too.
+    for (const [name, value] of ex.upstreamHeaderChanges ?? []) rest += value === undefined ? `\n${name}` : `\n${name}: ${value}`
     for (const name of this.#config.vary) rest += `\n${name}:${headerText(forwarded[name])}`
     const key = { path, rest }
     const lookup: Lookup = { key, entryKey: key, stale: undefined, flight: undefined, preset: new Set(Object.keys(ex.reply.getHeaders())) }
