@@ -1,13 +1,15 @@
 // `npm run bench`: throughput, latency and the proxy's CPU time per request side by side in one run: straight to the
 // upstream, through a minimal @fastify/http-proxy app, through fast-gateway, through fastify handing requests to
 // undici's dispatch API with nothing else (the floor of the engine: bench/engine-floor.js), through Portico (plain route, access log
-// off, tracing on, the full chain, cache hits from memory and from Redis, each in a process of its own), and through
-// nginx (plain, and proxy_cache hits) when it is installed. Then route matching with 10 and 10 000 routes. Ratios, not absolute
+// off, tracing on, the full chain, cache hits from memory and from Redis, an API-key and a JWT route, each in a process of
+// its own), and through nginx (plain, and proxy_cache hits) when it is installed. Then route matching with 10 and 10 000 routes. Ratios, not absolute
 // numbers, are what to compare between machines.
 import autocannon from 'autocannon'
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { createHash, generateKeyPairSync } from 'node:crypto'
 import { tmpdir } from 'node:os'
+import { SignJWT } from 'jose'
 import { join } from 'node:path'
 import { freePort } from '../test/support/ports.js'
 import { parseRouteFile, type RouteDefinition } from '../src/config/parse-route-file.js'
@@ -59,9 +61,9 @@ function cpuMs(pid: number | undefined): number {
   }
 }
 
-async function load(url: string, pid: number | undefined): Promise<Round> {
+async function load(url: string, pid: number | undefined, headers?: Record<string, string>): Promise<Round> {
   const before = cpuMs(pid)
-  const result = await autocannon({ url, connections, duration: seconds })
+  const result = await autocannon({ url, connections, duration: seconds, headers })
   const cpuUs = ((cpuMs(pid) - before) * 1000) / result.requests.total
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx, cpuUs }
 }
@@ -146,6 +148,30 @@ try {
     cache: { ttl: 1h, store: redis }
 `,
   )
+  // Auth: an API key of a consumer, and an RS256 token (made here, its public key in a file), the same for every request
+  // (a cached token: what a client with a session sends).
+  const apiKey = 'pk_bench-consumer-key'
+  const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
+  writeFileSync(join(routesDir, 'bench-key.pem'), publicKey.export({ type: 'spki', format: 'pem' }) as string)
+  const token = await new SignJWT({ sub: 'bench' }).setProtectedHeader({ alg: 'RS256' }).setIssuer('https://id.bench/').setExpirationTime('2h').sign(privateKey)
+  writeFileSync(
+    join(routesDir, 'auth.yaml'),
+    `consumers:
+  - name: bench
+    apiKeys: [sha256:${createHash('sha256').update(apiKey).digest('hex')}]
+routes:
+  - name: keyed
+    prefix: /keyed
+    upstreams: [${upstreamUrl}]
+    rewritePrefix: /api
+    auth: { apiKey: {} }
+  - name: tokens
+    prefix: /tokens
+    upstreams: [${upstreamUrl}]
+    rewritePrefix: /api
+    auth: { jwt: { issuer: "https://id.bench/", publicKeyFile: ${join(routesDir, 'bench-key.pem')}, algorithms: [RS256] } }
+`,
+  )
   // The full chain's limits and breaker live in a Redis of the bench's own.
   const redisPort = await freePort()
   children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
@@ -174,7 +200,9 @@ try {
   const chainPortico = await startPortico()
   const [cacheMemory, cacheRedis] = [await startPortico(), await startPortico()]
   const twoWorkers = await startPortico(root, {}, ['--workers', '2'])
-  const targets: [name: string, url: string, pid: number | undefined][] = [
+  // Auth's cost is read against the plain route of the same process: two identical processes differ by more than it.
+  const authProcess = await startPortico()
+  const targets: [name: string, url: string, pid: number | undefined, headers?: Record<string, string>][] = [
     ['direct', `${upstreamUrl}/api/items`, undefined],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
     ['fast-gateway', `http://127.0.0.1:${fastGateway.match[1]}/api/items`, fastGateway.child.pid],
@@ -187,6 +215,9 @@ try {
     ['portico cache hit memory', `http://127.0.0.1:${cacheMemory.port}/cached/items`, cacheMemory.pid],
     ['portico cache hit redis', `http://127.0.0.1:${cacheRedis.port}/shared/items`, cacheRedis.pid],
     ['portico 2 workers', `http://127.0.0.1:${twoWorkers.port}/api/items`, twoWorkers.pid],
+    ['portico (auth process)', `http://127.0.0.1:${authProcess.port}/api/items`, authProcess.pid],
+    ['portico api key', `http://127.0.0.1:${authProcess.port}/keyed/items`, authProcess.pid, { 'x-api-key': apiKey }],
+    ['portico jwt (cached)', `http://127.0.0.1:${authProcess.port}/tokens/items`, authProcess.pid, { authorization: `Bearer ${token}` }],
   ]
   const baselineDir = process.env.BENCH_BASELINE
   if (baselineDir) {
@@ -218,14 +249,14 @@ try {
   // second: single runs move by ±20 %. Rounds interleave the targets so each sees the same conditions, and the median
   // round counts. CPU time per request is what a request costs the proxy's processes, whatever else the machine does.
   // Warm pools and JIT: a Node target's first 3 s under load cost up to twice what it settles at after 6 s.
-  for (const [, url] of targets) await autocannon({ url, connections, duration: 5 })
+  for (const [, url, , headers] of targets) await autocannon({ url, connections, duration: 5, headers })
   // Every other round runs the targets in reverse: a target's place in the round biases it (seen: two identical
   // Portico processes 20-35 % apart when always run in the same order).
   const runs = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
   for (let run = 0; run < runCount; run++) {
     const rounds = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
     for (let round = 0; round < roundCount; round++) {
-      for (const [name, url, pid] of round % 2 === 0 ? targets : [...targets].reverse()) rounds.get(name)?.push(await load(url, pid))
+      for (const [name, url, pid, headers] of round % 2 === 0 ? targets : [...targets].reverse()) rounds.get(name)?.push(await load(url, pid, headers))
     }
     for (const [name, list] of rounds) {
       const middle = (pick: (r: Round) => number) => median(list.map(pick))
@@ -262,6 +293,8 @@ try {
   const twin = named('portico (its twin)')
   const floor = Math.abs((twin?.cpuUs ?? NaN) / (plain?.cpuUs ?? NaN) - 1) * 100
   console.log(`noise floor: the twin of portico (the same build, another process) ${ratio(twin?.cpuUs ?? NaN, plain?.cpuUs)}× its CPU per request; a difference under ${floor.toFixed(0)} % is not shown by this run`)
+  const over = (name: string) => ((named(name)?.cpuUs ?? NaN) - (named('portico (auth process)')?.cpuUs ?? NaN)).toFixed(1)
+  console.log(`auth over the plain route of the same process: an API key +${over('portico api key')} µs a request (aim ≤ 15), a cached RS256 JWT +${over('portico jwt (cached)')} µs (aim ≤ 40)`)
   const basePlain = named('baseline portico')
   if (basePlain) console.log(`A/B: portico ${ratio(plain?.cpuUs ?? NaN, basePlain.cpuUs)}× the baseline's CPU per request on the plain route (twin: ${ratio(twin?.cpuUs ?? NaN, basePlain.cpuUs)}×)`)
 

@@ -83,12 +83,26 @@ function rates(route, snapshot) {
   return { rps: (requests / seconds).toFixed(1), errors: `${(((now.errors - before.errors) / requests) * 100).toFixed(1)} %`, p99 }
 }
 
-async function act(path, body, question) {
+async function act(path, body, question, method = 'POST') {
   if (!confirm(question)) return
   const reason = prompt('Reason (for the audit log)?') ?? undefined
-  const response = await fetch(path, { method: 'POST', headers: { ...headers(), 'content-type': 'application/json' }, body: JSON.stringify({ ...body, reason }) })
+  const response = await fetch(path, { method, headers: { ...headers(), 'content-type': 'application/json' }, body: JSON.stringify({ ...body, reason }) })
   const answer = await response.json().catch(() => ({}))
   $('#status').textContent = response.ok ? `done: ${question}` : `refused: ${answer.detail ?? response.status}`
+}
+
+/** A consumer of the consumers files: its keys (revoked ones counted), and revoking or restoring it fleet-wide. */
+function consumerRow(consumer) {
+  const path = `/admin/consumers/${encodeURIComponent(consumer.name)}`
+  const keys = `${consumer.keys} key${consumer.keys === 1 ? '' : 's'}${consumer.revokedKeys ? ` · ${consumer.revokedKeys} revoked` : ''}`
+  return element('tr', { 'data-consumer': consumer.name, 'data-revoked': String(consumer.revoked) },
+    element('td', {}, consumer.name, consumer.revoked ? element('span', { class: 'state bad' }, 'revoked') : ''),
+    element('td', {}, consumer.groups.join(', ') || '—'),
+    element('td', {}, keys),
+    element('td', {}, consumer.limits ? consumer.limits.map((l) => `${l.limit}/${l.windowMs / 1000}s`).join(', ') : '—'),
+    element('td', {}, consumer.revoked
+      ? element('button', { 'data-action': 'restore', onclick: () => act(`${path}/restore`, {}, `Let "${consumer.name}" in again on every replica?`) }, 'Restore')
+      : element('button', { 'data-action': 'revoke', onclick: () => act(path, {}, `Revoke every key of "${consumer.name}" (and its tokens) on every replica?`, 'DELETE') }, 'Revoke')))
 }
 
 /** A policy's cell as its policy described it: a badge or plain text, and a second line. */
@@ -128,6 +142,7 @@ function render(snapshot) {
       actions)
   })
   $('#routes tbody').replaceChildren(...rows)
+  $('#consumers tbody').replaceChildren(...snapshot.consumers.map(consumerRow), ...(snapshot.consumerCount > snapshot.consumers.length ? [element('tr', {}, element('td', { class: 'none' }, `and ${snapshot.consumerCount - snapshot.consumers.length} more (GET /admin/consumers)`))] : []))
   $('#fleet tbody').replaceChildren(...snapshot.fleet.map((replica) => element('tr', {}, element('td', {}, String(replica.id).slice(0, 8)), element('td', {}, replica.version ?? '?'), element('td', {}, `${replica.uptimeSeconds ?? '?'} s`), element('td', {}, `v${replica.routeTableVersion ?? '?'}`), element('td', {}, replica.health ?? '?'))))
   $('#errors').replaceChildren(...(snapshot.errors.length ? snapshot.errors.map((e) => element('li', {}, e)) : [element('li', { class: 'none' }, 'none')]))
   previous = snapshot

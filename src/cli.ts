@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { createHash, randomBytes } from 'node:crypto'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { ConfigError, loadConfig } from './kernel/process-config.js'
@@ -15,6 +16,7 @@ const USAGE = `Usage:
                 [--shutdown-delay DURATION] [--drain-timeout DURATION] [--log-level LEVEL]
                 [--access-log stdout|stderr|off|FILE] [--workers N|auto]
   portico validate [DIR]
+  portico key new --consumer NAME
   portico register --name NAME --port N [--health PATH] [--address A] [--tag T]... [--meta k=v]...
 
 Environment: PORTICO_PORT (8080), PORTICO_ADMIN_PORT (9901), PORTICO_ROUTES (./routes), PORTICO_ADMIN_TOKEN,
@@ -45,6 +47,8 @@ async function main(argv: string[]): Promise<number> {
       return validate(rest)
     case 'register':
       return (await import('./register/cli.js')).registerCommand(rest)
+    case 'key':
+      return key(rest)
     case undefined:
     case '--help':
     case '-h':
@@ -82,7 +86,19 @@ async function validate(args: string[]): Promise<number> {
     console.error(`${errors.length} problem${errors.length === 1 ? '' : 's'} in ${merged.sources.filter((s) => s.errors.length > 0).length} of ${sources.length} files`)
     return 1
   }
-  console.log(`ok: ${merged.routes.length} routes in ${sources.length} files`)
+  console.log(`ok: ${merged.routes.length} routes${merged.consumers.length > 0 ? ` and ${merged.consumers.length} consumers` : ''} in ${sources.length} files`)
+  return 0
+}
+
+/** A fresh API key, printed once, with the line of its consumers file: the gateway only ever holds the hash. */
+function key(args: string[]): number {
+  const { values, positionals } = parseArgs({ args, options: { consumer: { type: 'string' } }, strict: true, allowPositionals: true })
+  if (positionals[0] !== 'new' || positionals.length > 1) throw new ConfigError('usage: portico key new --consumer NAME')
+  const consumer = values.consumer ?? 'NAME'
+  const apiKey = `pk_${randomBytes(32).toString('base64url')}`
+  const hash = createHash('sha256').update(apiKey).digest('hex')
+  console.log(`key (shown once; give it to ${consumer}): ${apiKey}`)
+  console.log(`for the consumers file:\n  - name: ${consumer}\n    apiKeys: [sha256:${hash}]`)
   return 0
 }
 

@@ -93,6 +93,10 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     const forced = Object.keys(breakers).length + Object.values(ejections).reduce((n, e) => n + Object.keys(e).length, 0)
     return forced === 0 ? { status: 'ok' } : { status: 'ok', detail: `${forced} operator decision(s) in force`, breakers, ejections }
   })
+  for (const kind of POLICIES) {
+    const check = kind.health?.bind(kind)
+    if (check) health.register(kind.key, () => check(gateway.routes.current().table.routes.flatMap((r) => r.livePolicies.filter((p) => p.key === kind.key).map((p) => p.policy))))
+  }
   await gateway.routes.start()
   health.register('routes', () => {
     const live = gateway.routes.current()

@@ -9,6 +9,7 @@ import type { HealthRegistry } from './health-registry.js'
 import type { Registry } from 'prom-client'
 import { readFileSync } from 'node:fs'
 import type { AnyPolicyKind, PolicyDeps, RoutePolicy } from '../policies/policy.js'
+import type { ConsumerDefinition } from '../policies/consumers.js'
 import { parseDuration } from '../kernel/duration.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import { AUDIT_LENGTH, type AuditLog } from './audit-log.js'
@@ -216,6 +217,9 @@ function heldOut(route: LiveRoute, instances: readonly Instance[]): Map<string, 
   return out
 }
 
+/** Consumers the status page's feed carries each second; all of them are on /admin/consumers. */
+const SNAPSHOT_CONSUMERS = 200
+
 /**
  * What the status page shows: routes with instances, traffic counts and a cell per policy column (each policy
  * describes its own cells); the fleet; file errors.
@@ -246,6 +250,15 @@ async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown
         instances: instances.map((i) => ({ id: i.id, origin: i.origin, state: operatorEjected[i.id] ? 'ejected by operator' : held.has(i.id) ? `held out by ${held.get(i.id)}` : 'in rotation' })),
       }
     }),
+    consumers: live.consumers.slice(0, SNAPSHOT_CONSUMERS).map((consumer) => ({
+      name: consumer.name,
+      groups: consumer.groups,
+      keys: consumer.apiKeys.length,
+      revokedKeys: consumer.apiKeys.filter((hash) => options.overrides.revoked(consumer.name, hash)).length,
+      revoked: options.overrides.revoked(consumer.name),
+      limits: consumer.limits ?? null,
+    })),
+    consumerCount: live.consumers.length,
     fleet: await options.fleet().catch(() => []),
     errors: live.sources.flatMap((source) => source.errors.map((e) => `${e.file}:${e.line}: ${e.message}`)),
   }
@@ -259,6 +272,60 @@ function singleValues(query: Readonly<Record<string, string | string[] | undefin
     values[name] = value
   }
   return values
+}
+
+const KEY_HASH = /^(sha256:)?([0-9a-fA-F]{64})$/
+
+/**
+ * The consumers of the consumers files, and the revocation of a key (or of every key of a consumer): fleet-wide within
+ * a second through Redis, kept there across restarts, audited; a restore undoes it.
+ */
+function registerConsumerActions(
+  app: FastifyInstance,
+  options: AdminOptions,
+  authorize: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>,
+  decision: (request: FastifyRequest, body: ActionBody) => { by: string; reason: string | undefined; at: number; until: number | undefined },
+  fleetWide: (change: () => Promise<void>) => Promise<void>,
+  bodyOf: (request: FastifyRequest) => ActionBody,
+): void {
+  const { overrides, audit } = options
+  const consumerNamed = (name: string): ConsumerDefinition => {
+    const consumer = options.routes.current().consumers.find((c) => c.name === name)
+    if (!consumer) throw new GatewayError('not_found', `No consumer is named "${name}"`)
+    return consumer
+  }
+  const keyOf = (consumer: ConsumerDefinition, text: string): string => {
+    const hash = KEY_HASH.exec(text)?.[2]?.toLowerCase()
+    if (hash === undefined || !consumer.apiKeys.includes(hash)) throw new GatewayError('not_found', `Consumer "${consumer.name}" has no key ${text.slice(0, 80)}`)
+    return hash
+  }
+  const view = (consumer: ConsumerDefinition) => ({
+    name: consumer.name,
+    groups: consumer.groups,
+    revoked: overrides.revoked(consumer.name),
+    keys: consumer.apiKeys.map((hash) => ({ hash: `sha256:${hash}`, revoked: overrides.revoked(consumer.name, hash) })),
+    rateLimit: consumer.limits ?? null,
+    source: `${consumer.source.file}:${consumer.source.line}`,
+  })
+  app.get('/admin/consumers', { preHandler: authorize }, async () => ({ consumers: options.routes.current().consumers.map(view) }))
+
+  const change = async (request: FastifyRequest, consumer: ConsumerDefinition, hash: string | undefined, revoke: boolean) => {
+    const made = decision(request, bodyOf(request))
+    await fleetWide(() => overrides.setRevocation(consumer.name, hash, revoke ? made : undefined))
+    const action = `${revoke ? 'revoke' : 'restore'} ${hash === undefined ? 'consumer' : 'key'}`
+    await audit.record({ at: new Date(made.at).toISOString(), by: made.by, action, route: '', consumer: consumer.name, reason: made.reason, detail: hash === undefined ? undefined : { key: `sha256:${hash}` }, replica: options.replicaId })
+    return view(consumer)
+  }
+  app.delete<{ Params: { name: string } }>('/admin/consumers/:name', { preHandler: authorize }, async (request) => change(request, consumerNamed(request.params.name), undefined, true))
+  app.delete<{ Params: { name: string; hash: string } }>('/admin/consumers/:name/keys/:hash', { preHandler: authorize }, async (request) => {
+    const consumer = consumerNamed(request.params.name)
+    return change(request, consumer, keyOf(consumer, request.params.hash), true)
+  })
+  app.post<{ Params: { name: string } }>('/admin/consumers/:name/restore', { preHandler: authorize }, async (request) => change(request, consumerNamed(request.params.name), undefined, false))
+  app.post<{ Params: { name: string; hash: string } }>('/admin/consumers/:name/keys/:hash/restore', { preHandler: authorize }, async (request) => {
+    const consumer = consumerNamed(request.params.name)
+    return change(request, consumer, keyOf(consumer, request.params.hash), false)
+  })
 }
 
 const kOperator = Symbol('portico.operator')
@@ -349,6 +416,8 @@ function registerActions(app: FastifyInstance, options: AdminOptions, authorize:
       },
     })
   }
+
+  registerConsumerActions(app, options, authorize, (request, body) => decision(request, body), fleetWide, bodyOf)
 
   app.get('/admin/fleet', { preHandler: authorize }, async () => ({ self: options.replicaId, replicas: await options.fleet() }))
 

@@ -7,8 +7,10 @@ export interface AuditEntry {
   /** The admin token's name. */
   readonly by: string
   readonly action: string
+  /** The route acted on; empty for an action on a consumer. */
   readonly route: string
   readonly instance?: string
+  readonly consumer?: string
   readonly reason?: string
   readonly detail?: Record<string, unknown>
   /** The replica that took the action. */
@@ -31,7 +33,7 @@ export class AuditLog {
   }
 
   async record(entry: AuditEntry): Promise<void> {
-    this.#logger.info({ audit: entry }, `operator ${entry.by}: ${entry.action} ${entry.route}${entry.instance ? `/${entry.instance}` : ''}${entry.reason ? ` (${entry.reason})` : ''}`)
+    this.#logger.info({ audit: entry }, `operator ${entry.by}: ${entry.action} ${entry.consumer ?? entry.route}${entry.instance ? `/${entry.instance}` : ''}${entry.reason ? ` (${entry.reason})` : ''}`)
     this.#local.unshift(entry)
     this.#local.length = Math.min(this.#local.length, AUDIT_LENGTH)
     await this.#state?.redis.multi().lpush(KEY, JSON.stringify(entry)).ltrim(KEY, 0, AUDIT_LENGTH - 1).exec()

@@ -5,6 +5,7 @@ import { parseRequestKey, type RequestKey } from '../balancer/request-key.js'
 import { parseDuration } from '../kernel/duration.js'
 import { POLICIES } from '../policies/index.js'
 import { schemaDefaults } from '../kernel/schema-defaults.js'
+import { toConsumerDefinition, type ConsumerDefinition, type ConsumerSpec } from '../policies/consumers.js'
 import { RouteFileSchema, RouteSchema, TimeoutSchema, WebSocketSchema, type RouteFileSpec, type RouteSpec } from './route-schema.js'
 
 export type RouteTarget =
@@ -69,7 +70,7 @@ export const ROUTE_FILE_LIMITS = {
 /** A file with more problems than this is reported by its first ones: the log and the admin API stay readable. */
 export const MAX_ERRORS_PER_FILE = 20
 
-function atMost(count: number, errors: RouteFileError[]): RouteFileError[] {
+function atMost(count: number, errors: readonly RouteFileError[]): RouteFileError[] {
   const last = errors[count - 1] as RouteFileError
   return [...errors.slice(0, count - 1), { ...last, message: `${last.message} (and ${errors.length - count} more problems in this file)` }]
 }
@@ -79,18 +80,28 @@ function atMost(count: number, errors: RouteFileError[]): RouteFileError[] {
  * so that a half-valid edit never goes live. Never throws: whatever the text, the answer is routes or
  * `file:line: message` errors.
  */
-export function parseRouteFile(file: string, text: string): { routes: RouteDefinition[]; errors: RouteFileError[] } {
+export function parseRouteFile(file: string, text: string): ParsedRouteFile {
   try {
     const parsed = parseBoundedRouteFile(file, text)
-    return parsed.errors.length <= MAX_ERRORS_PER_FILE ? parsed : { routes: [], errors: atMost(MAX_ERRORS_PER_FILE, parsed.errors) }
+    return parsed.errors.length <= MAX_ERRORS_PER_FILE ? parsed : refused(atMost(MAX_ERRORS_PER_FILE, parsed.errors))
   } catch (error) {
     // A YAML or validation corner nobody foresaw: the file is refused, the gateway lives on.
-    return { routes: [], errors: [{ file, line: 1, message: `cannot be read as a route file: ${firstLine(error instanceof Error ? error.message : String(error))}` }] }
+    return refused([{ file, line: 1, message: `cannot be read as a route file: ${firstLine(error instanceof Error ? error.message : String(error))}` }])
   }
 }
 
-function parseBoundedRouteFile(file: string, text: string): { routes: RouteDefinition[]; errors: RouteFileError[] } {
-  const fail = (errors: RouteFileError[]) => ({ routes: [], errors })
+/** What one file of the routes directory defines: routes, consumers (a consumers file), or both; or why it cannot be used. */
+export interface ParsedRouteFile {
+  readonly routes: readonly RouteDefinition[]
+  readonly consumers: readonly ConsumerDefinition[]
+  readonly errors: readonly RouteFileError[]
+}
+
+/** A file refused: it defines nothing. */
+export const refused = (errors: readonly RouteFileError[]): ParsedRouteFile => ({ routes: [], consumers: [], errors })
+
+function parseBoundedRouteFile(file: string, text: string): ParsedRouteFile {
+  const fail = refused
   const size = Buffer.byteLength(text)
   if (size > ROUTE_FILE_LIMITS.bytes) {
     return fail([{ file, line: 1, message: `file is ${size} bytes; a route file may be at most ${ROUTE_FILE_LIMITS.bytes} bytes (split it into several files)` }])
@@ -111,16 +122,17 @@ function parseBoundedRouteFile(file: string, text: string): { routes: RouteDefin
     const message = (error as Error).message
     return fail([{ file, line: 1, message: /excessive alias count/i.test(message) ? `aliases expand to more than ${ROUTE_FILE_LIMITS.aliasExpansion} copies of their data` : firstLine(message) }])
   }
-  if (data === null || data === undefined) return fail([{ file, line: 1, message: 'file is empty: expected a top-level "routes:" list' }])
+  if (data === null || data === undefined) return fail([{ file, line: 1, message: 'file is empty: expected a top-level "routes:" list (or "consumers:")' }])
   if (!validateRouteFile(data)) {
     return fail(sortByLine((validateRouteFile.errors ?? []).filter(isUseful).map((e) => schemaError(file, doc, lineAt, e))))
   }
+  if (data.routes === undefined && data.consumers === undefined) return fail([{ file, line: 1, message: 'expected a top-level "routes:" list (or "consumers:")' }])
 
   const errors: RouteFileError[] = []
   const routes: RouteDefinition[] = []
   const seenNames = new Map<string, number>()
   const seenPrefixes = new Map<string, number>()
-  data.routes.forEach((spec, index) => {
+  ;(data.routes ?? []).forEach((spec, index) => {
     const line = lineOf(doc, lineAt, ['routes', index])
     const routeErrors = crossFieldErrors(spec).map((message) => ({ file, line, message: `route "${spec.name}": ${message}` }))
     const nameLine = seenNames.get(spec.name)
@@ -134,7 +146,31 @@ function parseBoundedRouteFile(file: string, text: string): { routes: RouteDefin
     errors.push(...routeErrors)
     if (routeErrors.length === 0) routes.push(toDefinition(spec, { file, line }))
   })
-  return errors.length > 0 ? fail(errors) : { routes, errors: [] }
+  const consumers = parseConsumers(data.consumers ?? [], (index) => lineOf(doc, lineAt, ['consumers', index]), file, errors)
+  return errors.length > 0 ? fail(errors) : { routes, consumers, errors: [] }
+}
+
+/** The file's consumers, their defaults applied; problems go to `errors`. */
+function parseConsumers(specs: readonly ConsumerSpec[], lineAt: (index: number) => number, file: string, errors: RouteFileError[]): ConsumerDefinition[] {
+  const seenNames = new Map<string, number>()
+  const seenKeys = new Map<string, string>()
+  return specs.flatMap((spec, index): ConsumerDefinition[] => {
+    const line = lineAt(index)
+    const problems: string[] = []
+    const nameLine = seenNames.get(spec.name)
+    if (nameLine !== undefined) problems.push(`consumer name "${spec.name}" is already used at line ${nameLine}`)
+    seenNames.set(spec.name, line)
+    const consumer = toConsumerDefinition(spec, { file, line })
+    if (typeof consumer === 'string') problems.push(consumer)
+    else
+      for (const hash of consumer.apiKeys) {
+        const holder = seenKeys.get(hash)
+        if (holder !== undefined) problems.push(`consumer "${spec.name}": key sha256:${hash.slice(0, 12)}… is also a key of "${holder}"`)
+        seenKeys.set(hash, spec.name)
+      }
+    errors.push(...problems.map((message) => ({ file, line, message })))
+    return problems.length > 0 || typeof consumer === 'string' ? [] : [consumer]
+  })
 }
 
 function crossFieldErrors(spec: RouteSpec): string[] {

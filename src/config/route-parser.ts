@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads'
 import type { ParsedSource, RouteSource } from './merge-sources.js'
+import { refused } from './parse-route-file.js'
 
 /** A source that takes longer than this to parse is refused (and the thread that parsed it replaced). */
 export const PARSE_BUDGET_MS = 5_000
@@ -43,13 +44,13 @@ export class RouteParser {
   async #onThread(source: RouteSource): Promise<ParsedSource> {
     const worker = this.#thread()
     await this.#ready
-    if (this.#worker !== worker) return { routes: [], errors: [{ file: source.source, line: 1, message: 'could not be parsed: the parser thread did not start' }] }
+    if (this.#worker !== worker) return refused([{ file: source.source, line: 1, message: 'could not be parsed: the parser thread did not start' }])
     const id = ++this.#nextId
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id)
         this.stop() // the thread is busy with it for who knows how long: a fresh one takes the next source
-        resolve({ routes: [], errors: [{ file: source.source, line: 1, message: `took more than ${PARSE_BUDGET_MS / 1000} s to parse; simplify or split the file` }] })
+        resolve(refused([{ file: source.source, line: 1, message: `took more than ${PARSE_BUDGET_MS / 1000} s to parse; simplify or split the file` }]))
       }, PARSE_BUDGET_MS)
       this.#pending.set(id, {
         source: source.source,
@@ -92,7 +93,7 @@ export class RouteParser {
     }
     for (const [id, { source, resolve }] of this.#pending) {
       this.#pending.delete(id)
-      resolve({ routes: [], errors: [{ file: source, line: 1, message: `could not be parsed: ${error.message}` }] })
+      resolve(refused([{ file: source, line: 1, message: `could not be parsed: ${error.message}` }]))
     }
   }
 }

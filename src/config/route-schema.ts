@@ -1,6 +1,8 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { LOAD_BALANCERS } from '../balancer/balancer.js'
 import { REQUEST_KEY_HEADER_PATTERN } from '../balancer/request-key.js'
+import { AuthSchema } from '../policies/auth/schema.js'
+import { ConsumerSchema } from '../policies/consumers.js'
 import { CircuitBreakerSchema } from '../policies/circuit-breaker/schema.js'
 import { ConcurrencyLimitSchema } from '../policies/concurrency-limit/schema.js'
 import { OutlierDetectionSchema } from '../policies/outlier-detection/schema.js'
@@ -114,6 +116,7 @@ export const RouteSchema = Type.Object(
         { default: false, description: 'Allow WebSocket upgrades on this route: `true` (with the default bounds), or the bounds of its tunnels.' },
       ),
     ),
+    auth: Type.Optional(AuthSchema),
     rateLimit: Type.Optional(RateLimitSchema),
     concurrencyLimit: Type.Optional(ConcurrencyLimitSchema),
     requestHeaders: Type.Optional(RequestHeadersSchema),
@@ -133,13 +136,18 @@ export const RouteSchema = Type.Object(
 
 export const RouteFileSchema = Type.Object(
   {
-    routes: Type.Array(RouteSchema, { description: 'The routes of this file.' }),
+    routes: Type.Optional(Type.Array(RouteSchema, { description: 'The routes of this file.' })),
+    consumers: Type.Optional(
+      Type.Array(ConsumerSchema, {
+        description: 'Callers the routes\' `auth` knows by name (a consumers file: watched and refused like a route file). A name or key hash may be defined in one file only.',
+      }),
+    ),
   },
   {
     additionalProperties: false,
     $id: 'https://portico.dev/schema/routes.schema.json',
     title: 'Portico route file',
-    description: 'A Portico route file (routes/*.yaml). Edits apply live; a file with an error is refused on its own.',
+    description: 'A Portico route file (routes/*.yaml): routes, consumers, or both. Edits apply live; a file with an error is refused on its own.',
   },
 )
 

@@ -1,4 +1,5 @@
 import type { Logger } from '../kernel/logger.js'
+import type { ConsumerDefinition } from '../policies/consumers.js'
 import { mergeRouteSources, type ParsedSource, type RouteSource, type SourceStatus } from './merge-sources.js'
 import { formatRouteFileError, type RouteDefinition } from './parse-route-file.js'
 import type { RouteProvider } from './providers/provider.js'
@@ -8,6 +9,8 @@ import { RouteTable } from './route-table.js'
 /** What is live: the table every request reads, and the state of each source behind it. */
 export interface LiveRoutes<R extends RouteDefinition> {
   readonly table: RouteTable<R>
+  /** The consumers of the consumers files, merged like the routes. */
+  readonly consumers: readonly ConsumerDefinition[]
   readonly sources: readonly SourceStatus[]
   readonly version: number
   readonly appliedAt: Date
@@ -16,6 +19,7 @@ export interface LiveRoutes<R extends RouteDefinition> {
 /** A table decided elsewhere (by the primary of `--workers`): definitions merged and checked, their sources' states. */
 export interface DecidedTable {
   readonly routes: readonly RouteDefinition[]
+  readonly consumers: readonly ConsumerDefinition[]
   readonly sources: readonly SourceStatus[]
   readonly version: number
 }
@@ -32,7 +36,7 @@ export interface RouteWatcherOptions<R extends RouteDefinition> {
    * Turns validated definitions into live routes (balancers, instance sources, policies). Called once per change; it
    * changes nothing live (a throw leaves the previous table whole): `commit` does, once the table is swapped in.
    */
-  readonly compile: (routes: readonly RouteDefinition[]) => CompiledRoutes<R>
+  readonly compile: (routes: readonly RouteDefinition[], consumers: readonly ConsumerDefinition[]) => CompiledRoutes<R>
   readonly logger: Logger
   /** Quiet time after the last event before a change is applied; editors write files in several steps. */
   readonly debounceMs?: number
@@ -53,7 +57,7 @@ export class RouteWatcher<R extends RouteDefinition> {
   readonly #options: RouteWatcherOptions<R>
   readonly #snapshots = new Map<string, readonly RouteSource[]>()
   readonly #abort = new AbortController()
-  #lastGood: ReadonlyMap<string, readonly RouteDefinition[]> = new Map()
+  #lastGood: ReadonlyMap<string, ParsedSource> = new Map()
   #lastInput = ''
   #timer: NodeJS.Timeout | undefined
   #live: LiveRoutes<R>
@@ -64,7 +68,7 @@ export class RouteWatcher<R extends RouteDefinition> {
 
   constructor(options: RouteWatcherOptions<R>) {
     this.#options = options
-    this.#live = { table: new RouteTable<R>([]), sources: [], version: 0, appliedAt: new Date() }
+    this.#live = { table: new RouteTable<R>([]), consumers: [], sources: [], version: 0, appliedAt: new Date() }
   }
 
   current(): LiveRoutes<R> {
@@ -122,9 +126,9 @@ export class RouteWatcher<R extends RouteDefinition> {
   }
 
   /** The live routes of `definitions`, or undefined (logged) when they cannot be built: the previous table stays. */
-  #compile(definitions: readonly RouteDefinition[]): CompiledRoutes<R> | undefined {
+  #compile(definitions: readonly RouteDefinition[], consumers: readonly ConsumerDefinition[]): CompiledRoutes<R> | undefined {
     try {
-      return this.#options.compile(definitions)
+      return this.#options.compile(definitions, consumers)
     } catch (error) {
       this.#options.logger.error({ err: error }, 'route table could not be built; the previous table stays live')
       return undefined
@@ -132,10 +136,10 @@ export class RouteWatcher<R extends RouteDefinition> {
   }
 
   #applyDecided(table: DecidedTable): void {
-    const compiled = this.#compile(table.routes)
+    const compiled = this.#compile(table.routes, table.consumers)
     if (!compiled) return
     const { routes } = compiled
-    this.#live = { table: new RouteTable(routes), sources: table.sources, version: table.version, appliedAt: new Date() }
+    this.#live = { table: new RouteTable(routes), consumers: table.consumers, sources: table.sources, version: table.version, appliedAt: new Date() }
     compiled.commit()
     this.#options.logger.debug({ version: table.version, routes: routes.length }, 'route table applied')
     this.#options.onSwap?.(this.#live)
@@ -150,11 +154,11 @@ export class RouteWatcher<R extends RouteDefinition> {
     // Parsing runs on its own thread: requests are served meanwhile, from the table still live.
     const parsed = await this.#parser.parseAll(sources)
     const merged = mergeRouteSources(sources, this.#lastGood, (source) => parsed.get(source.source) as ParsedSource)
-    const compiled = this.#compile(merged.routes)
+    const compiled = this.#compile(merged.routes, merged.consumers)
     if (!compiled) return
     const { routes } = compiled
     this.#lastGood = merged.lastGood
-    this.#live = { table: new RouteTable(routes), sources: merged.sources, version: this.#live.version + 1, appliedAt: new Date() }
+    this.#live = { table: new RouteTable(routes), consumers: merged.consumers, sources: merged.sources, version: this.#live.version + 1, appliedAt: new Date() }
     compiled.commit()
 
     const { logger } = this.#options
@@ -166,7 +170,7 @@ export class RouteWatcher<R extends RouteDefinition> {
         )
       }
     }
-    logger.info({ version: this.#live.version, routes: routes.length, refused: merged.sources.filter((s) => s.state !== 'applied').length }, 'route table applied')
+    logger.info({ version: this.#live.version, routes: routes.length, consumers: merged.consumers.length, refused: merged.sources.filter((s) => s.state !== 'applied').length }, 'route table applied')
     this.#options.onSwap?.(this.#live)
   }
 }

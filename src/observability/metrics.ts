@@ -129,8 +129,11 @@ export class GatewayMetrics {
     scrapedHistogram(this.registry, ATTEMPT_DURATION, ATTEMPT_DURATION_HELP, () => attemptsByInstance().flatMap(({ route, instance, counts }) => histogramSamples(ATTEMPT_DURATION, { route, instance }, counts)))
     for (const kind of sources.policyKinds) {
       for (const counter of kind.counters ?? [])
-        scrapedCounter(registers, counter.name, counter.help, ['route', counter.label], function* () {
-          for (const { route, outcome, count } of sources.gateway().policyEvents.of(counter)) yield [{ route, [counter.label]: outcome }, count]
+        scrapedCounter(registers, counter.name, counter.help, ['route', ...counter.labels], function* () {
+          for (const { route, outcome, count } of sources.gateway().policyEvents.of(counter)) {
+            const values = counter.valuesOf(outcome)
+            yield [Object.fromEntries([['route', route], ...counter.labels.map((label, i) => [label, values[i] ?? ''])]), count]
+          }
         })
       for (const gauge of kind.gauges ?? [])
         new Gauge({

@@ -137,6 +137,7 @@ class RequestSpans implements TracedRequest {
       span.updateName(`${record.method} ${ex.route.prefix}`)
       span.setAttribute(ATTR_HTTP_ROUTE, ex.route.prefix)
       for (const [key, value] of ex.shownValues()) if (key.shown.spanAttribute !== undefined) span.setAttribute(key.shown.spanAttribute, value)
+      if (ex.urlRedacted) span.setAttribute(ATTR_URL_QUERY, record.path.split('?')[1] ?? '')
     }
     span.setAttribute('portico.route', record.route)
     if (record.instance) span.setAttribute('portico.instance', record.instance)

@@ -1,16 +1,32 @@
 /**
- * A counter of one policy's decisions, by route and one label of its own (`outcome`, `reason`, …): declared by the
+ * A counter of one policy's decisions, by route and labels of its own (`outcome`, `reason`, …): declared by the
  * policy in its folder, counted under the declaration itself, exported by the metrics as it says.
  */
 export class PolicyCounter {
+  /** The labels the counted outcome goes under, beside `route`. */
+  readonly labels: readonly string[]
+
   constructor(
     /** The Prometheus family, e.g. `portico_retries_total`. */
     readonly name: string,
     readonly help: string,
-    /** The label the counted outcome goes under, beside `route`. */
-    readonly label: string,
-  ) {}
+    ...labels: [string, ...string[]]
+  ) {
+    this.labels = labels
+  }
+
+  /** The outcome to count for a counter of several labels: their values, in the order of `labels`. */
+  static outcome(...values: string[]): string {
+    return values.join(LABEL_SEPARATOR)
+  }
+
+  /** An outcome's value of each label. */
+  valuesOf(outcome: string): string[] {
+    return this.labels.length === 1 ? [outcome] : outcome.split(LABEL_SEPARATOR)
+  }
 }
+
+const LABEL_SEPARATOR = '\u0000'
 
 /**
  * What the policies decided, counted by counter, route and outcome: plain numbers on the request path (nested maps, no

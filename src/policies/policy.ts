@@ -3,9 +3,11 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Instance } from '../balancer/instance.js'
 import type { KeyedRequest } from '../balancer/request-key.js'
+import type { ComponentHealth } from '../kernel/health.js'
 import type { Logger } from '../kernel/logger.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
+import type { LiveConsumers } from './consumers.js'
 import type { PolicyCounter, PolicyEvents } from './policy-events.js'
 
 /**
@@ -41,6 +43,8 @@ export interface UpstreamResponse {
 export interface PolicyRequest extends KeyedRequest {
   readonly id: string
   readonly method: string
+  /** The path and query as the client sent them. */
+  readonly url: string
   readonly headers: IncomingHttpHeaders
 }
 
@@ -66,8 +70,12 @@ export interface PolicyExchange {
   readonly reply: PolicyReply
   /** The path sent upstream (normalised, prefix rewritten), without the query. */
   readonly upstreamPath: string
-  /** The same with the client's query as it came: what the request asks of its route. */
+  /** The same with the query (the client's, as a guard left it): what the request asks of its route. */
   readonly upstreamUrl: string
+  /** Replaces the query sent upstream (without its `?`; empty or undefined: none), e.g. to take a credential out of it. */
+  setUpstreamQuery(query: string | undefined): void
+  /** A credential in the client's URL (its text as sent): the access log line and the request's span show `[redacted]` instead. */
+  redact(secret: string): void
   /** The instance of the attempt under way (or about to be made). */
   readonly instance: Instance
   /** Attempts made so far, this one included. */
@@ -137,6 +145,8 @@ export interface PolicyDeps {
   readonly events: PolicyEvents
   /** What operators forced through the admin API. */
   readonly overrides: OperatorOverrides
+  /** The consumers of the table live now (from the consumers files). */
+  readonly consumers: LiveConsumers
 }
 
 /** One route's live instance of a policy. Every part is optional: a policy fills the slots it needs. */
@@ -220,6 +230,8 @@ export interface PolicyKind<Spec, Config, Live extends RoutePolicy = RoutePolicy
   readonly adminActions?: readonly AdminAction<Live>[]
   /** Called once in the primary of `--workers`: what it must hold for the host's workers (a cluster-wide counter). */
   holdForHost?(): void
+  /** What readiness says of the routes' live policies of this kind (degraded: serving on a fallback, such as a stale key set). */
+  health?(policies: readonly Live[]): ComponentHealth
 }
 
 // Each kind checks its own Spec and Config; the list of them is heterogeneous.

@@ -66,8 +66,8 @@ export class Exchange implements PolicyExchange {
   readonly settings: GatewaySettings
   /** The path to send upstream (normalised, prefix rewritten). */
   readonly upstreamPath: string
-  /** The same with the client's query as it came. */
-  readonly upstreamUrl: string
+  /** The same with the client's query as it came, or as a guard changed it. */
+  upstreamUrl: string
   instance: Instance = NO_INSTANCE
   attempt = 0
   timeoutMs: number
@@ -93,6 +93,8 @@ export class Exchange implements PolicyExchange {
   #attemptBody: AttemptBody | undefined = undefined
   #forwardedHeaders: IncomingHttpHeaders | undefined = undefined
   upstreamHeaderChanges: Map<string, string | undefined> | undefined = undefined
+  /** Credentials in the client's URL that its log line and span must not show. */
+  #redactions: string[] | undefined = undefined
   /** Policies' values by slot (see RequestValue); made on the first set. */
   #values: (string | number | boolean | undefined)[] | undefined = undefined
   #attemptStartedAt = 0
@@ -156,6 +158,26 @@ export class Exchange implements PolicyExchange {
         else forwarded[name] = value
       }
     return forwarded
+  }
+
+  redact(secret: string): void {
+    if (secret !== '') (this.#redactions ??= []).push(secret)
+  }
+
+  /** Whether a policy redacted part of the client's URL. */
+  get urlRedacted(): boolean {
+    return this.#redactions !== undefined
+  }
+
+  /** The client's URL as the access log and the span may show it: the credentials policies named, redacted. */
+  clientUrl(url: string): string {
+    let shown = url
+    for (const secret of this.#redactions ?? []) shown = shown.split(secret).join('[redacted]')
+    return shown
+  }
+
+  setUpstreamQuery(query: string | undefined): void {
+    this.upstreamUrl = query === undefined || query === '' ? this.upstreamPath : `${this.upstreamPath}?${query}`
   }
 
   setUpstreamHeader(name: string, value: string | undefined): void {

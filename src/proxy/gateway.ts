@@ -12,6 +12,7 @@ import { answerClientError, answerFrameworkError, installProblemResponses, sendP
 import { GatewayError } from '../kernel/errors.js'
 import type { Logger } from '../kernel/logger.js'
 import { POLICIES } from '../policies/index.js'
+import { ConsumerDirectory, LiveConsumers } from '../policies/consumers.js'
 import { PolicyEvents } from '../policies/policy-events.js'
 import type { AnyPolicyKind, AttemptWrapper, PolicyDeps, RequestGuard, Send } from '../policies/policy.js'
 import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
@@ -90,7 +91,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const discovery = options.discovery
   const policyEvents = new PolicyEvents()
   const overrides = new OperatorOverrides({ state: options.state, logger: options.logger })
-  const policyDeps: PolicyDeps = { state: options.state, logger: options.logger, events: policyEvents, overrides }
+  const consumers = new LiveConsumers()
+  const policyDeps: PolicyDeps = { state: options.state, logger: options.logger, events: policyEvents, overrides, consumers }
   const policyRegistry = new PolicyRegistry(POLICIES, policyDeps)
   const attempts = new AttemptStats()
   const active = new Map<string, { count: number }>()
@@ -104,7 +106,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     providers: options.providers,
     decided: options.decidedTables,
     logger: options.logger,
-    compile: (definitions) => {
+    compile: (definitions, consumerDefinitions) => {
       const policies = policyRegistry.build(definitions)
       let routes: LiveRoute[]
       try {
@@ -118,6 +120,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         // Once the table is live: the services it names are followed (and only those), its policies replace the old.
         commit: () => {
           discovery?.follow(new Set(definitions.flatMap((d) => (d.target.kind === 'service' ? [d.target.service] : []))))
+          consumers.current = new ConsumerDirectory(consumerDefinitions)
           policies.commit()
         },
       }

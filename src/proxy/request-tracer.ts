@@ -9,6 +9,8 @@ export interface TracedExchange {
   readonly instance: { readonly origin: string }
   readonly upstreamUrl: string
   readonly attempt: number
+  /** A policy redacted a credential from the client's URL: the record's `path` is the URL to show. */
+  readonly urlRedacted: boolean
   shownValues(): Iterable<[RequestValue<string | number | boolean>, string | number | boolean]>
 }
 

@@ -57,7 +57,7 @@ function recordOf(reply: FastifyReply, res: EndingResponse, ex: Exchange | undef
     traceId: res[kTrace]?.traceId ?? traceIdOf(request.headers.traceparent),
     client: request.ip,
     method: request.method,
-    path: request.originalUrl,
+    path: ex === undefined ? request.originalUrl : ex.clientUrl(request.originalUrl),
     upstreamPath: ex?.upstreamUrl,
     route: ex?.route.name ?? '-',
     instance: ex === undefined || ex.attempt === 0 ? undefined : ex.instance.origin,

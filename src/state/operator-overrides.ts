@@ -18,6 +18,8 @@ export interface OverridesSnapshot {
   readonly breakers: Record<string, BreakerOverride>
   /** Route → instance id → the ejection. */
   readonly ejections: Record<string, Record<string, OperatorDecision>>
+  /** Consumer → key hash (`*`: every key of the consumer) → the revocation. */
+  readonly revocations: Record<string, Record<string, OperatorDecision>>
 }
 
 const KEY = 'portico:overrides'
@@ -25,8 +27,12 @@ const CHANNEL = 'portico:overrides'
 // A replica that missed a message still catches up within this.
 const POLL_MS = 1_000
 
+/** A revocation of every key of a consumer, beside those of single keys. */
+const EVERY_KEY = '*'
+
 /**
- * Operator decisions that override the policies (a breaker forced open or closed, an instance taken out of rotation),
+ * Operator decisions that override the policies (a breaker forced open or closed, an instance taken out of rotation,
+ * a consumer's key revoked),
  * fleet-wide: kept in one Redis hash, announced on a channel so every replica rereads it at once, and reread every
  * second in case a message was missed. Without Redis they hold for this process. Reads are map lookups on the request
  * path; expired decisions read as absent.
@@ -36,6 +42,7 @@ export class OperatorOverrides {
   readonly #logger: Logger
   #breakers = new Map<string, BreakerOverride>()
   #ejections = new Map<string, Map<string, OperatorDecision>>()
+  #revocations = new Map<string, Map<string, OperatorDecision>>()
   readonly #timer: NodeJS.Timeout | undefined
   readonly #onMessage = (channel: string): void => {
     if (channel === CHANNEL) void this.#reload()
@@ -66,14 +73,16 @@ export class OperatorOverrides {
     return instances.some((i) => isOut(ejected, i.id)) ? instances.filter((i) => !isOut(ejected, i.id)) : instances
   }
 
+  /** Whether an operator revoked the consumer (all of its keys), or this key of it. */
+  revoked(consumer: string, keyHash?: string): boolean {
+    const revoked = this.#revocations.get(consumer)
+    return revoked !== undefined && (isOut(revoked, EVERY_KEY) || (keyHash !== undefined && isOut(revoked, keyHash)))
+  }
+
   snapshot(): OverridesSnapshot {
     const breakers: Record<string, BreakerOverride> = {}
     for (const [route, override] of this.#breakers) if (live(override)) breakers[route] = override
-    const ejections: Record<string, Record<string, OperatorDecision>> = {}
-    for (const [route, instances] of this.#ejections) {
-      for (const [id, decision] of instances) if (live(decision)) (ejections[route] ??= {})[id] = decision
-    }
-    return { breakers, ejections }
+    return { breakers, ejections: liveOnly(this.#ejections), revocations: liveOnly(this.#revocations) }
   }
 
   /** Forces a route's breaker, or (undefined) gives it back to its policy. */
@@ -84,6 +93,11 @@ export class OperatorOverrides {
   /** Takes an instance out of rotation (a decision), or puts it back (undefined). */
   async setEjection(route: string, instanceId: string, decision: OperatorDecision | undefined): Promise<void> {
     await this.#write(`eject\u0000${route}\u0000${instanceId}`, decision)
+  }
+
+  /** Revokes one key of a consumer (by its hash) or, with `keyHash` undefined, all of them; undefined decision: reinstates. */
+  async setRevocation(consumer: string, keyHash: string | undefined, decision: OperatorDecision | undefined): Promise<void> {
+    await this.#write(`revoke\u0000${consumer}\u0000${keyHash ?? EVERY_KEY}`, decision)
   }
 
   stop(): void {
@@ -137,23 +151,23 @@ export class OperatorOverrides {
     const entries = new Map<string, OperatorDecision>()
     for (const [route, override] of this.#breakers) entries.set(`breaker\u0000${route}`, override)
     for (const [route, instances] of this.#ejections) for (const [id, decision] of instances) entries.set(`eject\u0000${route}\u0000${id}`, decision)
+    for (const [consumer, keys] of this.#revocations) for (const [hash, decision] of keys) entries.set(`revoke\u0000${consumer}\u0000${hash}`, decision)
     return entries
   }
 
   #apply(entries: Map<string, OperatorDecision>): void {
     const breakers = new Map<string, BreakerOverride>()
     const ejections = new Map<string, Map<string, OperatorDecision>>()
+    const revocations = new Map<string, Map<string, OperatorDecision>>()
     for (const [field, decision] of entries) {
-      const [kind, route = '', id = ''] = field.split('\u0000')
-      if (kind === 'breaker' && 'state' in decision) breakers.set(route, decision as BreakerOverride)
-      else if (kind === 'eject') {
-        let instances = ejections.get(route)
-        if (!instances) ejections.set(route, (instances = new Map()))
-        instances.set(id, decision)
-      }
+      const [kind, owner = '', id = ''] = field.split('\u0000')
+      if (kind === 'breaker' && 'state' in decision) breakers.set(owner, decision as BreakerOverride)
+      else if (kind === 'eject') nested(ejections, owner).set(id, decision)
+      else if (kind === 'revoke') nested(revocations, owner).set(id, decision)
     }
     this.#breakers = breakers
     this.#ejections = ejections
+    this.#revocations = revocations
   }
 }
 
@@ -161,6 +175,18 @@ const live = (decision: OperatorDecision): boolean => decision.until === undefin
 const isOut = (ejected: ReadonlyMap<string, OperatorDecision>, id: string): boolean => {
   const decision = ejected.get(id)
   return decision !== undefined && live(decision)
+}
+
+function nested(map: Map<string, Map<string, OperatorDecision>>, owner: string): Map<string, OperatorDecision> {
+  let inner = map.get(owner)
+  if (!inner) map.set(owner, (inner = new Map()))
+  return inner
+}
+
+function liveOnly(map: ReadonlyMap<string, ReadonlyMap<string, OperatorDecision>>): Record<string, Record<string, OperatorDecision>> {
+  const out: Record<string, Record<string, OperatorDecision>> = {}
+  for (const [owner, decisions] of map) for (const [id, decision] of decisions) if (live(decision)) (out[owner] ??= {})[id] = decision
+  return out
 }
 
 /** A decision as another replica (or anything else) wrote it: checked field by field, junk refused. */

@@ -174,7 +174,7 @@ async function decideTables(config: PorticoConfig, logger: Logger): Promise<Rout
   })
   const message = (): TableMessage => {
     const live = watcher.current()
-    return { portico: 'table', table: { routes: live.table.routes, sources: live.sources, version: live.version } }
+    return { portico: 'table', table: { routes: live.table.routes, consumers: live.consumers, sources: live.sources, version: live.version } }
   }
   const watcher: RouteWatcher<RouteDefinition> = new RouteWatcher<RouteDefinition>({
     providers: routeProviders(config.routesDir, config.consulRoutes, createConsulClient(config.consul), logger),

@@ -27,6 +27,7 @@ describe('the status page in a real browser (headless Chromium)', () => {
     upstreams: [${upstream.url}]
     cache: { ttl: 1m }
 `,
+        'consumers.yaml': 'consumers:\n  - name: acme\n    groups: [partners]\n    apiKeys: [sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]\n',
       },
       {},
       { PORTICO_ADMIN_TOKEN: TOKEN },
@@ -89,5 +90,15 @@ describe('the status page in a real browser (headless Chromium)', () => {
     const audit = await request(`${gateway.adminUrl}/admin/audit`, { headers: { authorization: `Bearer ${TOKEN}` } })
     const { entries } = (await audit.body.json()) as { entries: { action: string; route: string; reason?: string }[] }
     expect(entries[0]).toMatchObject({ action: 'breaker open', route: 'search', reason: 'opened from the page' })
+  })
+
+  it('lists the consumers and revokes one from the page, fleet-wide and audited', async () => {
+    const row = page.locator('tr[data-consumer="acme"]')
+    await expect.poll(() => row.locator('td').nth(2).textContent(), { timeout: 5_000 }).toBe('1 key')
+    expect(await row.locator('td').nth(1).textContent()).toBe('partners')
+    await row.locator('button[data-action="revoke"]').click()
+    await expect.poll(() => row.getAttribute('data-revoked'), { timeout: 5_000 }).toBe('true')
+    const listed = await request(`${gateway.adminUrl}/admin/consumers`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.body.json() as Promise<{ consumers: { name: string; revoked: boolean }[] }>)
+    expect(listed.consumers).toMatchObject([{ name: 'acme', revoked: true }])
   })
 })

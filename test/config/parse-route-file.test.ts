@@ -7,7 +7,7 @@ describe('parseRouteFile', () => {
   it.each([
     ['a YAML syntax error', 'routes:\n  - name: a\n   prefix: /a\n', 3, /Sequence item without - indicator|bad indentation|All mapping items/i],
     ['an empty file', '', 1, /file is empty/],
-    ['a missing routes key', 'route: []\n', 1, /missing required key "routes"/],
+    ['a misspelt routes key', 'route: []\n', 1, /unknown key "route" \(did you mean "routes"\?\); allowed: routes, consumers/],
     ['a typo in a key', route('    upstreams: [http://a:1]\n    websockets: true\n'), 5, /unknown key "websockets" \(did you mean "websocket"\?\)/],
     ['a prefix with a trailing slash', 'routes:\n  - name: r\n    prefix: /r/\n    upstreams: [http://a:1]\n', 3, /"\/r\/" must start with "\/", have no trailing slash/],
     ['an upstream with a path', route('    upstreams: [http://a:1/base]\n'), 4, /must be an origin such as/],

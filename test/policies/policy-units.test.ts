@@ -10,11 +10,21 @@ describe('policy keys in route files', () => {
   it.each([
     ['rateLimit: { limits: [{ limit: 5, window: 500ms }] }', /rateLimit window of 500 ms must be whole seconds/],
     ['rateLimit: { limits: [] }', /rateLimit\.limits: must NOT have fewer than 1 items/],
-    ['rateLimit: { key: user, limits: [{ limit: 1, window: 1s }] }', /"user" must be "ip", "route" or "header:<Header-Name>"/],
+    ['rateLimit: { key: user, limits: [{ limit: 1, window: 1s }] }', /"user" must be "ip", "route", "consumer" or "header:<Header-Name>"/],
     ['rateLimit: { onRedisDown: fail, limits: [{ limit: 1, window: 1s }] }', /"fail" must be one of "local", "open", "closed"/],
     ['circuitBreaker: { errorThreshold: 50 }', /unknown key "errorThreshold"/],
     ['retry: { attempts: 0 }', /retry\.attempts: must be >= 1/],
     ['outlierDetection: { maxEjectionPercent: 150 }', /maxEjectionPercent: must be <= 100/],
+    ['auth: {}', /auth needs at least one of "apiKey", "jwt" and "forward"/],
+    ['auth: { apiKey: { in: cookie:k } }', /"cookie:k" must be "header:<Header-Name>" or "query:<parameter>"/],
+    ['auth: { jwt: { issuer: x, jwksUri: "http://a/j", algorithms: [none] } }', /algorithms\[0\]: "none" must be one of "RS256"/],
+    ['auth: { jwt: { issuer: x, jwksUri: "http://a/j", algorithms: [RS256, HS256] } }', /HS256 need "secretEnv" \(a public key or JWKS is never used as an HMAC secret\)/],
+    ['auth: { jwt: { issuer: x, secretEnv: PORTICO_NO_SUCH_SECRET, algorithms: [HS256, RS256] } }', /takes HS256, HS384 or HS512 only/],
+    ['auth: { jwt: { issuer: x, secretEnv: PORTICO_NO_SUCH_SECRET, algorithms: [HS256] } }', /PORTICO_NO_SUCH_SECRET is not set/],
+    ['auth: { jwt: { issuer: x, publicKeyFile: /no/such.pem, algorithms: [RS256] } }', /publicKeyFile \/no\/such\.pem: ENOENT/],
+    ['auth: { jwt: { issuer: x, jwksUri: "http://a/j", publicKeyFile: /k.pem, algorithms: [RS256] } }', /exactly one of "jwksUri", "publicKeyFile" and "secretEnv"/],
+    ['auth: { jwt: { issuer: x, algorithms: [RS256] } }', /exactly one of "jwksUri", "publicKeyFile" and "secretEnv"/],
+    ['auth: { forward: { url: "http://a", onError: maybe } }', /"maybe" must be one of "deny", "allow"/],
   ])('refuses %s', (policy, message) => {
     const { errors } = parseRouteFile('p.yaml', route(`    ${policy}\n`))
     expect(errors.map((e) => e.message).join('\n')).toMatch(message)

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { createServer, get, request as httpRequest, type ServerResponse } from 'node:http'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -44,6 +45,8 @@ describe('portico start --workers 2', () => {
       'limited.yaml': routeFile('limited', '/limited', upstream.url, 'rateLimit: { limit: 10, window: 1m }'),
       'broken.yaml': routeFile('broken', '/broken', failing.url, 'circuitBreaker: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeout: 1m }'),
       'held.yaml': routeFile('held', '/held', holding.url, 'concurrencyLimit: { limit: 2 }'),
+      'consumers.yaml': `consumers:\n  - name: acme\n    apiKeys: [sha256:${createHash('sha256').update('pk_workers').digest('hex')}]\n    rateLimit: { limit: 3, window: 1m }\n`,
+      'keyed.yaml': routeFile('keyed', '/keyed', upstream.url, 'auth: { apiKey: {} }', 'rateLimit: { key: consumer, limit: 1, window: 1m }'),
     }))
     gateway = await spawnGateway(routes, { PORTICO_ACCESS_LOG: join(logDir, 'access.log') }, ['--workers', '2'])
   })
@@ -68,6 +71,21 @@ describe('portico start --workers 2', () => {
       return found.length === 30 ? found : undefined
     }, { timeoutMs: 5_000, what: 'the access log lines (flushed every second)' })
     expect(new Set(lines.map((l) => (JSON.parse(l) as { worker: number }).worker)).size).toBe(2)
+  })
+
+  it('hands every worker the consumers the primary read; a consumer\'s own limit holds for the host', async () => {
+    const keyed = (key?: string) =>
+      new Promise<number>((resolve, reject) => {
+        get(`${gateway.url}/keyed/x`, { agent: false, headers: key === undefined ? {} : { 'x-api-key': key } }, (res) => {
+          res.resume()
+          res.on('end', () => resolve(res.statusCode ?? 0))
+        }).on('error', reject)
+      })
+    const statuses: number[] = []
+    for (let i = 0; i < 8; i++) statuses.push(await keyed('pk_workers'))
+    expect(statuses.filter((s) => s === 200)).toHaveLength(3)
+    expect(statuses.filter((s) => s === 429)).toHaveLength(5)
+    expect(await Promise.all([keyed(), keyed('pk_wrong')])).toEqual([401, 401])
   })
 
   it('aggregates the workers\' metrics on the admin port', async () => {

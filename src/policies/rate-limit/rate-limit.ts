@@ -1,12 +1,14 @@
 import cluster from 'node:cluster'
 import { RateLimiterCluster, RateLimiterClusterMaster, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
-import { readRequestKey } from '../../balancer/request-key.js'
+import { createHash } from 'node:crypto'
+import { MAX_KEY_LENGTH, readRequestKey } from '../../balancer/request-key.js'
 import { GatewayError } from '../../kernel/errors.js'
 import type { SharedState } from '../../state/shared-state.js'
 import { PolicyCounter, type PolicyEvents } from '../policy-events.js'
 import { RequestValue, type PolicyExchange, type PolicyKind, type PolicyReply, type RequestGuard, type RoutePolicy } from '../policy.js'
+import { CONSUMER, type LiveConsumers } from '../consumers.js'
 import { SharedConsume } from './shared-consume.js'
-import { RateLimitSchema, toRateLimitConfig, type RateLimitConfig, type RateLimitSpec } from './schema.js'
+import { RateLimitSchema, toRateLimitConfig, type LimitWindows, type RateLimitConfig, type RateLimitSpec } from './schema.js'
 
 /** How the rate limit decided the request (allowed, refused, local_share, fail_open, fail_closed), on its span. */
 export const RATE_LIMIT_DECISION = new RequestValue<string>('rateLimit.decision', { spanAttribute: 'portico.rate_limit.decision' })
@@ -21,10 +23,10 @@ export const rateLimitPolicy: PolicyKind<RateLimitSpec, RateLimitConfig, LiveRat
   key: 'rateLimit',
   schema: RateLimitSchema,
   toConfig: toRateLimitConfig,
-  create: (route, config, { state, events }) => ({
+  create: (route, config, { state, events, consumers }) => ({
     config,
-    guard: createRateLimit(route.name, config, state, events),
-    describe: () => ({ key: config.key, limits: config.limits, onRedisDown: config.onRedisDown }),
+    guard: createRateLimit(route.name, config, state, events, consumers),
+    describe: () => ({ key: config.key.kind === 'header' ? `header:${config.key.header}` : config.key.kind, limits: config.limits, onRedisDown: config.onRedisDown }),
   }),
   counters: [DECISIONS],
   column: {
@@ -45,6 +47,15 @@ interface Window {
   localReplicas: number
 }
 
+interface Windows {
+  readonly windows: readonly Window[]
+  /** The one window, when there is one: the common case, taken without a Promise.allSettled. */
+  readonly only: Window | undefined
+  readonly policyHeader: string
+}
+
+const BY_IP = { kind: 'ip' } as const
+
 interface Outcome {
   readonly limit: number
   readonly windowMs: number
@@ -62,27 +73,46 @@ interface Outcome {
  * otherwise. Answers 429 with Retry-After, and sets the RateLimit headers of draft-ietf-httpapi-ratelimit-headers-07
  * (`RateLimit-Policy`, `RateLimit`) on every response.
  */
-export function createRateLimit(route: string, config: RateLimitConfig, state: SharedState | undefined, events: PolicyEvents): RequestGuard {
+export function createRateLimit(route: string, config: RateLimitConfig, state: SharedState | undefined, events: PolicyEvents, consumers: LiveConsumers): RequestGuard {
   const localPoints = (limit: number, replicas: number) => Math.max(1, Math.floor(limit / replicas))
-  const windows: Window[] = config.limits.map(({ limit, windowMs }) => {
-    const replicas = state ? state.liveReplicas() : 1
-    return {
-      limit,
-      windowMs,
-      // `{route}` is a hash tag: with Redis Cluster every key of a route lands in one slot.
-      shared: state
-        ? new SharedConsume(
-            new RateLimiterRedis({ storeClient: state.redis, points: limit, duration: windowMs / 1000, keyPrefix: `portico:rl:{${route}}:${windowMs}`, rejectIfRedisNotReady: true }),
-            state.redis,
-            () => state.liveReplicas(),
-            (key) => state.reportJunk(key, `route "${route}": a rate-limit count that was not a number, removed`),
-          )
-        : undefined,
-      local: state ? new RateLimiterMemory({ points: localPoints(limit, replicas), duration: windowMs / 1000 }) : hostLimiter(route, limit, windowMs),
-      localReplicas: replicas,
+  // A consumer's own limit counts in the same Redis keys as the route's: only the number allowed differs.
+  const windowsOf = (limits: LimitWindows): Windows => {
+    const windows = limits.map(({ limit, windowMs }): Window => {
+      const replicas = state ? state.liveReplicas() : 1
+      return {
+        limit,
+        windowMs,
+        // `{route}` is a hash tag: with Redis Cluster every key of a route lands in one slot.
+        shared: state
+          ? new SharedConsume(
+              new RateLimiterRedis({ storeClient: state.redis, points: limit, duration: windowMs / 1000, keyPrefix: `portico:rl:{${route}}:${windowMs}`, rejectIfRedisNotReady: true }),
+              state.redis,
+              () => state.liveReplicas(),
+              (key) => state.reportJunk(key, `route "${route}": a rate-limit count that was not a number, removed`),
+            )
+          : undefined,
+        local: state ? new RateLimiterMemory({ points: localPoints(limit, replicas), duration: windowMs / 1000 }) : hostLimiter(route, limit, windowMs),
+        localReplicas: replicas,
+      }
+    })
+    return { windows, only: windows.length === 1 ? windows[0] : undefined, policyHeader: limits.map((l) => `${l.limit};w=${l.windowMs / 1000}`).join(', ') }
+  }
+  const routeWindows = windowsOf(config.limits)
+  /** Consumers with limits of their own, by name: made on their first request, remade when their limits change. */
+  const consumerWindows = new Map<string, { readonly limits: LimitWindows; readonly print: string; readonly windows: Windows }>()
+  const windowsFor = (ex: PolicyExchange): Windows => {
+    if (config.key.kind !== 'consumer') return routeWindows
+    const name = ex.get(CONSUMER)
+    const limits = name === undefined ? undefined : consumers.current.named(name)?.limits
+    if (limits === undefined) return routeWindows
+    let own = consumerWindows.get(name as string)
+    if (own?.limits !== limits) {
+      // A reload makes new definitions: only a changed limit starts the consumer's counts afresh.
+      const print = JSON.stringify(limits)
+      consumerWindows.set(name as string, (own = { limits, print, windows: own?.print === print ? own.windows : windowsOf(limits) }))
     }
-  })
-  const policyHeader = config.limits.map((l) => `${l.limit};w=${l.windowMs / 1000}`).join(', ')
+    return own.windows
+  }
 
   /** This replica's share while Redis is away; re-sized when the replica count changed. */
   const localShare = (window: Window): RateLimiterAbstract => {
@@ -132,7 +162,7 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
   }
 
   /** The 429 for the refusals of one request: Retry-After from the limit that frees up last. */
-  const refusal = (refused: unknown[]): unknown => {
+  const refusal = (refused: unknown[], policyHeader: string): unknown => {
     const limited = refused.filter((e): e is GatewayError & { outcome: Outcome } => e instanceof GatewayError && 'outcome' in e)
     if (limited.length === 0) return refused[0]
     const worst = limited.reduce((a, b) => (a.outcome.resetMs >= b.outcome.resetMs ? a : b))
@@ -147,37 +177,42 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
     events.count(DECISIONS, route, decision)
     ex.set(RATE_LIMIT_DECISION, decision)
   }
-  const refuse = (ex: PolicyExchange, refused: unknown[], next: (error?: Error) => void) => {
-    const error = refusal(refused)
+  const refuse = (ex: PolicyExchange, refused: unknown[], policyHeader: string, next: (error?: Error) => void) => {
+    const error = refusal(refused, policyHeader)
     decided(ex, error instanceof GatewayError && error.code === 'state_unavailable' ? 'fail_closed' : 'refused')
     next(error as Error)
   }
   // No outcome: admitted without a count (onRedisDown: open).
   const admittedAs = (tightest: Outcome | undefined): string => (tightest === undefined ? 'fail_open' : tightest.onLocalShare ? 'local_share' : 'allowed')
 
-  const setHeaders = (reply: PolicyReply, tightest: Outcome) => {
+  const setHeaders = (reply: PolicyReply, tightest: Outcome, policyHeader: string) => {
     reply.header('ratelimit-policy', policyHeader)
     reply.header('ratelimit', header(tightest))
   }
-  const only = windows.length === 1 ? windows[0] : undefined
+  const keyOf = (ex: PolicyExchange): string => {
+    if (config.key.kind !== 'consumer') return readRequestKey(config.key, ex.request)
+    const consumer = ex.get(CONSUMER)
+    return consumer === undefined ? readRequestKey(BY_IP, ex.request) : consumer.length > MAX_KEY_LENGTH ? `c#${createHash('sha256').update(consumer).digest('base64url')}` : `c:${consumer}`
+  }
   return function rateLimit(ex, next) {
-    const { request, reply } = ex
-    const key = readRequestKey(config.key, request)
+    const { reply } = ex
+    const key = keyOf(ex)
+    const { windows, only, policyHeader } = windowsFor(ex)
     if (only) {
       // One limit is the common case, and a place leased from Redis answers at once.
       const taken = only.shared?.take(key)
       if (taken instanceof RateLimiterRes) {
         decided(ex, 'allowed')
-        setHeaders(reply, outcome(only, taken))
+        setHeaders(reply, outcome(only, taken), policyHeader)
         return next()
       }
       consume(only, key, taken).then(
         (tightest) => {
           decided(ex, admittedAs(tightest))
-          if (tightest) setHeaders(reply, tightest)
+          if (tightest) setHeaders(reply, tightest, policyHeader)
           next()
         },
-        (error: unknown) => refuse(ex, [error], next),
+        (error: unknown) => refuse(ex, [error], policyHeader, next),
       )
       return
     }
@@ -186,12 +221,12 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
       if (refused.length > 0) {
         // A refused request uses up nothing: the windows that admitted it get their place back.
         for (const r of results) if (r.status === 'fulfilled') r.value?.giveBack?.()
-        return refuse(ex, refused, next)
+        return refuse(ex, refused, policyHeader, next)
       }
       let tightest: Outcome | undefined
       for (const r of results) if (r.status === 'fulfilled' && r.value && (!tightest || r.value.remaining < tightest.remaining)) tightest = r.value
       decided(ex, results.some((r) => r.status === 'fulfilled' && r.value?.onLocalShare) ? 'local_share' : admittedAs(tightest))
-      if (tightest) setHeaders(reply, tightest)
+      if (tightest) setHeaders(reply, tightest, policyHeader)
       next()
     }, next)
   }

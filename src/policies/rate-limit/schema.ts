@@ -14,11 +14,11 @@ export const RateLimitSchema = Type.Object(
   {
     key: Type.Optional(
       Type.String({
-        pattern: `^(ip|route|${REQUEST_KEY_HEADER_PATTERN})$`,
-        patternMessage: 'must be "ip", "route" or "header:<Header-Name>"',
+        pattern: `^(ip|route|consumer|${REQUEST_KEY_HEADER_PATTERN})$`,
+        patternMessage: 'must be "ip", "route", "consumer" or "header:<Header-Name>"',
         default: 'ip',
         description:
-          'Who shares a bucket, per route: `ip` (the client address; X-Forwarded-For only counts with trustProxy), `header:<Name>` (e.g. an API key; requests without it are keyed by IP; values over 64 characters are hashed), or `route` (one bucket for everyone).',
+          "Who shares a bucket, per route: `ip` (the client address; X-Forwarded-For only counts with trustProxy), `consumer` (the caller the route's `auth` established; a consumer with a `rateLimit` of its own gets its limits instead of the route's; requests without one are keyed by IP), `header:<Name>` (requests without it are keyed by IP; values over 64 characters are hashed), or `route` (one bucket for everyone).",
       }),
     ),
     limit: Type.Optional(Type.Integer({ minimum: 1, description: 'Requests allowed per `window` (the one-window form; use `limits` for several).' })),
@@ -46,9 +46,22 @@ export const RateLimitSchema = Type.Object(
 
 export type RateLimitSpec = Static<typeof RateLimitSchema>
 
+/** A consumer's own limits (in a consumers file): the limits of a route's `rateLimit`, without its key or Redis choice. */
+export const ConsumerRateLimitSchema = Type.Pick(RateLimitSchema, ['limit', 'window', 'limits'], {
+  additionalProperties: false,
+  description: 'This consumer\'s own limits: replace the limits of every route whose `rateLimit` has `key: consumer`, for this consumer (the route\'s `onRedisDown` still applies).',
+})
+
+export type ConsumerRateLimitSpec = Static<typeof ConsumerRateLimitSchema>
+
+export type LimitWindows = readonly { readonly limit: number; readonly windowMs: number }[]
+
+/** Whom a bucket belongs to: a request key, or the consumer an auth policy established. */
+export type RateLimitKey = RequestKey | { readonly kind: 'consumer' }
+
 export interface RateLimitConfig {
-  readonly key: RequestKey
-  readonly limits: readonly { readonly limit: number; readonly windowMs: number }[]
+  readonly key: RateLimitKey
+  readonly limits: LimitWindows
   readonly onRedisDown: 'local' | 'open' | 'closed'
 }
 
@@ -56,6 +69,13 @@ const DEFAULTS = schemaDefaults(RateLimitSchema, ['key', 'onRedisDown'])
 
 /** The config with its defaults, or the sentence that says why the spec cannot be used. */
 export function toRateLimitConfig(spec: RateLimitSpec): RateLimitConfig | string {
+  const limits = toLimitWindows(spec)
+  if (typeof limits === 'string') return limits
+  return { key: parseRateLimitKey(spec.key ?? DEFAULTS.key), limits, onRedisDown: spec.onRedisDown ?? DEFAULTS.onRedisDown }
+}
+
+/** `limit` and `window`, or `limits`, as windows in milliseconds; or the sentence that refuses them. */
+export function toLimitWindows(spec: ConsumerRateLimitSpec): LimitWindows | string {
   const single = spec.limit !== undefined || spec.window !== undefined
   if (single === (spec.limits !== undefined)) return 'rateLimit needs either "limit" and "window", or a list of "limits"'
   if (single && (spec.limit === undefined || spec.window === undefined)) return `rateLimit needs "${spec.limit === undefined ? 'limit' : 'window'}" beside "${spec.limit === undefined ? 'window' : 'limit'}"`
@@ -63,5 +83,7 @@ export function toRateLimitConfig(spec: RateLimitSpec): RateLimitConfig | string
   const limits = specs.map((l) => ({ limit: l.limit, windowMs: parseDuration(l.window) }))
   const bad = limits.find((l) => l.windowMs < 1000 || l.windowMs % 1000 !== 0)
   if (bad) return `rateLimit window of ${bad.windowMs} ms must be whole seconds, at least 1s`
-  return { key: parseRequestKey(spec.key ?? DEFAULTS.key), limits, onRedisDown: spec.onRedisDown ?? DEFAULTS.onRedisDown }
+  return limits
 }
+
+const parseRateLimitKey = (text: string): RateLimitKey => (text === 'consumer' ? { kind: 'consumer' } : parseRequestKey(text))
