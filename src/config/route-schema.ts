@@ -3,11 +3,13 @@ import { LOAD_BALANCERS } from '../balancer/balancer.js'
 import { REQUEST_KEY_HEADER_PATTERN } from '../balancer/request-key.js'
 import { AuthSchema } from '../policies/auth/schema.js'
 import { ConsumerSchema } from '../policies/consumers.js'
+import { CorsSchema } from '../policies/cors/schema.js'
 import { CircuitBreakerSchema } from '../policies/circuit-breaker/schema.js'
 import { ConcurrencyLimitSchema } from '../policies/concurrency-limit/schema.js'
 import { OutlierDetectionSchema } from '../policies/outlier-detection/schema.js'
 import { RateLimitSchema } from '../policies/rate-limit/schema.js'
 import { RequestHeadersSchema } from '../policies/request-headers/schema.js'
+import { ResponseHeadersSchema } from '../policies/response-headers/schema.js'
 import { ResponseCacheSchema } from '../policies/response-cache/schema.js'
 import { RetrySchema } from '../policies/retry/schema.js'
 import { DURATION_PATTERN } from '../kernel/duration.js'
@@ -116,10 +118,12 @@ export const RouteSchema = Type.Object(
         { default: false, description: 'Allow WebSocket upgrades on this route: `true` (with the default bounds), or the bounds of its tunnels.' },
       ),
     ),
+    cors: Type.Optional(CorsSchema),
     auth: Type.Optional(AuthSchema),
     rateLimit: Type.Optional(RateLimitSchema),
     concurrencyLimit: Type.Optional(ConcurrencyLimitSchema),
     requestHeaders: Type.Optional(RequestHeadersSchema),
+    responseHeaders: Type.Optional(ResponseHeadersSchema),
     cache: Type.Optional(ResponseCacheSchema),
     circuitBreaker: Type.Optional(CircuitBreakerSchema),
     retry: Type.Optional(RetrySchema),

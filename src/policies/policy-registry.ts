@@ -60,7 +60,7 @@ export class PolicyRegistry {
           if (!route.policies.has(kind.key)) continue
           const config = route.policies.get(kind.key)
           const id = `${route.name}\u0000${kind.key}`
-          const print = fingerprint([config, route.timeout])
+          const print = fingerprint([config, route.timeout, route.methods])
           const kept = this.#live.get(id)
           const entry = kept?.fingerprint === print ? kept : { fingerprint: print, policy: kind.create(route, config, this.#deps) }
           if (entry !== kept) made.push(entry.policy)

@@ -55,6 +55,7 @@ export interface PolicyReply {
   code(statusCode: number): PolicyReply
   header(name: string, value: string | number | string[]): PolicyReply
   headers(values: Readonly<Record<string, string | number | string[]>>): PolicyReply
+  removeHeader(name: string): PolicyReply
   /** The headers set on the answer so far (the gateway's own, and the upstream's once it answered). */
   getHeaders(): Record<string, number | string | string[] | undefined>
   /** Answers with `body` (none for an empty answer). */
@@ -105,6 +106,11 @@ export interface PolicyExchange {
   pickAnother(tried: ReadonlySet<string>): Instance | undefined
   /** Starts the next attempt's bookkeeping on `instance`: in-flight counts and the upstream abort follow it here. */
   switchTo(instance: Instance): void
+  /**
+   * Runs `shape` just before the answer's headers go out, whoever gives it (the upstream, a cache hit, the gateway's
+   * refusal): the last word on the answer's headers. Once per answer.
+   */
+  beforeAnswer(shape: () => void): void
   /** Runs `cleanup` once when the request ends, however it ends: answered, failed, or the client gone. */
   onEnd(cleanup: () => void): void
   /** No attempt has begun to send the request's body (or it has none): sending the request again repeats nothing. */
@@ -134,6 +140,8 @@ export type RequestGuard = (ex: PolicyExchange, next: (error?: Error) => void) =
 /** What a policy knows of its route. */
 export interface PolicyRoute {
   readonly name: string
+  /** The methods the route's file lists; undefined: every method the gateway proxies. */
+  readonly methods?: ReadonlySet<string> | undefined
   readonly timeout: { readonly connectMs: number; readonly responseMs: number }
 }
 
@@ -153,6 +161,8 @@ export interface PolicyDeps {
 export interface RoutePolicy {
   readonly guard?: RequestGuard
   readonly wrap?: AttemptWrapper
+  /** Methods its guard answers itself though the route's `methods` leave them out (CORS preflights: OPTIONS). */
+  readonly answersMethods?: readonly string[]
   /** Narrows the instances that may get traffic (e.g. without ejected outliers). */
   readonly filterInstances?: (instances: readonly Instance[]) => readonly Instance[]
   /** What the admin API and metrics show of it now. */

@@ -103,6 +103,7 @@ export class Exchange implements PolicyExchange {
   #bytesSent = 0
   #inFlightDone: (() => void) | undefined = undefined
   #cleanups: (() => void)[] | undefined = undefined
+  #beforeAnswer: (() => void)[] | undefined = undefined
   #ended = false
 
   constructor(request: ExchangeRequest, reply: FastifyReply, route: LiveRoute, upstreamPath: string, upstreamUrl: string, settings: GatewaySettings, proceed: (error?: Error) => void, next: ((ex: Exchange, error?: Error) => void) | undefined, trace: TracedRequest | undefined) {
@@ -314,6 +315,18 @@ export class Exchange implements PolicyExchange {
     if (this.reply.raw.headersSent) return void this.reply.raw.destroy()
     const handler = this.takeHandler()
     if (handler) this.fail(handler, fault)
+  }
+
+  beforeAnswer(shape: () => void): void {
+    ;(this.#beforeAnswer ??= []).push(shape)
+  }
+
+  /** The answer's headers are about to go out: what policies asked to shape last. */
+  answering(): void {
+    const shapes = this.#beforeAnswer
+    if (shapes === undefined) return
+    this.#beforeAnswer = undefined
+    for (const shape of shapes) shape()
   }
 
   onEnd(cleanup: () => void): void {

@@ -18,7 +18,7 @@ import type { AnyPolicyKind, AttemptWrapper, PolicyDeps, RequestGuard, Send } fr
 import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
 import { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
-import { exchangeOfResponse, type LiveRoute } from './exchange.js'
+import { exchangeOfResponse, kExchange, type ExchangeRequest, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
 import { AttemptStats } from './attempt-stats.js'
 import { createRequestPath } from './request-path.js'
@@ -182,7 +182,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // Bodies stream to the upstream as they come (every content type: fastify would parse JSON and text otherwise).
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (_request: FastifyRequest, payload: IncomingMessage, done: (error: null, body: IncomingMessage) => void) => done(null, payload))
-  for (const url of ['/', '/*']) app.route({ url, method: PROXIED_METHODS, preHandler: requestPath.admit, handler: requestPath.forward })
+  for (const url of ['/', '/*']) app.route({ url, method: PROXIED_METHODS, preHandler: requestPath.admit, handler: requestPath.forward, onSend: shapeAnswer })
 
   const stats: GatewayStats = {
     policyEvents,
@@ -229,6 +229,12 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   }
 }
 
+/** Whoever answers (the upstream, a cache hit, a refusal), the policies that asked have the last word on its headers. */
+function shapeAnswer(request: FastifyRequest, _reply: unknown, payload: unknown, done: (error: null, payload: unknown) => void): void {
+  ;(request as ExchangeRequest)[kExchange]?.answering()
+  done(null, payload)
+}
+
 /** The client's body broke midway: its exchange answers (see Exchange.clientBodyBroke); any other request just closes. */
 function bodyBroken(inFlight: ServerResponse, error: Error): void {
   const ex = exchangeOfResponse(inFlight)
@@ -246,8 +252,10 @@ function compileRoute(definition: RouteDefinition, policies: readonly KeyedPolic
   // An operator's ejections come first: what policies filter starts from the instances in rotation.
   const filters = [(instances: readonly Instance[]) => overrides.admitted(definition.name, instances), ...policies.flatMap(({ policy }) => (policy.filterInstances ? [policy.filterInstances] : []))]
   const discovered = instancesOf(definition, discovery)
+  const answered = policies.flatMap(({ policy }) => policy.answersMethods ?? [])
   return {
     ...definition,
+    methods: definition.methods && answered.length > 0 ? new Set([...definition.methods, ...answered]) : definition.methods,
     pick: createBalancer(definition.loadBalancer, { inFlight }),
     instances: () => filters.reduce((instances, filter) => filter(instances), discovered()),
     discovered,
