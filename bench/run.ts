@@ -105,7 +105,8 @@ function matchCost(routeCount: number): number {
   const iterations = 2_000_000
   let found = 0
   const started = process.hrtime.bigint()
-  for (let i = 0; i < iterations; i++) if (table.match(paths[i % paths.length] as string)) found++
+  const request = { method: 'GET', headers: { host: 'api.example.com' } }
+  for (let i = 0; i < iterations; i++) if (table.match(paths[i % paths.length] as string, request)) found++
   const ns = Number(process.hrtime.bigint() - started) / iterations
   if (found !== iterations) throw new Error('every path should match')
   return ns

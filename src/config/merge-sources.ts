@@ -1,5 +1,6 @@
 import type { ConsumerDefinition } from '../policies/consumers.js'
-import { parseRouteFile, refused, type ParsedRouteFile, type RouteDefinition, type RouteFileError } from './parse-route-file.js'
+import { ambiguous } from './route-table.js'
+import { overlapMessage, parseRouteFile, refused, type ParsedRouteFile, type RouteDefinition, type RouteFileError } from './parse-route-file.js'
 
 /** One unit of route configuration as a provider emits it: a route file, or a service's routes from Consul meta. */
 export interface RouteSource {
@@ -43,17 +44,17 @@ export function mergeRouteSources(
   const consumers: ConsumerDefinition[] = []
   const good = new Map<string, ParsedSource>()
   const names = new Map<string, RouteDefinition>()
-  const prefixes = new Map<string, RouteDefinition>()
+  const prefixes = new Map<string, RouteDefinition[]>()
   const consumerNames = new Map<string, ConsumerDefinition>()
   const keyHolders = new Map<string, ConsumerDefinition>()
 
   const conflicts = (candidate: ParsedSource): RouteFileError[] => [
     ...candidate.routes.flatMap((route) => {
       const byName = names.get(route.name)
-      const byPrefix = prefixes.get(route.prefix)
+      const rival = prefixes.get(route.prefix)?.find((other) => ambiguous(other, route))
       return [
         ...(byName ? [{ ...route.source, message: `route name "${route.name}" is already defined at ${at(byName)}` }] : []),
-        ...(byPrefix ? [{ ...route.source, message: `prefix "${route.prefix}" is already routed by "${byPrefix.name}" at ${at(byPrefix)}` }] : []),
+        ...(rival ? [{ ...route.source, message: overlapMessage(route, rival, at(rival)) }] : []),
       ]
     }),
     ...candidate.consumers.flatMap((consumer) => {
@@ -68,7 +69,7 @@ export function mergeRouteSources(
   const claim = (source: string, candidate: ParsedSource) => {
     for (const route of candidate.routes) {
       names.set(route.name, route)
-      prefixes.set(route.prefix, route)
+      prefixes.set(route.prefix, [...(prefixes.get(route.prefix) ?? []), route])
       routes.push(route)
     }
     for (const consumer of candidate.consumers) {

@@ -6,6 +6,7 @@ import { parseDuration } from '../kernel/duration.js'
 import { POLICIES } from '../policies/index.js'
 import { schemaDefaults } from '../kernel/schema-defaults.js'
 import { toConsumerDefinition, type ConsumerDefinition, type ConsumerSpec } from '../policies/consumers.js'
+import { ambiguous, conditionCount } from './route-table.js'
 import { RouteFileSchema, RouteSchema, TimeoutSchema, WebSocketSchema, type RouteFileSpec, type RouteSpec } from './route-schema.js'
 
 export type RouteTarget =
@@ -19,6 +20,10 @@ export interface RouteDefinition {
   readonly rewritePrefix: string | undefined
   readonly target: RouteTarget
   readonly methods: ReadonlySet<string> | undefined
+  /** Lower case; `*.example.org` takes one label in front. */
+  readonly hosts: readonly string[] | undefined
+  /** Lower-case names, the values the request must carry. */
+  readonly headers: ReadonlyMap<string, string> | undefined
   readonly timeout: { readonly connectMs: number; readonly responseMs: number }
   readonly loadBalancer: LoadBalancerKind
   readonly hashOn: RequestKey
@@ -131,20 +136,17 @@ function parseBoundedRouteFile(file: string, text: string): ParsedRouteFile {
   const errors: RouteFileError[] = []
   const routes: RouteDefinition[] = []
   const seenNames = new Map<string, number>()
-  const seenPrefixes = new Map<string, number>()
   ;(data.routes ?? []).forEach((spec, index) => {
     const line = lineOf(doc, lineAt, ['routes', index])
     const routeErrors = crossFieldErrors(spec).map((message) => ({ file, line, message: `route "${spec.name}": ${message}` }))
+    const definition = routeErrors.length === 0 ? toDefinition(spec, { file, line }) : undefined
     const nameLine = seenNames.get(spec.name)
     if (nameLine !== undefined) routeErrors.push({ file, line, message: `route name "${spec.name}" is already used at line ${nameLine}` })
-    const prefixLine = seenPrefixes.get(spec.prefix)
-    if (prefixLine !== undefined) {
-      routeErrors.push({ file, line, message: `prefix "${spec.prefix}" is already routed at line ${prefixLine}` })
-    }
     seenNames.set(spec.name, line)
-    seenPrefixes.set(spec.prefix, line)
+    const rival = definition && routes.find((r) => ambiguous(r, definition))
+    if (definition && rival) routeErrors.push({ file, line, message: overlapMessage(definition, rival, `line ${rival.source.line}`) })
     errors.push(...routeErrors)
-    if (routeErrors.length === 0) routes.push(toDefinition(spec, { file, line }))
+    if (definition && routeErrors.length === 0) routes.push(definition)
   })
   const consumers = parseConsumers(data.consumers ?? [], (index) => lineOf(doc, lineAt, ['consumers', index]), file, errors)
   return errors.length > 0 ? fail(errors) : { routes, consumers, errors: [] }
@@ -171,6 +173,12 @@ function parseConsumers(specs: readonly ConsumerSpec[], lineAt: (index: number) 
     errors.push(...problems.map((message) => ({ file, line, message })))
     return problems.length > 0 || typeof consumer === 'string' ? [] : [consumer]
   })
+}
+
+/** Why `route` cannot join a table that has `rival` (see `ambiguous`), naming where the rival is. */
+export function overlapMessage(route: RouteDefinition, rival: RouteDefinition, where: string): string {
+  if (conditionCount(route) === 0) return `prefix "${route.prefix}" is already routed${rival.name === route.name ? '' : ` by "${rival.name}"`} at ${where}`
+  return `route "${route.name}" could take the same requests as "${rival.name}" at ${where} (prefix "${route.prefix}", as many hosts/headers/methods conditions): tell them apart with a host, a header or a method`
 }
 
 function crossFieldErrors(spec: RouteSpec): string[] {
@@ -203,6 +211,8 @@ function toDefinition(spec: RouteSpec, source: { file: string; line: number }): 
         ? { kind: 'service', service: spec.service }
         : { kind: 'static', upstreams: (spec.upstreams ?? []).map((u) => u.replace(/\/$/, '')) },
     methods: spec.methods && new Set(spec.methods),
+    hosts: spec.hosts?.map((h) => h.toLowerCase()),
+    headers: spec.headers && new Map(Object.entries(spec.headers).map(([name, value]) => [name.toLowerCase(), value])),
     timeout: {
       connectMs: parseDuration(spec.timeout?.connect ?? TIMEOUT_DEFAULTS.connect),
       responseMs: parseDuration(spec.timeout?.response ?? TIMEOUT_DEFAULTS.response),

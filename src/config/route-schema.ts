@@ -61,7 +61,7 @@ export const RouteSchema = Type.Object(
       pattern: PATH_PATTERN,
       patternMessage: 'must start with "/", have no trailing slash, no empty segment, no "?", "#", "%" or space',
       description:
-        'Path prefix this route serves. Matches the prefix itself and anything below it (`/api` matches `/api` and `/api/x`, never `/apix`). The longest matching prefix wins.',
+        'Path prefix this route serves. Matches the prefix itself and anything below it (`/api` matches `/api` and `/api/x`, never `/apix`). The longest prefix whose route\'s `hosts`, `headers` and `methods` match wins; at one prefix, the route with more conditions.',
     }),
     upstreams: Type.Optional(
       Type.Array(
@@ -84,6 +84,22 @@ export const RouteSchema = Type.Object(
         pattern: '^/([^/\\s?#%]+(/[^/\\s?#%]+)*/?)?$',
         patternMessage: 'must be a path starting with "/"',
         description: 'Replaces the matched prefix before forwarding (`prefix: /api/users`, `rewritePrefix: /` sends `/api/users/7` as `/7`). Default: the path is forwarded unchanged.',
+      }),
+    ),
+    hosts: Type.Optional(
+      Type.Array(
+        Type.String({
+          pattern: '^(\\*\\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$',
+          patternMessage: 'must be a host name such as api.example.com, or *.example.com (one label), without a port',
+        }),
+        { minItems: 1, uniqueItems: true, description: 'The route takes only requests whose Host (without its port) is one of these. Default: any.' },
+      ),
+    ),
+    headers: Type.Optional(
+      Type.Record(Type.String({ pattern: "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$" }), Type.String({ pattern: '^[\\t\\x20-\\x7e]*$', patternMessage: 'must be visible ASCII' }), {
+        additionalProperties: false,
+        minProperties: 1,
+        description: 'The route takes only requests with each of these headers equal to its value (its first value, when repeated).',
       }),
     ),
     methods: Type.Optional(

@@ -154,7 +154,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   // A method the proxy does not route (TRACE, WebDAV's) on a path a route serves: 405 with what the route takes.
   installProblemResponses(app, (request, reply) => {
     const path = normalizePath(request.url.split('?')[0] ?? '/')
-    const route = path === undefined ? undefined : routes.current().table.match(path)?.route
+    const route = path === undefined ? undefined : routes.current().table.match(path, request)?.route
     if (!route) return sendProblem(reply, new GatewayError('no_route', `No route serves ${request.method} ${path ?? request.url}`))
     sendProblem(reply, new GatewayError('method_not_allowed', `Route "${route.name}" does not accept ${request.method}`, { headers: { allow: [...(route.methods ?? PROXIED_METHODS)].join(', ') } }))
   })

@@ -79,7 +79,7 @@ function matchRoute(context: RequestPathContext, request: FastifyRequest, reply:
   const [rawPath = '/', query] = splitQuery(request.url)
   const path = normalizePath(rawPath)
   if (path === undefined) throw new GatewayError('bad_path', `The path ${JSON.stringify(rawPath)} is not a valid absolute path`)
-  const match = context.table().match(path)
+  const match = context.table().match(path, request)
   if (!match) throw new GatewayError('no_route', `No route serves ${path}`)
   const { route } = match
   if (!engineCanSend(match.upstreamPath)) throw unsendablePath(match.upstreamPath)

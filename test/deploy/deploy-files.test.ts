@@ -156,10 +156,10 @@ describe('the Grafana dashboard and the Prometheus alert rules', () => {
     }
   })
 
-  it('has alert rules for an open breaker, shared state down, no passing instance and the 5xx ratio, on exported metrics', async () => {
+  it('has alert rules for an open breaker, shared state down, no passing instance, a stale JWKS and the 5xx ratio, on exported metrics', async () => {
     const names = await exported()
     const rules = (parse(await read('deploy/prometheus/alerts.yml')) as { groups: { rules: { alert: string; expr: string; for: string }[] }[] }).groups.flatMap((g) => g.rules)
-    expect(rules.map((r) => r.alert).sort()).toEqual(['PorticoCircuitBreakerOpen', 'PorticoHigh5xxRatio', 'PorticoNoPassingInstance', 'PorticoSharedStateDown'])
+    expect(rules.map((r) => r.alert).sort()).toEqual(['PorticoCircuitBreakerOpen', 'PorticoHigh5xxRatio', 'PorticoJwksStale', 'PorticoNoPassingInstance', 'PorticoSharedStateDown'])
     for (const rule of rules) {
       expect(rule.for).toMatch(/^\d+m$/)
       for (const name of metricNamesIn(rule.expr)) expect(names, `${rule.alert} uses ${name}`).toContain(name)

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -38,11 +39,18 @@ describe('OpenTelemetry tracing to a real OTLP/HTTP receiver', () => {
     rateLimit: { key: ip, limits: [{ limit: 1, window: 1h }] }
     circuitBreaker: { volumeThreshold: 100 }
     cache: { ttl: 1h }
+  - name: keyed
+    prefix: /keyed
+    upstreams: [${upstream.url}]
+    auth: { apiKey: { in: "query:key" } }
   - name: odd
     prefix: /odd
     upstreams: ['http://127.0.0.1:${dead}', 'http://[zz]:80']
     loadBalancer: round-robin
     retry: { attempts: 2, backoff: 1ms, budgetPercent: 100 }
+consumers:
+  - name: tracer
+    apiKeys: [sha256:${createHash('sha256').update('pk_traced-key').digest('hex')}]
 `,
     })
     gateway = await spawnGateway(routes, {
@@ -80,6 +88,18 @@ describe('OpenTelemetry tracing to a real OTLP/HTTP receiver', () => {
     expect(refused.attributes['portico.rate_limit.decision']).toBe('refused')
     expect(refused.attributes['portico.cache.outcome']).toBeUndefined() // the limit answered before the cache looked
     expect(refused.line.cache).toBeUndefined()
+  })
+
+  it('puts the consumer on the span, and never the API key a query carried', async () => {
+    const response = await request(`${gateway.url}/keyed/item?page=2&key=pk_traced-key`)
+    await response.body.dump()
+    expect(response.statusCode).toBe(200)
+    const [, traceId = ''] = String(upstream.requests.at(-1)?.headers.traceparent).split('-')
+    const spans = await spansOf(traceId)
+    const server = spans.find((s) => s.kind === SERVER) as ReceivedSpan
+    expect(server.attributes).toMatchObject({ 'portico.consumer': 'tracer', 'url.query': 'page=2&key=[redacted]' })
+    expect(JSON.stringify(spans)).not.toContain('pk_traced-key')
+    expect(upstream.requests.at(-1)?.url).toBe('/keyed/item?page=2')
   })
 
   it('exports a server span and one client span per attempt of a retried request, parented, and the upstream continues the trace', async () => {

@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
+import { LRUCache } from 'lru-cache'
 import { Pool } from 'undici'
 import type { LiveConsumers } from '../consumers.js'
 import type { PolicyExchange } from '../policy.js'
@@ -8,6 +10,8 @@ import type { Verdict } from './verdict.js'
 /** The most of a refusal's body passed back to the client: an authorization service says why in a few lines. */
 const MAX_ANSWER_BYTES = 64 * 1024
 const HEADER_SAFE = /^[\t\x20-\x7e]*$/
+/** Allowing answers remembered per route with `cacheFor`: a sprayer of credentials the service allows fills at most this many. */
+const MAX_REMEMBERED = 10_000
 // Headers of one hop, or the message's own framing: neither goes to the service, nor back from it.
 const NOT_PASSED = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'content-length', 'te', 'trailer', 'upgrade', 'expect'])
 
@@ -24,6 +28,7 @@ export class ForwardMethod {
   readonly #path: string
   readonly #pool: Pool
   readonly #consumers: LiveConsumers
+  readonly #allowed: LRUCache<string, Verdict> | undefined
 
   constructor(config: ForwardConfig, consumers: LiveConsumers) {
     this.#config = config
@@ -31,6 +36,7 @@ export class ForwardMethod {
     this.#path = `${url.pathname}${url.search}`
     this.#pool = new Pool(url.origin, { connections: 64, headersTimeout: config.timeoutMs, bodyTimeout: config.timeoutMs })
     this.#consumers = consumers
+    this.#allowed = config.cacheForMs === undefined ? undefined : new LRUCache({ max: MAX_REMEMBERED, ttl: config.cacheForMs })
   }
 
   get identityHeaders(): Iterable<string> {
@@ -38,7 +44,16 @@ export class ForwardMethod {
   }
 
   check(ex: PolicyExchange, done: (verdict: Verdict) => void): void {
-    this.#ask(ex).then(done, (error: unknown) => done(this.#failed(error)))
+    const key = this.#allowed && credentialKey(ex)
+    const remembered = key === undefined ? undefined : this.#allowed?.get(key)
+    if (remembered) return done(remembered)
+    this.#ask(ex).then(
+      (verdict) => {
+        if (key !== undefined && verdict.kind === 'admitted') this.#allowed?.set(key, verdict)
+        done(verdict)
+      },
+      (error: unknown) => done(this.#failed(error)),
+    )
   }
 
   stop(): void {
@@ -77,6 +92,13 @@ export class ForwardMethod {
 }
 
 const first = (value: string | string[] | undefined): string | undefined => (Array.isArray(value) ? value[0] : value)
+
+/** The request's credentials as a cache key; undefined for a request that carries none. */
+function credentialKey(ex: PolicyExchange): string | undefined {
+  const { authorization, cookie } = ex.request.headers
+  if (authorization === undefined && cookie === undefined) return undefined
+  return createHash('sha256').update(`${authorization ?? ''}\u0000${cookie ?? ''}`).digest('base64')
+}
 
 async function bounded(body: AsyncIterable<Buffer> & { destroy(): void }): Promise<Buffer> {
   const chunks: Buffer[] = []

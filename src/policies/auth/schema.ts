@@ -61,6 +61,13 @@ export const ForwardSchema = Type.Object(
     url: Type.String({ pattern: '^https?://', patternMessage: 'must be an http:// or https:// URL', description: 'The authorization service: gets the request\'s method, headers and X-Forwarded-Method/-Uri/-Host/-Proto, no body.' }),
     timeout: Type.Optional(Duration('How long to wait for its answer.', '1s')),
     headersToUpstream: Type.Optional(Type.Array(HeaderName, { uniqueItems: true, default: [], description: 'Headers of its 2xx answer sent upstream (a client\'s own never pass).' })),
+    cacheFor: Type.Optional(
+      Type.String({
+        pattern: DURATION_PATTERN,
+        patternMessage: 'must be a duration such as 30s',
+        description: 'Remember an allowing answer this long, per replica, keyed by the request\'s credentials (its Authorization and Cookie headers; a request with neither is always asked). A credential the service stops allowing passes until then.',
+      }),
+    ),
     onError: Type.Optional(
       Type.Union([Type.Literal('deny'), Type.Literal('allow')], {
         default: 'deny',
@@ -113,7 +120,7 @@ export interface AuthConfig {
   readonly apiKey: { readonly in: 'header' | 'query'; readonly name: string } | undefined
   readonly jwt: JwtConfig | undefined
   readonly forward:
-    | { readonly url: string; readonly timeoutMs: number; readonly headersToUpstream: readonly string[]; readonly onError: 'deny' | 'allow' }
+    | { readonly url: string; readonly timeoutMs: number; readonly headersToUpstream: readonly string[]; readonly onError: 'deny' | 'allow'; readonly cacheForMs: number | undefined }
     | undefined
   readonly groups: readonly string[] | undefined
 }
@@ -139,6 +146,7 @@ export function toAuthConfig(spec: AuthSpec): AuthConfig | string {
       timeoutMs: parseDuration(spec.forward.timeout ?? FORWARD_DEFAULTS.timeout),
       headersToUpstream: (spec.forward.headersToUpstream ?? FORWARD_DEFAULTS.headersToUpstream).map((h) => h.toLowerCase()),
       onError: spec.forward.onError ?? FORWARD_DEFAULTS.onError,
+      cacheForMs: spec.forward.cacheFor === undefined ? undefined : parseDuration(spec.forward.cacheFor),
     },
     groups: spec.groups,
   }

@@ -24,6 +24,7 @@ describe('auth.forward against a real authorization service', () => {
       'consumers.yaml': 'consumers:\n  - name: svc\n    groups: [internal]\n',
       'f.yaml': routeFile('forwarded', '/forwarded', upstream.url, `auth: { forward: { url: "${authz.url}/check?via=portico", headersToUpstream: [X-User-Id] } }`),
       'deny.yaml': routeFile('deny', '/deny', upstream.url, `auth: { forward: { url: "${slow.url}/check", timeout: 200ms } }`),
+      'cached.yaml': routeFile('cached', '/cached', upstream.url, `auth: { forward: { url: "${authz.url}/check", headersToUpstream: [X-User-Id], cacheFor: 1m } }`),
       'allow.yaml': routeFile('allow', '/allow', upstream.url, `auth: { forward: { url: "http://127.0.0.1:1/check", timeout: 200ms, onError: allow } }`),
     })
   })
@@ -49,6 +50,18 @@ describe('auth.forward against a real authorization service', () => {
     const refused = await call(`${gateway.url}/forwarded/items`, { authorization: 'Bearer bad' })
     expect([refused.status, refused.text, refused.headers['www-authenticate']]).toEqual([403, 'no entry for you', 'Custom realm="authz"'])
     expect(upstream.requests.length).toBe(before)
+  })
+
+  it('remembers an allowing answer for cacheFor, keyed by the credentials; a refusal is asked again every time', async () => {
+    const asked = () => authz.requests.filter((r) => r.url === '/check').length
+    const before = asked()
+    for (let i = 0; i < 3; i++) expect((await call(`${gateway.url}/cached/x`, { authorization: 'Bearer good' })).status).toBe(200)
+    expect(asked()).toBe(before + 1)
+    expect(upstream.requests.at(-1)?.headers['x-user-id']).toBe('u-42')
+    for (let i = 0; i < 2; i++) expect((await call(`${gateway.url}/cached/x`, { authorization: 'Bearer bad' })).status).toBe(403)
+    expect(asked()).toBe(before + 3)
+    expect((await call(`${gateway.url}/cached/x`, { authorization: 'Bearer good', cookie: 'session=other' })).status).toBe(200)
+    expect(asked()).toBe(before + 4)
   })
 
   it('answers 503 auth_unavailable when the service times out with onError: deny, and lets through with allow', async () => {
