@@ -3,6 +3,7 @@ import { readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
+import WebSocket from 'ws'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startGateway, type TestGateway } from '../../support/gateway.js'
 import { waitFor } from '../../support/poll.js'
@@ -32,11 +33,14 @@ const get = async (url: string, headers: Record<string, string> = {}) => {
 
 describe('auth.apiKey and consumers files, against a real upstream', () => {
   let upstream: Upstream
+  let sockets: Upstream
   let gateway: TestGateway
   const accessLog = join(tmpdir(), `portico-auth-access-${process.pid}.log`)
   beforeAll(async () => {
     upstream = await startUpstream('orders')
+    sockets = await startUpstream('ws', undefined, { websocket: true })
     gateway = await startGateway({
+      'tunnel.yaml': routeFile('tunnel', '/tunnel', sockets.url, 'websocket: true', 'auth: { apiKey: {} }'),
       'consumers.yaml': consumersFile(),
       'orders.yaml': routeFile('orders', '/orders', upstream.url, 'auth: { apiKey: { in: "header:X-API-Key" } }'),
       'partners.yaml': routeFile('partners', '/partners', upstream.url, 'auth: { apiKey: {}, groups: [partners] }'),
@@ -47,6 +51,7 @@ describe('auth.apiKey and consumers files, against a real upstream', () => {
   afterAll(async () => {
     await gateway?.close()
     await upstream?.close()
+    await sockets?.close()
     await rm(accessLog, { force: true })
   })
 
@@ -76,6 +81,21 @@ describe('auth.apiKey and consumers files, against a real upstream', () => {
     const id = ok.headers['x-request-id'] as string
     const line = await waitFor(async () => (await readFile(accessLog, 'utf8').catch(() => '')).split('\n').find((l) => l.includes(id)), { what: 'the access log line' })
     expect(JSON.parse(line)).toMatchObject({ route: 'orders', status: 200, consumer: 'acme' })
+  })
+
+  it('guards a WebSocket upgrade like a request: refused without a key, the tunnel\'s handshake with the identity and without the key', async () => {
+    const open = (headers: Record<string, string>) =>
+      new Promise<{ status?: number; headers?: Record<string, string> }>((resolve) => {
+        const socket = new WebSocket(`${gateway.url.replace('http', 'ws')}/tunnel`, { headers })
+        socket.once('unexpected-response', (_req, res) => resolve({ status: res.statusCode }))
+        socket.once('message', (data: Buffer) => {
+          socket.close()
+          resolve({ headers: (JSON.parse(data.toString()) as { headers: Record<string, string> }).headers })
+        })
+      })
+    expect(await open({})).toEqual({ status: 401 })
+    const hello = await open({ 'x-api-key': ACME_KEY, 'x-consumer-name': 'admin' })
+    expect([hello.headers?.['x-consumer-name'], hello.headers?.['x-api-key']]).toEqual(['acme', undefined])
   })
 
   it('answers 403 forbidden to a consumer outside the route\'s groups', async () => {
