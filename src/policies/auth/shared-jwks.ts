@@ -100,28 +100,42 @@ export class SharedJwks {
 
   async #loadOnce(unknownKid: boolean): Promise<void> {
     const state = this.#state
-    if (!state?.isUp()) return this.#adopt(await fetchJwks(this.uri), true)
+    // Redis failing midway is no reason to stop verifying: this replica fetches for itself, as without Redis.
+    const fetchHere = state?.isUp()
+      ? await this.#fromFleet(unknownKid, state).catch((error: unknown) => {
+          this.#logger.warn({ jwksUri: this.uri, err: error }, 'Redis did not answer for the JWKS; this replica fetches it itself')
+          return true
+        })
+      : true
+    if (!fetchHere) return
+    const fetched = await fetchJwks(this.uri)
+    this.#adopt(fetched, true)
+    if (state?.isUp()) await state.redis.set(this.#key, JSON.stringify({ fetchedAt: fetched.fetchedAt, jwks: fetched.jwks })).catch(() => undefined)
+  }
+
+  /**
+   * The fleet's copy, when it serves: true when this replica is to fetch (it claimed the fleet's fetch, or the replica
+   * that did stored nothing in time and this one has no set at all). Throws when Redis fails.
+   */
+  async #fromFleet(unknownKid: boolean, state: SharedState): Promise<boolean> {
     const had = this.#set?.fetchedAt ?? 0
     const shared = await this.#readShared()
     if (shared && shared.fetchedAt > had) this.#adopt(shared, false)
     // A copy fresh enough for what was asked: another replica fetched it.
     const wanted = unknownKid ? REFETCH_AFTER_MS : REFRESH_MS
-    if (shared && Date.now() - shared.fetchedAt < wanted) return
+    if (shared && Date.now() - shared.fetchedAt < wanted) return false
     // One replica fetches for the fleet; the lock also spaces fetches REFETCH_AFTER_MS apart.
-    const claimed = await state.redis.set(this.#lock, state.replicaId, 'PX', REFETCH_AFTER_MS, 'NX')
-    if (claimed === 'OK') {
-      const fetched = await fetchJwks(this.uri)
-      this.#adopt(fetched, true)
-      await state.redis.set(this.#key, JSON.stringify({ fetchedAt: fetched.fetchedAt, jwks: fetched.jwks }))
-      return
-    }
+    if ((await state.redis.set(this.#lock, state.replicaId, 'PX', REFETCH_AFTER_MS, 'NX')) === 'OK') return true
     const deadline = Date.now() + WAIT_FOR_PEER_MS
     while (Date.now() < deadline) {
       const copy = await this.#readShared()
-      if (copy && copy.fetchedAt > (shared?.fetchedAt ?? 0)) return this.#adopt(copy, false)
+      if (copy && copy.fetchedAt > (shared?.fetchedAt ?? 0)) {
+        this.#adopt(copy, false)
+        return false
+      }
       await new Promise((resolve) => setTimeout(resolve, PEER_POLL_MS))
     }
-    if (!this.#set) throw new Error('another replica is fetching the JWKS and has not stored it yet')
+    return this.#set === undefined
   }
 
   async #readShared(): Promise<KeySet | undefined> {

@@ -46,6 +46,19 @@ describe('auth across two replicas on one Redis', () => {
     expect(idp.fetches()).toBe(1)
   })
 
+  it('fetches the JWKS itself when Redis stops answering, and keeps verifying', async () => {
+    await idp.addKey('k2')
+    const token = await idp.sign('k2', { sub: 'user-2' })
+    const before = idp.fetches()
+    redis.pause()
+    try {
+      expect(await status(`${a.url}/tokens/1`, { authorization: `Bearer ${token}` })).toBe(200)
+    } finally {
+      redis.resume()
+    }
+    expect(idp.fetches()).toBe(before + 1)
+  })
+
   it('holds a consumer\'s own limit exactly across both replicas', async () => {
     const statuses: number[] = []
     for (let i = 0; i < 10; i++) statuses.push(await status(`${(i % 2 === 0 ? a : b).url}/keys/x`, { 'x-api-key': KEY }))
