@@ -80,7 +80,12 @@ export class ForwardMethod {
     }
     const body = await bounded(answer.body)
     const back: Record<string, string | string[]> = {}
-    for (const [name, value] of Object.entries(answer.headers as IncomingHttpHeaders)) if (value !== undefined && !NOT_PASSED.has(name)) back[name] = value
+    // Only values node will write: a header it refuses would throw while the answer goes out, off any handler.
+    for (const [name, value] of Object.entries(answer.headers as IncomingHttpHeaders)) {
+      if (value === undefined || NOT_PASSED.has(name)) continue
+      const values = (Array.isArray(value) ? value : [value]).filter((v) => HEADER_SAFE.test(v))
+      if (values.length > 0) back[name] = values.length === 1 ? (values[0] as string) : values
+    }
     return { kind: 'answered', method: 'forward', status: answer.statusCode, headers: back, body }
   }
 

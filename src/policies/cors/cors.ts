@@ -27,7 +27,8 @@ export const corsPolicy: PolicyKind<CorsSpec, CorsConfig, LiveCors> = {
     const allowed = originMatcher(config)
     const count = (outcome: string) => events.count(DECISIONS, route.name, outcome)
     const simpleHeaders = (reply: PolicyReply, origin: string) => {
-      reply.header('access-control-allow-origin', config.anyOrigin && !config.credentials ? '*' : origin)
+      // "*" never goes with credentials: the load refuses that pair.
+      reply.header('access-control-allow-origin', config.anyOrigin ? '*' : origin)
       if (config.credentials) reply.header('access-control-allow-credentials', 'true')
       if (config.exposeHeaders.length > 0) reply.header('access-control-expose-headers', config.exposeHeaders.join(', '))
     }
