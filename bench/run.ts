@@ -173,6 +173,22 @@ routes:
     auth: { jwt: { issuer: "https://id.bench/", publicKeyFile: ${join(routesDir, 'bench-key.pem')}, algorithms: [RS256] } }
 `,
   )
+  // Traffic shaping: a route chosen by host beside a plain one at its prefix, split over two targets (the same upstream
+  // under two names), with request and response header transforms.
+  writeFileSync(
+    join(routesDir, 'shaping.yaml'),
+    `routes:
+  - name: shaped
+    prefix: /api
+    hosts: [api.bench]
+    rewritePrefix: /api
+    split:
+      - { upstreams: [${upstreamUrl}], weight: 90, name: stable }
+      - { upstreams: [${upstreamUrl}], weight: 10, name: canary }
+    requestHeaders: { set: { X-Gateway: portico, X-Request-Id: "\${requestId}" }, remove: [X-Debug] }
+    responseHeaders: { set: { Strict-Transport-Security: "max-age=31536000" }, remove: [X-Powered-By] }
+`,
+  )
   // The full chain's limits and breaker live in a Redis of the bench's own.
   const redisPort = await freePort()
   children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
@@ -219,6 +235,7 @@ routes:
     ['portico (auth process)', `http://127.0.0.1:${authProcess.port}/api/items`, authProcess.pid],
     ['portico api key', `http://127.0.0.1:${authProcess.port}/keyed/items`, authProcess.pid, { 'x-api-key': apiKey }],
     ['portico jwt (cached)', `http://127.0.0.1:${authProcess.port}/tokens/items`, authProcess.pid, { authorization: `Bearer ${token}` }],
+    ['portico shaped route', `http://127.0.0.1:${authProcess.port}/api/items`, authProcess.pid, { host: 'api.bench' }],
   ]
   const baselineDir = process.env.BENCH_BASELINE
   if (baselineDir) {
@@ -296,6 +313,7 @@ routes:
   console.log(`noise floor: the twin of portico (the same build, another process) ${ratio(twin?.cpuUs ?? NaN, plain?.cpuUs)}× its CPU per request; a difference under ${floor.toFixed(0)} % is not shown by this run`)
   const over = (name: string) => ((named(name)?.cpuUs ?? NaN) - (named('portico (auth process)')?.cpuUs ?? NaN)).toFixed(1)
   console.log(`auth over the plain route of the same process: an API key +${over('portico api key')} µs a request (aim ≤ 15), a cached RS256 JWT +${over('portico jwt (cached)')} µs (aim ≤ 40)`)
+  console.log(`traffic shaping over the plain route of the same process: host match, a 90/10 split and header transforms +${over('portico shaped route')} µs a request (aim ≤ 5)`)
   const basePlain = named('baseline portico')
   if (basePlain) console.log(`A/B: portico ${ratio(plain?.cpuUs ?? NaN, basePlain.cpuUs)}× the baseline's CPU per request on the plain route (twin: ${ratio(twin?.cpuUs ?? NaN, basePlain.cpuUs)}×)`)
 

@@ -53,7 +53,8 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   // Its sources are read at scrape time, when the gateway exists.
   const metrics = new GatewayMetrics({
     policyKinds: POLICIES,
-    livePolicies: () => gateway.routes.current().table.routes.map((r) => ({ route: r.name, policies: r.livePolicies })),
+    livePolicies: () => gateway.routes.current().table.routes.flatMap((r) => [{ route: r.name, policies: r.livePolicies }, ...(r.split === undefined ? [] : r.targets.map((t) => ({ route: `${r.name}/${t.name}`, policies: t.livePolicies })))]),
+    splitTargets: () => gateway.routes.current().table.routes.flatMap((r) => (r.split === undefined ? [] : r.targets.map((t) => ({ route: r.name, target: t.name, available: t.available() })))),
     discovery: () => discovery.health(),
     sharedState: () => (state ? state.health() : { status: 'ok' }),
     routes: () => {
@@ -95,7 +96,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
   })
   for (const kind of POLICIES) {
     const check = kind.health?.bind(kind)
-    if (check) health.register(kind.key, () => check(gateway.routes.current().table.routes.flatMap((r) => r.livePolicies.filter((p) => p.key === kind.key).map((p) => p.policy))))
+    if (check) health.register(kind.key, () => check(gateway.routes.current().table.routes.flatMap((r) => [...r.livePolicies, ...r.targets.flatMap((t) => t.livePolicies)].filter((p) => p.key === kind.key).map((p) => p.policy))))
   }
   await gateway.routes.start()
   health.register('routes', () => {

@@ -38,7 +38,7 @@ describe('portico validate', () => {
     expect(lines).toEqual([
       expect.stringMatching(/a\.yaml:3: routes\[0\]\.prefix: "\/a\/" must start with "\/", have no trailing slash/),
       expect.stringMatching(/a\.yaml:5: routes\[0\]: unknown key "retries"/),
-      expect.stringMatching(/b\.yaml:2: route "b": needs exactly one of "upstreams" .* and "service"/),
+      expect.stringMatching(/b\.yaml:2: route "b": needs exactly one of "upstreams" .* and "split"/),
       expect.stringMatching(/c\.yaml:3: /),
       '4 problems in 3 of 3 files',
     ])

@@ -3,12 +3,12 @@ import { createHash, timingSafeEqual } from 'node:crypto'
 import { GatewayError } from '../kernel/errors.js'
 import { answerClientError, installProblemResponses, sendProblem } from '../http/problem-responses.js'
 import type { Instance } from '../balancer/instance.js'
-import { describePolicies, type LiveRoute } from '../proxy/gateway.js'
+import { describePolicies, type LiveRoute, type LiveTarget } from '../proxy/gateway.js'
 import type { RouteWatcher } from '../config/route-watcher.js'
 import type { HealthRegistry } from './health-registry.js'
 import type { Registry } from 'prom-client'
 import { readFileSync } from 'node:fs'
-import type { AnyPolicyKind, PolicyDeps, RoutePolicy } from '../policies/policy.js'
+import type { AnyPolicyKind, PolicyDeps, RoutePolicy, StatusCell, StatusColumn } from '../policies/policy.js'
 import type { ConsumerDefinition } from '../policies/consumers.js'
 import { parseDuration } from '../kernel/duration.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
@@ -141,7 +141,9 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
         name: route.name,
         prefix: route.prefix,
         rewritePrefix: route.rewritePrefix ?? null,
-        target: route.target,
+        ...(route.split === undefined
+          ? { target: route.targets[0]?.upstream }
+          : { split: { stickyOn: route.split.stickyOn ?? null, targets: route.targets.map((t) => ({ name: t.name, weight: t.weight, upstream: t.upstream, available: t.available() })) } }),
         methods: route.methods ? [...route.methods] : null,
         timeout: route.timeout,
         loadBalancer: route.loadBalancer,
@@ -206,10 +208,37 @@ function policyOf(route: LiveRoute, key: string): RoutePolicy | undefined {
   return route.livePolicies.find((p) => p.key === key)?.policy
 }
 
+/**
+ * A route's cell in a policy's column. A split's per-target policy (its breakers) shows the target that refuses
+ * every attempt, if one does, else the first, and names it.
+ */
+function cellOf(route: LiveRoute, key: string, column: StatusColumn<RoutePolicy>, deps: PolicyDeps): StatusCell | null {
+  const own = policyOf(route, key)
+  if (own !== undefined || route.split === undefined) return column.cell(own, route.name, deps) ?? null
+  const held = route.targets.flatMap((target) => target.livePolicies.filter((p) => p.key === key).map((p) => ({ target: target.name, policy: p.policy })))
+  const shown = held.find((h) => h.policy.refusesAll?.() === true) ?? held[0]
+  const cell = column.cell(shown?.policy, route.name, deps)
+  if (cell === undefined) return null
+  return shown === undefined ? cell : { ...cell, note: [`target ${shown.target}`, cell.note].filter((part) => part !== undefined).join(': ') }
+}
+
 /** Instance ids a route's policies keep traffic from (an outlier detector's ejections), by the policy that does. */
+/** What the status page says a route sends to: its service, static instances, or each split target's share now. */
+function targetText(route: LiveRoute): string {
+  const sourceText = ({ upstream }: LiveTarget) => (upstream.kind === 'service' ? `service ${upstream.service}` : 'static')
+  if (route.split === undefined) return sourceText(route.targets[0] as LiveTarget)
+  const total = route.targets.reduce((sum, t) => sum + (t.weight > 0 && t.available() ? t.weight : 0), 0)
+  const shares = route.targets.map((t) => {
+    const share = t.available() && total > 0 ? Math.round((t.weight * 100) / total) : 0
+    return `${t.name} ${share}%${t.weight > 0 && !t.available() ? ' (cannot take requests: its share goes to the others)' : ''}`
+  })
+  return `split: ${shares.join(' · ')}`
+}
+
 function heldOut(route: LiveRoute, instances: readonly Instance[]): Map<string, string> {
   const out = new Map<string, string>()
-  for (const { key, policy } of route.livePolicies) {
+  const policies = route.split === undefined ? route.livePolicies : route.targets.flatMap((target) => target.livePolicies)
+  for (const { key, policy } of policies) {
     if (!policy.filterInstances) continue
     const admitted = new Set(policy.filterInstances(instances))
     for (const instance of instances) if (!admitted.has(instance) && !out.has(instance.id)) out.set(instance.id, key)
@@ -244,8 +273,8 @@ async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown
       return {
         name: route.name,
         prefix: route.prefix,
-        target: route.target.kind === 'service' ? `service ${route.target.service}` : 'static',
-        cells: Object.fromEntries(columns.map(({ key, column }) => [column.attribute, column.cell(policyOf(route, key), route.name, deps) ?? null])),
+        target: targetText(route),
+        cells: Object.fromEntries(columns.map(({ key, column }) => [column.attribute, cellOf(route, key, column, deps)])),
         traffic: traffic.get(route.name) ?? { requests: 0, errors: 0, buckets: [] },
         instances: instances.map((i) => ({ id: i.id, origin: i.origin, state: operatorEjected[i.id] ? 'ejected by operator' : held.has(i.id) ? `held out by ${held.get(i.id)}` : 'in rotation' })),
       }

@@ -74,24 +74,31 @@ export function createBalancer(kind: LoadBalancerKind, deps: BalancerDeps): Pick
     case 'consistent-hash':
       return function consistentHash(instances, { exclude, hashKey }) {
         const candidates = eligible(instances, exclude)
-        // Rendezvous hashing: each key keeps its instance while that instance stays; only its keys move when it goes.
-        let best: Instance | undefined
-        let bestScore = -Infinity
-        const key = hashKey ?? ''
-        for (const instance of candidates) {
-          const unit = (mix32(fnv1a(`${key}\u0000${instance.id}`)) + 1) / 4_294_967_297
-          const score = -instance.weight / Math.log(unit)
-          if (score > bestScore) {
-            best = instance
-            bestScore = score
-          }
-        }
-        return best
+        return rendezvous(candidates, hashKey ?? '', (instance) => instance.id)
       }
   }
 }
 
-function totalWeight(instances: readonly Instance[]): number {
+/**
+ * Weighted rendezvous hashing: each key keeps its choice while that choice stays and the weights hold; when one goes,
+ * only its keys move, and a weight change moves only as many keys as the shares changed by. Every replica and worker
+ * computes the same choice from the same key and names.
+ */
+export function rendezvous<T extends { readonly weight: number }>(choices: readonly T[], key: string, idOf: (choice: T) => string): T | undefined {
+  let best: T | undefined
+  let bestScore = -Infinity
+  for (const choice of choices) {
+    const unit = (mix32(fnv1a(`${key}\u0000${idOf(choice)}`)) + 1) / 4_294_967_297
+    const score = -choice.weight / Math.log(unit)
+    if (score > bestScore) {
+      best = choice
+      bestScore = score
+    }
+  }
+  return best
+}
+
+export function totalWeight(instances: readonly { readonly weight: number }[]): number {
   let total = 0
   for (const i of instances) total += i.weight
   return total

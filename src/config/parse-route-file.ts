@@ -2,6 +2,7 @@ import { Ajv, type ErrorObject } from 'ajv'
 import { LineCounter, parseDocument, isAlias, isMap, isScalar, visit, type Document, type Node } from 'yaml'
 import type { LoadBalancerKind } from '../balancer/balancer.js'
 import { parseRequestKey, type RequestKey } from '../balancer/request-key.js'
+import { toUpstreamSource, type UpstreamSource } from '../balancer/upstream-schema.js'
 import { parseDuration } from '../kernel/duration.js'
 import { POLICIES } from '../policies/index.js'
 import { schemaDefaults } from '../kernel/schema-defaults.js'
@@ -9,16 +10,29 @@ import { toConsumerDefinition, type ConsumerDefinition, type ConsumerSpec } from
 import { ambiguous, conditionCount } from './route-table.js'
 import { RouteFileSchema, RouteSchema, TimeoutSchema, WebSocketSchema, type RouteFileSpec, type RouteSpec } from './route-schema.js'
 
-export type RouteTarget =
-  | { readonly kind: 'static'; readonly upstreams: readonly string[] }
-  | { readonly kind: 'service'; readonly service: string }
+/** Where one target's instances come from. */
+export type RouteTarget = UpstreamSource
+
+/** One target of a route: the route's only one, or a side of its `split`. */
+export interface TargetDefinition {
+  /** The split's name for it (metrics' `target`, the access log); empty on a route without a split. */
+  readonly name: string
+  readonly weight: number
+  readonly upstream: RouteTarget
+}
+
+/** Whom a split keeps on one target: a request key, or the consumer auth established. */
+export type StickyKey = RequestKey | { readonly kind: 'consumer' }
 
 /** A validated route with its defaults applied: what the route table is built from. */
 export interface RouteDefinition {
   readonly name: string
   readonly prefix: string
   readonly rewritePrefix: string | undefined
-  readonly target: RouteTarget
+  /** One target (`upstreams` or `service`), or the targets of a `split`. */
+  readonly targets: readonly TargetDefinition[]
+  /** Set on a route with `split`: what keeps a client on one target (undefined: drawn at random by weight). */
+  readonly split: { readonly stickyOn: StickyKey | undefined } | undefined
   readonly methods: ReadonlySet<string> | undefined
   /** Lower case; `*.example.org` takes one label in front. */
   readonly hosts: readonly string[] | undefined
@@ -183,13 +197,30 @@ export function overlapMessage(route: RouteDefinition, rival: RouteDefinition, w
 
 function crossFieldErrors(spec: RouteSpec): string[] {
   const errors: string[] = []
-  if ((spec.upstreams === undefined) === (spec.service === undefined)) {
-    errors.push('needs exactly one of "upstreams" (a list of URLs) and "service" (a Consul service name)')
+  if ([spec.upstreams, spec.service, spec.split].filter((given) => given !== undefined).length !== 1) {
+    errors.push('needs exactly one of "upstreams" (a list of URLs), "service" (a Consul service name) and "split" (weighted targets)')
   }
+  if (spec.stickyOn !== undefined && spec.split === undefined) errors.push('"stickyOn" only applies with "split"')
+  if (spec.split !== undefined) errors.push(...splitErrors(spec.split))
   if (spec.hashOn !== undefined && spec.loadBalancer !== 'consistent-hash') {
     errors.push('"hashOn" only applies with "loadBalancer: consistent-hash"')
   }
   for (const config of policyConfigs(spec).values()) if (typeof config === 'string') errors.push(config)
+  return errors
+}
+
+function splitErrors(targets: NonNullable<RouteSpec['split']>): string[] {
+  const errors: string[] = []
+  const names = new Set<string>()
+  targets.forEach((target, index) => {
+    const where = `split[${index}]`
+    if ((target.upstreams === undefined) === (target.service === undefined)) errors.push(`${where}: needs exactly one of "upstreams" and "service"`)
+    const name = target.name ?? target.service
+    if (name === undefined) errors.push(`${where}: needs a "name" (a target with "upstreams" has no service to be named after)`)
+    else if (names.has(name)) errors.push(`${where}: the target name "${name}" is used twice (give each target its own "name")`)
+    else names.add(name)
+  })
+  if (targets.every((target) => target.weight === 0)) errors.push('split: every weight is 0; at least one target needs a share')
   return errors
 }
 
@@ -206,10 +237,8 @@ function toDefinition(spec: RouteSpec, source: { file: string; line: number }): 
     name: spec.name,
     prefix: spec.prefix,
     rewritePrefix: spec.rewritePrefix,
-    target:
-      spec.service !== undefined
-        ? { kind: 'service', service: spec.service }
-        : { kind: 'static', upstreams: (spec.upstreams ?? []).map((u) => u.replace(/\/$/, '')) },
+    targets: spec.split?.map((target) => ({ name: target.name ?? target.service ?? '', weight: target.weight, upstream: toUpstreamSource(target) })) ?? [{ name: '', weight: 1, upstream: toUpstreamSource(spec) }],
+    split: spec.split && { stickyOn: spec.stickyOn === undefined ? undefined : spec.stickyOn === 'consumer' ? { kind: 'consumer' } : parseRequestKey(spec.stickyOn) },
     methods: spec.methods && new Set(spec.methods),
     hosts: spec.hosts?.map((h) => h.toLowerCase()),
     headers: spec.headers && new Map(Object.entries(spec.headers).map(([name, value]) => [name.toLowerCase(), value])),

@@ -1,11 +1,13 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { LOAD_BALANCERS } from '../balancer/balancer.js'
-import { REQUEST_KEY_HEADER_PATTERN } from '../balancer/request-key.js'
+import { REQUEST_KEY_COOKIE_PATTERN, REQUEST_KEY_HEADER_PATTERN } from '../balancer/request-key.js'
+import { serviceNameSchema, upstreamsSchema } from '../balancer/upstream-schema.js'
 import { AuthSchema } from '../policies/auth/schema.js'
 import { ConsumerSchema } from '../policies/consumers.js'
 import { CorsSchema } from '../policies/cors/schema.js'
 import { CircuitBreakerSchema } from '../policies/circuit-breaker/schema.js'
 import { ConcurrencyLimitSchema } from '../policies/concurrency-limit/schema.js'
+import { MirrorSchema } from '../policies/mirror/schema.js'
 import { OutlierDetectionSchema } from '../policies/outlier-detection/schema.js'
 import { RateLimitSchema } from '../policies/rate-limit/schema.js'
 import { RequestHeadersSchema } from '../policies/request-headers/schema.js'
@@ -23,6 +25,22 @@ import { DURATION_PATTERN } from '../kernel/duration.js'
 
 const Duration = (description: string, defaultValue: string) =>
   Type.String({ pattern: DURATION_PATTERN, patternMessage: 'must be a duration such as 500ms, 5s, 1m or 1h', description, default: defaultValue })
+
+export const SplitTargetSchema = Type.Object(
+  {
+    name: Type.Optional(
+      Type.String({
+        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$',
+        patternMessage: 'must be 1-63 letters, digits, dots, dashes or underscores, starting with a letter or digit',
+        description: 'The target\'s name in metrics (`target`), the access log and the status page. Default: its `service`; required with `upstreams`.',
+      }),
+    ),
+    service: Type.Optional(serviceNameSchema('Consul service whose passing instances serve this target. Exactly one of `upstreams` and `service`.')),
+    upstreams: Type.Optional(upstreamsSchema('Static instances of this target. Exactly one of `upstreams` and `service`.')),
+    weight: Type.Integer({ minimum: 0, maximum: 10_000, description: 'Its share of the route\'s requests, relative to the other targets\' (0: none, e.g. the idle side of a blue-green pair).' }),
+  },
+  { additionalProperties: false },
+)
 
 const PATH_PATTERN = '^/([^/\\s?#%]+(/[^/\\s?#%]+)*)?$'
 
@@ -63,20 +81,22 @@ export const RouteSchema = Type.Object(
       description:
         'Path prefix this route serves. Matches the prefix itself and anything below it (`/api` matches `/api` and `/api/x`, never `/apix`). The longest prefix whose route\'s `hosts`, `headers` and `methods` match wins; at one prefix, the route with more conditions.',
     }),
-    upstreams: Type.Optional(
-      Type.Array(
-        Type.String({
-          pattern: '^https?://[^/?#\\s]+/?$',
-          patternMessage: 'must be an origin such as http://10.0.0.5:8080 (no path)',
-        }),
-        { minItems: 1, uniqueItems: true, description: 'Static upstream instances. Exactly one of `upstreams` and `service`.' },
-      ),
+    upstreams: Type.Optional(upstreamsSchema('Static upstream instances. Exactly one of `upstreams`, `service` and `split`.')),
+    service: Type.Optional(serviceNameSchema('Consul service whose passing instances serve this route. Exactly one of `upstreams`, `service` and `split`.')),
+    split: Type.Optional(
+      Type.Array(SplitTargetSchema, {
+        minItems: 1,
+        maxItems: 16,
+        description:
+          'Instead of `upstreams`/`service`: weighted targets, each with its own instances, breaker and outlier detection (a canary, a blue-green switch). A request goes to one by `stickyOn`\'s hash, or at random by weight; a target with no instance in rotation or an open breaker gives its share to the others. A weight change applies to new requests only.',
+      }),
     ),
-    service: Type.Optional(
+    stickyOn: Type.Optional(
       Type.String({
-        pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$',
-        patternMessage: 'must be a Consul service name',
-        description: 'Consul service whose passing instances serve this route. Exactly one of `upstreams` and `service`.',
+        pattern: `^(ip|consumer|${REQUEST_KEY_HEADER_PATTERN}|${REQUEST_KEY_COOKIE_PATTERN})$`,
+        patternMessage: 'must be "ip", "consumer", "header:<Header-Name>" or "cookie:<name>"',
+        description:
+          'Keeps each client on one target of the `split`, the same on every replica and worker: the client address, the consumer `auth` established, a header or a cookie (requests without it are keyed by IP). A client moves only when the weights (or the targets that can take requests) change. Default: each request drawn at random by weight.',
       }),
     ),
     rewritePrefix: Type.Optional(
@@ -119,10 +139,10 @@ export const RouteSchema = Type.Object(
     ),
     hashOn: Type.Optional(
       Type.String({
-        pattern: `^(ip|${REQUEST_KEY_HEADER_PATTERN})$`,
-        patternMessage: 'must be "ip" or "header:<Header-Name>"',
+        pattern: `^(ip|${REQUEST_KEY_HEADER_PATTERN}|${REQUEST_KEY_COOKIE_PATTERN})$`,
+        patternMessage: 'must be "ip", "header:<Header-Name>" or "cookie:<name>"',
         default: 'ip',
-        description: 'Key of consistent-hash balancing: the client IP or a request header (requests without it hash by IP). Only with `loadBalancer: consistent-hash`.',
+        description: 'Key of consistent-hash balancing: the client IP, a request header or a cookie (requests without it hash by IP). Only with `loadBalancer: consistent-hash`.',
       }),
     ),
     websocket: Type.Optional(
@@ -140,6 +160,7 @@ export const RouteSchema = Type.Object(
     concurrencyLimit: Type.Optional(ConcurrencyLimitSchema),
     requestHeaders: Type.Optional(RequestHeadersSchema),
     responseHeaders: Type.Optional(ResponseHeadersSchema),
+    mirror: Type.Optional(MirrorSchema),
     cache: Type.Optional(ResponseCacheSchema),
     circuitBreaker: Type.Optional(CircuitBreakerSchema),
     retry: Type.Optional(RetrySchema),

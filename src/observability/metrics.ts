@@ -1,5 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric, type MetricValueWithName } from 'prom-client'
+import type { PolicyCounter } from '../policies/policy-events.js'
 import type { AnyPolicyKind } from '../policies/policy.js'
+import { SPLIT_REQUESTS } from '../proxy/compile-route.js'
 import type { KeyedPolicy } from '../policies/policy-registry.js'
 import { DURATION_BUCKETS, DurationCounts } from '../proxy/attempt-stats.js'
 
@@ -10,7 +12,9 @@ import type { GatewayStats, RequestRecord } from '../proxy/gateway.js'
 export interface MetricsSources {
   /** The policies there are: each adds the counters and gauges it declares. */
   readonly policyKinds: readonly AnyPolicyKind[]
-  /** Each live route's policies, for the policies' gauges. */
+  /** Each split route's targets now. */
+  readonly splitTargets: () => Iterable<{ readonly route: string; readonly target: string; readonly available: boolean }>
+  /** Each live route's policies, for the policies' gauges (a split target's under `<route>/<target>`). */
   readonly livePolicies: () => Iterable<{ readonly route: string; readonly policies: readonly KeyedPolicy[] }>
   readonly discovery: () => ComponentHealth
   readonly sharedState: () => ComponentHealth
@@ -127,14 +131,27 @@ export class GatewayMetrics {
       for (const { route, instance, counts } of attemptsByInstance()) yield [{ route, instance }, counts.failures]
     })
     scrapedHistogram(this.registry, ATTEMPT_DURATION, ATTEMPT_DURATION_HELP, () => attemptsByInstance().flatMap(({ route, instance, counts }) => histogramSamples(ATTEMPT_DURATION, { route, instance }, counts)))
+    const eventCounter = (counter: PolicyCounter): void =>
+      scrapedCounter(registers, counter.name, counter.help, ['route', ...counter.labels], function* () {
+        for (const { route, outcome, count } of sources.gateway().policyEvents.of(counter)) {
+          const values = counter.valuesOf(outcome)
+          yield [Object.fromEntries([['route', route], ...counter.labels.map((label, i) => [label, values[i] ?? ''])]), count]
+        }
+      })
+    eventCounter(SPLIT_REQUESTS)
+    new Gauge({
+      name: 'portico_split_target_available',
+      help: 'Whether a split route\'s target can take requests (1), or gives its share to the others (0: no instance in rotation, or its breaker open).',
+      aggregator: 'min',
+      labelNames: ['route', 'target'],
+      registers,
+      collect() {
+        this.reset()
+        for (const { route, target, available } of sources.splitTargets()) this.set({ route, target }, available ? 1 : 0)
+      },
+    })
     for (const kind of sources.policyKinds) {
-      for (const counter of kind.counters ?? [])
-        scrapedCounter(registers, counter.name, counter.help, ['route', ...counter.labels], function* () {
-          for (const { route, outcome, count } of sources.gateway().policyEvents.of(counter)) {
-            const values = counter.valuesOf(outcome)
-            yield [Object.fromEntries([['route', route], ...counter.labels.map((label, i) => [label, values[i] ?? ''])]), count]
-          }
-        })
+      for (const counter of kind.counters ?? []) eventCounter(counter)
       for (const gauge of kind.gauges ?? [])
         new Gauge({
           name: gauge.name,

@@ -1,6 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { schemaDefaults } from '../kernel/schema-defaults.js'
-import { RequestValue } from './policy.js'
 import { ConsumerRateLimitSchema, toLimitWindows } from './rate-limit/schema.js'
 
 const NAME = '^[A-Za-z0-9._@|:+-]{1,128}$'
@@ -60,11 +59,6 @@ export interface ConsumerDefinition {
   readonly source: { readonly file: string; readonly line: number }
 }
 
-/**
- * The consumer a request was authenticated as: a known consumer's name, or `anonymous:<sub>` for a token whose
- * subject names none. Rate limits with `key: consumer` count under it; the access log and the span show it.
- */
-export const CONSUMER = new RequestValue<string>('consumer', { logField: 'consumer', spanAttribute: 'portico.consumer' })
 
 /** The consumers of one table, looked up by name and by key hash: built once per table, read per request. */
 export class ConsumerDirectory {

@@ -1,3 +1,4 @@
+import { CONSUMER } from './caller-key.js'
 import { Type, type Static, type TObject } from '@sinclair/typebox'
 import { schemaDefaults } from '../kernel/schema-defaults.js'
 import type { PolicyExchange } from './policy.js'
@@ -25,7 +26,11 @@ export type HeaderTransformsSchema = ReturnType<typeof headerTransformsSchema>
 export type HeaderTransformsSpec = Static<HeaderTransformsSchema>
 
 /** A value as the request makes it: literal text and variables, joined. */
-export type HeaderTemplate = readonly (string | { readonly variable: 'requestId' | 'clientIp' | 'route' } | { readonly header: string })[]
+export type HeaderTemplate = readonly (string | { readonly variable: TemplateVariable } | { readonly header: string })[]
+
+const VARIABLES = ['requestId', 'clientIp', 'route', 'consumer'] as const
+type TemplateVariable = (typeof VARIABLES)[number]
+const isVariable = (name: string): name is TemplateVariable => (VARIABLES as readonly string[]).includes(name)
 
 export interface HeaderTransforms {
   /** Lower-case names. */
@@ -38,14 +43,14 @@ const VARIABLE = /\$\{([^}]*)\}/g
 
 /** A template's parts, or why the text is not one. */
 function parseTemplate(text: string): HeaderTemplate | string {
-  const parts: (string | { variable: 'requestId' | 'clientIp' | 'route' } | { header: string })[] = []
+  const parts: (string | { variable: TemplateVariable } | { header: string })[] = []
   let from = 0
   for (const match of text.matchAll(VARIABLE)) {
     if (match.index > from) parts.push(text.slice(from, match.index))
     const name = match[1] as string
-    if (name === 'requestId' || name === 'clientIp' || name === 'route') parts.push({ variable: name })
+    if (isVariable(name)) parts.push({ variable: name })
     else if (/^header:[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(name)) parts.push({ header: name.slice('header:'.length).toLowerCase() })
-    else return `\${${name}} is not a variable (there are \${requestId}, \${clientIp}, \${route} and \${header:Name})`
+    else return `\${${name}} is not a variable (there are \${requestId}, \${clientIp}, \${route}, \${consumer} and \${header:Name})`
     from = match.index + match[0].length
   }
   if (from < text.length) parts.push(text.slice(from))
@@ -89,9 +94,23 @@ export function render(template: HeaderTemplate, ex: PolicyExchange, route: stri
     else if ('header' in part) {
       const value = ex.request.headers[part.header]
       text += Array.isArray(value) ? value.join(', ') : (value ?? '')
-    } else text += part.variable === 'requestId' ? ex.request.id : part.variable === 'clientIp' ? ex.request.ip : route
+    } else text += variableValue(part.variable, ex, route)
   }
   return text
+}
+
+function variableValue(variable: TemplateVariable, ex: PolicyExchange, route: string): string {
+  switch (variable) {
+    case 'requestId':
+      return ex.request.id
+    case 'clientIp':
+      return ex.request.ip
+    case 'route':
+      return route
+    case 'consumer':
+      // Empty without a consumer: on a route without auth, or one auth let through without naming one.
+      return ex.get(CONSUMER) ?? ''
+  }
 }
 
 /** Applies `transforms` through `get`/`put` (undefined removes): removals, then sets, then appends. */

@@ -2,6 +2,7 @@ import type { TSchema } from '@sinclair/typebox'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Readable } from 'node:stream'
 import type { Instance } from '../balancer/instance.js'
+import type { UpstreamSource } from '../balancer/upstream-schema.js'
 import type { KeyedRequest } from '../balancer/request-key.js'
 import type { ComponentHealth } from '../kernel/health.js'
 import type { Logger } from '../kernel/logger.js'
@@ -117,6 +118,18 @@ export interface PolicyExchange {
   bodyUntouched(): boolean
   /** Drops an attempt's response that will not reach the client, with the headers already copied from it. */
   discard(res: UpstreamResponse): void
+  /**
+   * A copy of the client's body as the attempts read it (undefined when the request has none), for a request sent
+   * beside them (a mirror). The copy never holds the client back: one that falls behind by more than a bounded buffer
+   * is destroyed and says `dropped`; one whose body is never read (the request ended first) is destroyed at the end.
+   */
+  copyBody(): BodyCopy | undefined
+}
+
+/** The client's body as a copy reads it (see PolicyExchange.copyBody). */
+export interface BodyCopy extends Readable {
+  /** It fell behind and was given up: what it fed got only part of the body. */
+  readonly dropped: boolean
 }
 
 /** How an upstream attempt ended. Exactly one of the two is called per attempt (undici's dispatch handler, pared down). */
@@ -155,6 +168,8 @@ export interface PolicyDeps {
   readonly overrides: OperatorOverrides
   /** The consumers of the table live now (from the consumers files). */
   readonly consumers: LiveConsumers
+  /** The instances of a source as they are now (a service's as discovery sees them; see PolicyKind.services). */
+  upstreams(source: UpstreamSource): () => readonly Instance[]
 }
 
 /** One route's live instance of a policy. Every part is optional: a policy fills the slots it needs. */
@@ -165,6 +180,8 @@ export interface RoutePolicy {
   readonly answersMethods?: readonly string[]
   /** Narrows the instances that may get traffic (e.g. without ejected outliers). */
   readonly filterInstances?: (instances: readonly Instance[]) => readonly Instance[]
+  /** Whether it refuses every attempt now (an open breaker): a split gives the target's share to the others meanwhile. */
+  refusesAll?(): boolean
   /** What the admin API and metrics show of it now. */
   describe?(): Record<string, unknown>
   /** Releases timers and subscriptions; called once the route no longer uses this policy. */
@@ -233,6 +250,14 @@ export interface PolicyKind<Spec, Config, Live extends RoutePolicy = RoutePolicy
   /** Spec (as validated by the schema) to config, defaults applied; a string says why the spec cannot be used. */
   toConfig(spec: Spec): Config | string
   create(route: PolicyRoute, config: Config, deps: PolicyDeps): Live
+  /**
+   * Made once for each target of a route's `split` instead of once for the route, under the name `<route>/<target>`:
+   * state about an upstream's health (a breaker, outlier detection) belongs to the target's own instances. Such kinds
+   * come last in POLICIES, so their wrappers are the innermost.
+   */
+  readonly perTarget?: true
+  /** The Consul services a config sends to (beside the route's own): the gateway follows them. */
+  services?(config: Config): readonly string[]
   /** The counters its decisions feed (through `deps.events`), exported by route and their own label. */
   readonly counters?: readonly PolicyCounter[]
   readonly gauges?: readonly PolicyGauge<Live>[]

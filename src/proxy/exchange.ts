@@ -4,33 +4,51 @@ import type { Readable } from 'node:stream'
 import type { InFlight, Pick } from '../balancer/balancer.js'
 import type { Instance } from '../balancer/instance.js'
 import { readRequestKey } from '../balancer/request-key.js'
-import type { RouteDefinition } from '../config/parse-route-file.js'
+import type { RouteDefinition, TargetDefinition } from '../config/parse-route-file.js'
 import { GatewayError } from '../kernel/errors.js'
 import { CLIENT_BAD_BODY, CLIENT_GONE, RESPONSE_TIMEOUT } from '../kernel/upstream-errors.js'
 import { sendProblem } from '../http/problem-responses.js'
-import { RequestValue, type AttemptHandler, type PolicyExchange, type RequestGuard, type Send, type UpstreamResponse } from '../policies/policy.js'
+import { RequestValue, type AttemptHandler, type BodyCopy as PolicyBodyCopy, type PolicyExchange, type RequestGuard, type Send, type UpstreamResponse } from '../policies/policy.js'
 import type { KeyedPolicy } from '../policies/policy-registry.js'
 import type { Logger } from '../kernel/logger.js'
-import { AttemptBody } from './attempt-body.js'
+import { AttemptBody, BodyCopy } from './attempt-body.js'
 import { upstreamRequestHeaders } from './forwarding-headers.js'
 import type { TracedRequest } from './request-tracer.js'
 import type { AttemptStats } from './attempt-stats.js'
 import { LimitedBody } from './body-limit.js'
 import { AttemptSignal } from './upstream-dispatcher.js'
 
-/** A route as requests use it: its definition, compiled once per table with its balancer and its policies. */
-export interface LiveRoute extends RouteDefinition {
+/** Where a request of a route goes once the route is chosen: the route's one target, or one side of its split. */
+export interface LiveTarget extends TargetDefinition {
   readonly pick: Pick
-  /** The instances that may get traffic now (discovered, less what policies filter out). */
+  /** The instances that may get traffic now (discovered, less what the operators and policies hold out). */
   readonly instances: () => readonly Instance[]
-  /** Every instance the route has now, ejected ones included. */
+  /** Every instance it has now, held-out ones included. */
   readonly discovered: () => readonly Instance[]
-  /** Request guards in order, or null: a route without any goes straight to picking an instance. */
-  readonly guards: readonly RequestGuard[] | null
-  /** The route's attempt wrappers folded around the plain send; the plain send itself when it has none. */
+  /** A split target's own attempt wrappers (its breaker, outlier detection) around the plain send. */
   readonly send: Send
   /** Set on least-request routes: the counts the balancer reads. */
   readonly inFlight: InFlight | undefined
+  /** A split target's own policies (made per target); none on a route without a split (they are the route's). */
+  readonly livePolicies: readonly KeyedPolicy[]
+  /** Whether it can take a request now: an instance in rotation, and no policy refusing every attempt (an open breaker). */
+  available(): boolean
+}
+
+/** A route as requests use it: its definition, compiled once per table with its balancers and its policies. */
+export interface LiveRoute extends RouteDefinition {
+  /** Its one target, or its split's targets in the order of its file. */
+  readonly targets: readonly LiveTarget[]
+  /** A split route's choice of target for a request (sticky or drawn); null without a split. */
+  readonly chooseTarget: ((ex: PolicyExchange) => LiveTarget) | null
+  /** The instances that may get traffic now, every target's. */
+  readonly instances: () => readonly Instance[]
+  /** Every instance the route has now, every target's, held-out ones included. */
+  readonly discovered: () => readonly Instance[]
+  /** Request guards in order, or null: a route without any goes straight to picking an instance. */
+  readonly guards: readonly RequestGuard[] | null
+  /** The route's attempt wrappers folded around the plain send (a split's: around its target's); the plain send itself when it has none. */
+  readonly send: Send
   /** reply-from's options for this route: built once, the same shape on every route, never copied per request. */
   readonly replyOptions: object
   /** The live policies, under their route-file keys. */
@@ -63,6 +81,8 @@ export class Exchange implements PolicyExchange {
   readonly request: ExchangeRequest
   readonly reply: FastifyReply
   readonly route: LiveRoute
+  /** The route's target for this request: its only one, or the one its split chose. */
+  target: LiveTarget
   readonly settings: GatewaySettings
   /** The path to send upstream (normalised, prefix rewritten). */
   readonly upstreamPath: string
@@ -91,6 +111,8 @@ export class Exchange implements PolicyExchange {
   /** The `traceparent` of the attempt under way, when tracing is on. */
   traceparent: string | undefined = undefined
   #attemptBody: AttemptBody | undefined = undefined
+  /** Copies of the client's body (a mirror's): fed by whichever attempt reads it. */
+  #bodyCopies: BodyCopy[] | undefined = undefined
   #forwardedHeaders: IncomingHttpHeaders | undefined = undefined
   upstreamHeaderChanges: Map<string, string | undefined> | undefined = undefined
   /** Credentials in the client's URL that its log line and span must not show. */
@@ -110,6 +132,7 @@ export class Exchange implements PolicyExchange {
     this.request = request
     this.reply = reply
     this.route = route
+    this.target = route.targets[0] as LiveTarget
     this.settings = settings
     this.upstreamPath = upstreamPath
     this.upstreamUrl = upstreamUrl
@@ -125,13 +148,21 @@ export class Exchange implements PolicyExchange {
   /** The body for the attempt about to be sent: a fresh view of the client's stream (see AttemptBody). */
   nextAttemptBody(): AttemptBody | undefined {
     if (this.body === undefined) return undefined
-    this.#attemptBody = new AttemptBody(this.body)
+    this.#attemptBody = new AttemptBody(this.body, this.#bodyCopies)
     return this.#attemptBody
   }
 
   /** The body's size as it streamed through the gateway (a chunked one's is known only by counting). */
   bodyBytes(): number {
     return this.body instanceof LimitedBody ? this.body.bytes : 0
+  }
+
+  copyBody(): PolicyBodyCopy | undefined {
+    if (this.body === undefined) return undefined
+    const copy = new BodyCopy()
+    ;(this.#bodyCopies ??= []).push(copy)
+    this.onEnd(() => copy.abandon())
+    return copy
   }
 
   bodyUntouched(): boolean {
@@ -205,14 +236,14 @@ export class Exchange implements PolicyExchange {
   }
 
   pickAnother(tried: ReadonlySet<string>): Instance | undefined {
-    return this.route.pick(this.route.instances(), { exclude: tried, hashKey: this.hashKey() })
+    return this.target.pick(this.target.instances(), { exclude: tried, hashKey: this.hashKey() })
   }
 
   /** The one place an attempt's instance changes: the in-flight count moves with it, and a new upstream link starts. */
   switchTo(instance: Instance): void {
     this.#inFlightDone?.()
     // A WebSocket upgrade holds its connection far longer than a request: least-request counts requests.
-    this.#inFlightDone = this.request.headers.upgrade === undefined ? this.route.inFlight?.start(instance.origin) : undefined
+    this.#inFlightDone = this.request.headers.upgrade === undefined ? this.target.inFlight?.start(instance.origin) : undefined
     this.instance = instance
     this.attempt++
     this.signal = new AttemptSignal(this.route.timeout.connectMs)

@@ -3,9 +3,8 @@ import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
-import { createBalancer, InFlight } from '../balancer/balancer.js'
-import { staticInstance, type Instance, type ServiceInstances } from '../balancer/instance.js'
-import type { RouteDefinition } from '../config/parse-route-file.js'
+import { InFlight } from '../balancer/balancer.js'
+import type { ServiceInstances } from '../balancer/instance.js'
 import type { RouteProvider } from '../config/providers/provider.js'
 import { RouteWatcher, type DecidedTables } from '../config/route-watcher.js'
 import { answerClientError, answerFrameworkError, installProblemResponses, sendProblem } from '../http/problem-responses.js'
@@ -14,22 +13,23 @@ import type { Logger } from '../kernel/logger.js'
 import { POLICIES } from '../policies/index.js'
 import { ConsumerDirectory, LiveConsumers } from '../policies/consumers.js'
 import { PolicyEvents } from '../policies/policy-events.js'
-import type { AnyPolicyKind, AttemptWrapper, PolicyDeps, RequestGuard, Send } from '../policies/policy.js'
-import { PolicyRegistry, type KeyedPolicy } from '../policies/policy-registry.js'
+import type { AnyPolicyKind, PolicyDeps } from '../policies/policy.js'
+import { PolicyRegistry } from '../policies/policy-registry.js'
 import { OperatorOverrides } from '../state/operator-overrides.js'
 import type { SharedState } from '../state/shared-state.js'
 import { exchangeOfResponse, kExchange, type ExchangeRequest, type LiveRoute } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
 import { AttemptStats } from './attempt-stats.js'
+import { compileRoute, instancesOf, policyHolders, servicesOf, type RouteParts } from './compile-route.js'
 import { createRequestPath } from './request-path.js'
 import type { RequestRecord } from './request-record.js'
 import { endRequests } from './response-end.js'
 import type { RequestTracer } from './request-tracer.js'
-import { replyOptionsFor, sendViaReplyFrom } from './send.js'
 import { DEFAULT_POOL, UpstreamDispatcher, type UpstreamPoolOptions } from './upstream-dispatcher.js'
 import { Tunnels } from './websocket-tunnel.js'
 
-export type { LiveRoute } from './exchange.js'
+export type { LiveRoute, LiveTarget } from './exchange.js'
+export { describePolicies } from './compile-route.js'
 export type { RequestRecord } from './request-record.js'
 export type { RequestTracer } from './request-tracer.js'
 
@@ -92,7 +92,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   const policyEvents = new PolicyEvents()
   const overrides = new OperatorOverrides({ state: options.state, logger: options.logger })
   const consumers = new LiveConsumers()
-  const policyDeps: PolicyDeps = { state: options.state, logger: options.logger, events: policyEvents, overrides, consumers }
+  const policyDeps: PolicyDeps = { state: options.state, logger: options.logger, events: policyEvents, overrides, consumers, upstreams: (source) => instancesOf(source, discovery) }
   const policyRegistry = new PolicyRegistry(POLICIES, policyDeps)
   const attempts = new AttemptStats()
   const active = new Map<string, { count: number }>()
@@ -102,15 +102,17 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     return counter
   }
 
+  const routeParts: RouteParts = { discovery, inFlight, overrides, events: policyEvents, activeOf }
   const routes = new RouteWatcher<LiveRoute>({
     providers: options.providers,
     decided: options.decidedTables,
     logger: options.logger,
     compile: (definitions, consumerDefinitions) => {
-      const policies = policyRegistry.build(definitions)
+      const policies = policyRegistry.build(definitions.flatMap((definition) => policyHolders(definition, POLICIES)))
+      const policiesOf = (name: string) => policies.byRoute.get(name) ?? []
       let routes: LiveRoute[]
       try {
-        routes = definitions.map((definition) => compileRoute(definition, policies.byRoute.get(definition.name) ?? [], discovery, inFlight, activeOf(definition.name), overrides))
+        routes = definitions.map((definition) => compileRoute(definition, policiesOf, routeParts))
       } catch (error) {
         policies.abandon()
         throw error
@@ -119,7 +121,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
         routes,
         // Once the table is live: the services it names are followed (and only those), its policies replace the old.
         commit: () => {
-          discovery?.follow(new Set(definitions.flatMap((d) => (d.target.kind === 'service' ? [d.target.service] : []))))
+          discovery?.follow(new Set(definitions.flatMap((definition) => servicesOf(definition, POLICIES))))
           consumers.current = new ConsumerDirectory(consumerDefinitions)
           policies.commit()
         },
@@ -240,45 +242,4 @@ function bodyBroken(inFlight: ServerResponse, error: Error): void {
   const ex = exchangeOfResponse(inFlight)
   if (ex) ex.clientBodyBroke(error)
   else inFlight.socket?.destroy()
-}
-
-/**
- * A route as requests use it, built once per table: its guards in order, its attempt wrappers folded around the plain
- * send (undici's compose: the first policy outermost), and its instances less what policies filter out.
- */
-function compileRoute(definition: RouteDefinition, policies: readonly KeyedPolicy[], discovery: ServiceInstances | undefined, inFlight: InFlight, active: { count: number }, overrides: OperatorOverrides): LiveRoute {
-  const guards = policies.flatMap(({ policy }) => (policy.guard ? [policy.guard] : [])) as RequestGuard[]
-  const wrappers = policies.flatMap(({ policy }) => (policy.wrap ? [policy.wrap] : [])) as AttemptWrapper[]
-  // An operator's ejections come first: what policies filter starts from the instances in rotation.
-  const filters = [(instances: readonly Instance[]) => overrides.admitted(definition.name, instances), ...policies.flatMap(({ policy }) => (policy.filterInstances ? [policy.filterInstances] : []))]
-  const discovered = instancesOf(definition, discovery)
-  const answered = policies.flatMap(({ policy }) => policy.answersMethods ?? [])
-  return {
-    ...definition,
-    methods: definition.methods && answered.length > 0 ? new Set([...definition.methods, ...answered]) : definition.methods,
-    pick: createBalancer(definition.loadBalancer, { inFlight }),
-    instances: () => filters.reduce((instances, filter) => filter(instances), discovered()),
-    discovered,
-    guards: guards.length > 0 ? guards : null,
-    send: wrappers.reduceRight<Send>((next, wrap) => wrap(next), sendViaReplyFrom),
-    inFlight: definition.loadBalancer === 'least-request' ? inFlight : undefined,
-    replyOptions: replyOptionsFor(definition.timeout.responseMs),
-    livePolicies: policies,
-    active,
-  }
-}
-
-function instancesOf(definition: RouteDefinition, discovery: ServiceInstances | undefined): () => readonly Instance[] {
-  const { target } = definition
-  if (target.kind === 'static') {
-    const fixed = Object.freeze(target.upstreams.map(staticInstance))
-    return () => fixed
-  }
-  if (!discovery) return () => []
-  return () => discovery.instances(target.service)
-}
-
-/** Each policy's view of itself under its route-file key, for the admin API. */
-export function describePolicies(route: LiveRoute): Record<string, unknown> {
-  return Object.fromEntries(route.livePolicies.map(({ key, policy }) => [key, policy.describe?.() ?? {}]))
 }

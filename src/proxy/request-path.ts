@@ -4,7 +4,7 @@ import type { RouteTable } from '../config/route-table.js'
 import { GatewayError } from '../kernel/errors.js'
 import type { BreakerOverride, OperatorOverrides } from '../state/operator-overrides.js'
 import { LimitedBody } from './body-limit.js'
-import { Exchange, exchangeOf, type GatewaySettings, type LiveRoute } from './exchange.js'
+import { Exchange, exchangeOf, type GatewaySettings, type LiveRoute, type LiveTarget } from './exchange.js'
 import { normalizePath } from './normalize-path.js'
 import { traceOf } from './response-end.js'
 import { deliver, engineCanSend, unsendablePath } from './send.js'
@@ -136,11 +136,13 @@ function continueGuards(ex: Exchange, error?: Error): void {
   }
 }
 
-/** 3. Pick an instance; the exchange takes it (and its in-flight count). */
+/** 3. Pick a split's target, then an instance of it; the exchange takes it (and its in-flight count). */
 function pickInstance(ex: Exchange): void {
   const { route } = ex
-  const instance = route.pick(route.instances(), { hashKey: ex.hashKey() })
-  if (!instance) return ex.proceed(new GatewayError('no_instance', noInstanceDetail(route)))
+  if (route.chooseTarget !== null) ex.target = route.chooseTarget(ex)
+  const { target } = ex
+  const instance = target.pick(target.instances(), { hashKey: ex.hashKey() })
+  if (!instance) return ex.proceed(new GatewayError('no_instance', noInstanceDetail(route, target)))
   ex.switchTo(instance)
   // What the upstream gets (the WebSocket proxy reads it from here too); fastify's originalUrl (the problem's
   // `instance`, the logs) keeps what the client asked for.
@@ -156,10 +158,9 @@ function forcedOpen(route: string, forced: BreakerOverride): GatewayError {
   return new GatewayError('circuit_open', `The breaker of route "${route}" was opened by an operator${forced.reason ? ` (${forced.reason})` : ''}`, { headers: { 'retry-after': String(retryAfter) } })
 }
 
-function noInstanceDetail(route: LiveRoute): string {
-  return route.target.kind === 'service'
-    ? `Service "${route.target.service}" of route "${route.name}" has no passing instance`
-    : `Route "${route.name}" has no upstream instance`
+function noInstanceDetail(route: LiveRoute, { name, upstream }: LiveTarget): string {
+  const of = name === '' ? `route "${route.name}"` : `target "${name}" of route "${route.name}"`
+  return upstream.kind === 'service' ? `Service "${upstream.service}" of ${of} has no passing instance` : `${of[0]?.toUpperCase()}${of.slice(1)} has no upstream instance`
 }
 
 function splitQuery(url: string): [string, string | undefined] {

@@ -27,3 +27,22 @@ describe('request keys', () => {
     expect(key).not.toBe(readRequestKey(parseRequestKey('header:X-Api-Key'), request('203.0.113.7', { 'x-api-key': `${'a'.repeat(8_191)}b` })))
   })
 })
+
+describe('cookie keys', () => {
+  it.each([
+    ['session=abc', 'k:abc'],
+    ['a=1; session=abc; b=2', 'k:abc'],
+    ['session="abc"', 'k:abc'],
+    ['Session=abc', 'ip:203.0.113.7'],
+    ['session=', 'ip:203.0.113.7'],
+    ['other=abc', 'ip:203.0.113.7'],
+  ])('cookie:session of %j is %s', (cookie, expected) => {
+    expect(readRequestKey(parseRequestKey('cookie:session'), request('203.0.113.7', { cookie }))).toBe(expected)
+  })
+
+  it('hashes long cookie values and keys a request without the cookie by its address', () => {
+    const key = readRequestKey(parseRequestKey('cookie:session'), request('203.0.113.7', { cookie: `session=${'a'.repeat(4_000)}` }))
+    expect(key.length).toBeLessThanOrEqual(MAX_KEY_LENGTH)
+    expect(readRequestKey(parseRequestKey('cookie:session'), request('203.0.113.7'))).toBe('ip:203.0.113.7')
+  })
+})

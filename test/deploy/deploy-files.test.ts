@@ -43,7 +43,7 @@ describe('docker-compose.yml', () => {
     // every service a route names is one that registers itself
     const routes = mergeRouteSources([{ source: 'deploy/routes/services.yaml', text: await read('deploy/routes/services.yaml') }], new Map())
     expect(routes.sources[0]?.errors).toEqual([])
-    for (const route of routes.routes) if (route.target.kind === 'service') expect(names).toContain(route.target.service)
+    for (const route of routes.routes) for (const { upstream } of route.targets) if (upstream.kind === 'service') expect(names).toContain(upstream.service)
   })
 
   it('has Prometheus scrape every replica\'s admin port with the admin token, and Grafana provisioned with the dashboard', async () => {

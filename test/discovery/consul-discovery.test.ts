@@ -82,6 +82,46 @@ describe('routes to Consul services (shared agent)', () => {
   })
 })
 
+describe('a split over Consul services, mirrored to another (shared agent)', () => {
+  const consul = inject('consulAddress')
+  const [stable, canary, shadow] = ['stable', 'canary', 'shadow'].map((name) => `${name}-${process.pid}`) as [string, string, string]
+  let upstreams: Upstream[] = []
+  const copies: string[] = []
+  let gateway: TestGateway
+  const registered: TtlInstance[] = []
+  beforeAll(async () => {
+    upstreams = await Promise.all([startUpstream('stable'), startUpstream('canary'), startUpstream('shadow', (req, res) => {
+        copies.push(req.url ?? '')
+        res.end()
+      })])
+    for (const [index, service] of [stable, canary, shadow].entries()) registered.push(await registerTtlInstance(consul, { name: service, id: `${service}-1`, port: (upstreams[index] as Upstream).port }))
+    gateway = await startGateway(
+      { 'split.yaml': `routes:\n  - name: shop\n    prefix: /shop\n    split:\n      - { service: ${stable}, weight: 50 }\n      - { service: ${canary}, weight: 50 }\n    mirror: { service: ${shadow} }\n` },
+      {},
+      { CONSUL_HTTP_ADDR: consul },
+    )
+    await waitFor(async () => (await spread(`${gateway.url}/shop/x`, 10)).size === 2, { what: 'both services of the split to get traffic' })
+  })
+  afterAll(async () => {
+    await gateway?.close()
+    await Promise.all(registered.map((r) => r.deregister().catch(() => undefined)))
+    await Promise.all(upstreams.map((u) => u.close()))
+  })
+
+  it('follows every service of the split and of the mirror; a service with no passing instance gives its share away', async () => {
+    // its instances come by their own blocking query: copies of the requests from then on reach it
+    await waitFor(async () => (await spread(`${gateway.url}/shop/x`, 2)) && (copies.length >= 5 || undefined), { what: 'the mirror\'s service to get copies' })
+    expect(copies[0]).toBe('/shop/x')
+    await registered[1]?.fail()
+    await waitFor(async () => !(await spread(`${gateway.url}/shop/x`, 10)).has('canary'), { timeoutMs: 3_000, what: 'the canary service to leave' })
+    expect(await spread(`${gateway.url}/shop/x`, 40)).toEqual(new Set(['stable']))
+    const metrics = await request(`${gateway.adminUrl}/metrics`).then((r) => r.body.text())
+    expect(metrics).toContain(`portico_split_target_available{route="shop",target="${canary}"} 0`)
+    await registered[1]?.pass()
+    await waitFor(async () => (await spread(`${gateway.url}/shop/x`, 10)).has('canary'), { what: 'the canary service to take its share again' })
+  })
+})
+
 describe('when Consul goes away (own agent)', () => {
   let consul: TestConsul
   let one: Upstream, two: Upstream

@@ -1,7 +1,10 @@
 import { Type } from '@sinclair/typebox'
 import { describe, expect, it } from 'vitest'
+import { parseRouteFile } from '../../src/config/parse-route-file.js'
+import { POLICIES } from '../../src/policies/index.js'
 import type { PolicyDeps, PolicyKind, RoutePolicy } from '../../src/policies/policy.js'
 import { PolicyRegistry, type RouteWithPolicies } from '../../src/policies/policy-registry.js'
+import { policyHolders } from '../../src/proxy/compile-route.js'
 
 /** A policy kind that records what it made and stopped; `failOn` makes `create` throw for that config. */
 function recordingKind(key: string, failOn?: unknown) {
@@ -82,5 +85,22 @@ describe('PolicyRegistry', () => {
     registry.build([route('r', { a: 1 }), route('s', { a: 2 })]).commit()
     registry.stop()
     expect(a.made.every((m) => m.stopped)).toBe(true)
+  })
+})
+
+describe('policies of a split route', () => {
+  it('are the route\'s but for the kinds made per target, which come last in POLICIES and get one live policy per target', () => {
+    const firstPerTarget = POLICIES.findIndex((kind) => kind.perTarget)
+    expect(firstPerTarget).toBeGreaterThan(0)
+    expect(POLICIES.slice(firstPerTarget).every((kind) => kind.perTarget)).toBe(true)
+
+    const text = 'routes:\n  - name: users\n    prefix: /u\n    split:\n      - { service: users, weight: 9 }\n      - { upstreams: [http://a:1], weight: 1, name: canary }\n    retry: { attempts: 2 }\n    circuitBreaker: { volumeThreshold: 5 }\n'
+    const [definition] = parseRouteFile('x.yaml', text).routes
+    const holders = policyHolders(definition as NonNullable<typeof definition>, POLICIES)
+    expect(holders.map((h) => [h.name, [...h.policies.keys()]])).toEqual([
+      ['users', ['retry']],
+      ['users/users', ['circuitBreaker']],
+      ['users/canary', ['circuitBreaker']],
+    ])
   })
 })

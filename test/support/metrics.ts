@@ -7,6 +7,7 @@ import { AttemptStats } from '../../src/proxy/attempt-stats.js'
 export const emptySources = (): MetricsSources => ({
   policyKinds: POLICIES,
   livePolicies: () => [],
+  splitTargets: () => [],
   discovery: () => ({ status: 'ok' }),
   sharedState: () => ({ status: 'ok' }),
   routes: () => ({ version: 1, routes: 0, refusedSources: 0 }),

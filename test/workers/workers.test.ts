@@ -29,6 +29,7 @@ const workerPids = (output: string): number[] =>
 
 describe('portico start --workers 2', () => {
   let upstream: Upstream
+  let canary: Upstream
   let failing: Upstream
   let holding: Upstream
   const held: ServerResponse[] = []
@@ -37,11 +38,13 @@ describe('portico start --workers 2', () => {
   let routesDir: string
   beforeAll(async () => {
     upstream = await startUpstream('w')
+    canary = await startUpstream('canary')
     failing = await startUpstream('failing', (_req, res) => res.writeHead(500).end())
     holding = await startUpstream('holding', (_req, res) => void held.push(res))
     logDir = await mkdtemp(join(tmpdir(), 'portico-workers-'))
     const routes = (routesDir = await makeRoutesDir({
       'plain.yaml': routeFile('plain', '/plain', upstream.url),
+      'sticky.yaml': `routes:\n  - name: sticky\n    prefix: /sticky\n    split:\n      - { upstreams: ["${upstream.url}"], weight: 50, name: main }\n      - { upstreams: ["${canary.url}"], weight: 50, name: canary }\n    stickyOn: cookie:session\n`,
       'limited.yaml': routeFile('limited', '/limited', upstream.url, 'rateLimit: { limit: 10, window: 1m }'),
       'broken.yaml': routeFile('broken', '/broken', failing.url, 'circuitBreaker: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeout: 1m }'),
       'held.yaml': routeFile('held', '/held', holding.url, 'concurrencyLimit: { limit: 2 }'),
@@ -53,6 +56,7 @@ describe('portico start --workers 2', () => {
   afterAll(async () => {
     await gateway?.stop()
     await upstream?.close()
+    await canary?.close()
     await failing?.close()
     for (const res of held) res.end()
     await holding?.close()
@@ -71,6 +75,37 @@ describe('portico start --workers 2', () => {
       return found.length === 30 ? found : undefined
     }, { timeoutMs: 5_000, what: 'the access log lines (flushed every second)' })
     expect(new Set(lines.map((l) => (JSON.parse(l) as { worker: number }).worker)).size).toBe(2)
+  })
+
+  it('keeps a sticky client on one split target whichever worker takes its connection', async () => {
+    const upstreamOf = (session: string) =>
+      new Promise<string>((resolve, reject) => {
+        get(`${gateway.url}/sticky/x`, { agent: false, headers: { cookie: `theme=dark; session=${session}` } }, (res) => {
+          let text = ''
+          res.on('data', (chunk: Buffer) => (text += chunk.toString()))
+          res.on('end', () => resolve((JSON.parse(text) as { upstream: string }).upstream))
+        }).on('error', reject)
+      })
+    const sessions = Array.from({ length: 40 }, (_, i) => `s-${i}`)
+    // each session four times, each on a connection of its own: node:cluster deals them to both workers in turn
+    const seen = new Map<string, Set<string>>()
+    for (let round = 0; round < 4; round++)
+      for (const session of sessions) {
+        const targets = seen.get(session) ?? new Set<string>()
+        targets.add(await upstreamOf(session))
+        seen.set(session, targets)
+      }
+    expect([...seen.values()].filter((targets) => targets.size !== 1)).toEqual([])
+    const sides = [...seen.values()].map((targets) => [...targets][0])
+    expect(new Set(sides)).toEqual(new Set(['w', 'canary']))
+    const lines = await waitFor(async () => {
+      const text = await readFile(join(logDir, 'access.log'), 'utf8').catch(() => '')
+      const found = text.split('\n').filter((l) => l.includes('"route":"sticky"'))
+      return found.length === 160 ? found : undefined
+    }, { timeoutMs: 5_000, what: 'the access log lines (flushed every second)' })
+    const logged = lines.map((l) => JSON.parse(l) as { worker: number; target: string })
+    expect(new Set(logged.map((l) => l.worker)).size).toBe(2)
+    expect(new Set(logged.map((l) => l.target))).toEqual(new Set(['main', 'canary']))
   })
 
   it('hands every worker the consumers the primary read; a consumer\'s own limit holds for the host', async () => {

@@ -1,5 +1,5 @@
 import { GatewayError } from '../../kernel/errors.js'
-import { CONSUMER } from '../consumers.js'
+import { CONSUMER } from '../caller-key.js'
 import { PolicyCounter } from '../policy-events.js'
 import type { PolicyDeps, PolicyExchange, PolicyKind, RequestGuard, RoutePolicy } from '../policy.js'
 import { ApiKeyMethod } from './api-key.js'

@@ -68,8 +68,9 @@ export const circuitBreakerPolicy: PolicyKind<CircuitBreakerSpec, CircuitBreaker
   toConfig: toCircuitBreakerConfig,
   create: (route, config, { state, logger, events, overrides }) => {
     const breaker = createRouteBreaker(route, config, state, logger, events, overrides)
-    return { wrap: breaker.wrap, describe: breaker.state, stop: breaker.stop }
+    return { wrap: breaker.wrap, describe: breaker.state, refusesAll: () => breaker.state().state === 'open', stop: breaker.stop }
   },
+  perTarget: true,
   counters: [TRANSITIONS],
   gauges: [{ name: 'portico_circuit_breaker_state', aggregator: 'max', help: 'Breaker state per route: 0 closed, 1 half-open, 2 open.', read: (breaker) => STATE_NUMBER[breaker.describe().state] }],
   column: {

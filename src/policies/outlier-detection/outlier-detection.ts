@@ -18,6 +18,7 @@ export const outlierDetectionPolicy: PolicyKind<OutlierDetectionSpec, OutlierDet
       describe: () => ({ ejected: detector.ejected() }),
     }
   },
+  perTarget: true,
   counters: [EJECTIONS],
 }
 

@@ -1,12 +1,11 @@
 import cluster from 'node:cluster'
 import { RateLimiterCluster, RateLimiterClusterMaster, RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible'
-import { createHash } from 'node:crypto'
-import { MAX_KEY_LENGTH, readRequestKey } from '../../balancer/request-key.js'
 import { GatewayError } from '../../kernel/errors.js'
 import type { SharedState } from '../../state/shared-state.js'
 import { PolicyCounter, type PolicyEvents } from '../policy-events.js'
 import { RequestValue, type PolicyExchange, type PolicyKind, type PolicyReply, type RequestGuard, type RoutePolicy } from '../policy.js'
-import { CONSUMER, type LiveConsumers } from '../consumers.js'
+import { CONSUMER, readCallerKey } from '../caller-key.js'
+import type { LiveConsumers } from '../consumers.js'
 import { SharedConsume } from './shared-consume.js'
 import { RateLimitSchema, toRateLimitConfig, type LimitWindows, type RateLimitConfig, type RateLimitSpec } from './schema.js'
 
@@ -54,7 +53,6 @@ interface Windows {
   readonly policyHeader: string
 }
 
-const BY_IP = { kind: 'ip' } as const
 
 interface Outcome {
   readonly limit: number
@@ -189,14 +187,9 @@ export function createRateLimit(route: string, config: RateLimitConfig, state: S
     reply.header('ratelimit-policy', policyHeader)
     reply.header('ratelimit', header(tightest))
   }
-  const keyOf = (ex: PolicyExchange): string => {
-    if (config.key.kind !== 'consumer') return readRequestKey(config.key, ex.request)
-    const consumer = ex.get(CONSUMER)
-    return consumer === undefined ? readRequestKey(BY_IP, ex.request) : consumer.length > MAX_KEY_LENGTH ? `c#${createHash('sha256').update(consumer).digest('base64url')}` : `c:${consumer}`
-  }
   return function rateLimit(ex, next) {
     const { reply } = ex
-    const key = keyOf(ex)
+    const key = readCallerKey(config.key, ex)
     const { windows, only, policyHeader } = windowsFor(ex)
     if (only) {
       // One limit is the common case, and a place leased from Redis answers at once.

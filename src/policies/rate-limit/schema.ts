@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { parseRequestKey, REQUEST_KEY_HEADER_PATTERN, type RequestKey } from '../../balancer/request-key.js'
+import { REQUEST_KEY_HEADER_PATTERN } from '../../balancer/request-key.js'
+import { parseCallerKey, type CallerKey } from '../caller-key.js'
 import { DURATION_PATTERN, parseDuration } from '../../kernel/duration.js'
 import { schemaDefaults } from '../../kernel/schema-defaults.js'
 
@@ -57,7 +58,7 @@ export type ConsumerRateLimitSpec = Static<typeof ConsumerRateLimitSchema>
 export type LimitWindows = readonly { readonly limit: number; readonly windowMs: number }[]
 
 /** Whom a bucket belongs to: a request key, or the consumer an auth policy established. */
-export type RateLimitKey = RequestKey | { readonly kind: 'consumer' }
+export type RateLimitKey = CallerKey
 
 export interface RateLimitConfig {
   readonly key: RateLimitKey
@@ -71,7 +72,7 @@ const DEFAULTS = schemaDefaults(RateLimitSchema, ['key', 'onRedisDown'])
 export function toRateLimitConfig(spec: RateLimitSpec): RateLimitConfig | string {
   const limits = toLimitWindows(spec)
   if (typeof limits === 'string') return limits
-  return { key: parseRateLimitKey(spec.key ?? DEFAULTS.key), limits, onRedisDown: spec.onRedisDown ?? DEFAULTS.onRedisDown }
+  return { key: parseCallerKey(spec.key ?? DEFAULTS.key), limits, onRedisDown: spec.onRedisDown ?? DEFAULTS.onRedisDown }
 }
 
 /** `limit` and `window`, or `limits`, as windows in milliseconds; or the sentence that refuses them. */
@@ -86,4 +87,3 @@ export function toLimitWindows(spec: ConsumerRateLimitSpec): LimitWindows | stri
   return limits
 }
 
-const parseRateLimitKey = (text: string): RateLimitKey => (text === 'consumer' ? { kind: 'consumer' } : parseRequestKey(text))

@@ -6,7 +6,7 @@ export const RequestHeadersSchema = headerTransformsSchema({
   add: 'Values appended to the header of that name (after a comma), or the header when there is none.',
   remove: 'Headers never sent upstream, the client\'s included.',
   description:
-    'Header transforms on the way in, applied after the gateway\'s own forwarding headers. Values may hold ${requestId}, ${clientIp}, ${route} and ${header:Name} (the client\'s header). Host, Content-Length and hop-by-hop headers cannot be set or removed.',
+    'Header transforms on the way in, applied after the gateway\'s own forwarding headers. Values may hold ${requestId}, ${clientIp}, ${route}, ${consumer} (who `auth` let through; empty without) and ${header:Name} (the client\'s header). Host, Content-Length and hop-by-hop headers cannot be set or removed.',
 })
 
 export type RequestHeadersSpec = Static<typeof RequestHeadersSchema>

@@ -6,7 +6,7 @@ export const ResponseHeadersSchema = headerTransformsSchema({
   add: 'Values appended to the answer\'s header of that name (after a comma), or the header when there is none.',
   remove: 'Headers never sent to the client, the upstream\'s included (Server, X-Powered-By).',
   description:
-    'Header transforms on the way out, on every answer of the route: the upstream\'s, a cache hit, the gateway\'s own refusals. Values may hold ${requestId}, ${clientIp}, ${route} and ${header:Name} (the client\'s request header). Content-Length, Content-Encoding and hop-by-hop headers cannot be set or removed.',
+    'Header transforms on the way out, on every answer of the route: the upstream\'s, a cache hit, the gateway\'s own refusals. Values may hold ${requestId}, ${clientIp}, ${route}, ${consumer} (who `auth` let through; empty without) and ${header:Name} (the client\'s request header). Content-Length, Content-Encoding and hop-by-hop headers cannot be set or removed.',
 })
 
 export type ResponseHeadersSpec = Static<typeof ResponseHeadersSchema>

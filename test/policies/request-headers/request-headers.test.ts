@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { request } from 'undici'
 import WebSocket from 'ws'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -7,6 +8,8 @@ import { routeFile } from '../../support/routes.js'
 import { startUpstream, type Upstream } from '../../support/upstream.js'
 
 const TRANSFORMS = `requestHeaders: { set: { X-Gateway: portico, X-Trace: "\${route}/\${requestId}", X-Tenant: "t-\${header:X-Tenant}" }, add: { X-Tags: edge }, remove: [X-Debug, Cookie] }`
+
+const CALLER = 'requestHeaders: { set: { X-Caller: "c=${consumer}" } }\n    responseHeaders: { set: { X-Served-For: "${consumer}" } }'
 
 describe('requestHeaders: header transforms on the way in, against a real upstream', () => {
   let upstream: Upstream
@@ -21,6 +24,9 @@ describe('requestHeaders: header transforms on the way in, against a real upstre
       'r.yaml': routeFile('shaped', '/shaped', upstream.url, TRANSFORMS),
       'retry.yaml': routeFile('retried', '/retried', [failing.url, upstream.url], 'requestHeaders: { set: { X-Gateway: portico } }', 'retry: { attempts: 2, on: [503] }', 'loadBalancer: round-robin'),
       'ws.yaml': routeFile('tunnel', '/tunnel', sockets.url, 'websocket: true', 'requestHeaders: { set: { X-Gateway: portico }, remove: [X-Debug] }'),
+      'consumers.yaml': `consumers:\n  - name: acme\n    apiKeys: [sha256:${createHash('sha256').update('pk_acme').digest('hex')}]\n`,
+      'keyed.yaml': routeFile('keyed', '/keyed', upstream.url, 'auth: { apiKey: {} }', CALLER),
+      'open.yaml': routeFile('open', '/open', upstream.url, CALLER),
       'cache.yaml': routeFile('cached', '/cached', upstream.url, 'requestHeaders: { set: { X-Tenant: "\${header:X-Tenant}" } }', 'cache: { ttl: 1m }'),
     })
   })
@@ -49,6 +55,15 @@ describe('requestHeaders: header transforms on the way in, against a real upstre
     const bare = await request(`${gateway.url}/shaped/y`)
     await bare.body.dump()
     expect([lastSeen(upstream)['x-tags'], lastSeen(upstream)['x-tenant']]).toEqual(['edge', 't-'])
+  })
+
+  it('fills ${consumer} with who auth let through, on the way in and out; empty on a route without auth', async () => {
+    const keyed = await request(`${gateway.url}/keyed/x`, { headers: { 'x-api-key': 'pk_acme', 'x-caller': 'spoofed' } })
+    await keyed.body.dump()
+    expect([keyed.statusCode, lastSeen(upstream)['x-caller'], keyed.headers['x-served-for']]).toEqual([200, 'c=acme', 'acme'])
+    const anonymous = await request(`${gateway.url}/open/x`, { headers: { 'x-caller': 'spoofed' } })
+    await anonymous.body.dump()
+    expect([anonymous.statusCode, lastSeen(upstream)['x-caller'], anonymous.headers['x-served-for']]).toEqual([200, 'c=', ''])
   })
 
   it('sends the transformed headers on every attempt, a retry\'s too', async () => {
@@ -83,7 +98,7 @@ describe('requestHeaders in a route file', () => {
     expect(errorsOf('requestHeaders: { set: { Host: evil.example } }')).toEqual(['2: route "r": requestHeaders.set: Host is the gateway\'s to send and cannot be set'])
     expect(errorsOf('requestHeaders: { remove: [Content-Length] }')).toEqual(['2: route "r": requestHeaders.remove: content-length is the gateway\'s to send and cannot be removed'])
     expect(errorsOf('requestHeaders: { add: { Transfer-Encoding: gzip } }')[0]).toContain('Transfer-Encoding is the gateway\'s to send')
-    expect(errorsOf('requestHeaders: { set: { X-A: "${secret}" } }')).toEqual(['2: route "r": requestHeaders.set.X-A: ${secret} is not a variable (there are ${requestId}, ${clientIp}, ${route} and ${header:Name})'])
+    expect(errorsOf('requestHeaders: { set: { X-A: "${secret}" } }')).toEqual(['2: route "r": requestHeaders.set.X-A: ${secret} is not a variable (there are ${requestId}, ${clientIp}, ${route}, ${consumer} and ${header:Name})'])
     expect(errorsOf('requestHeaders: { set: { X-A: "a\\r\\nInjected: 1" } }')).toEqual(['5: routes[0].requestHeaders.set.X-A: "a\\r\\nInjected: 1" must be visible ASCII (no line breaks)'])
     expect(errorsOf('requestHeaders: { set: { "Bad Name": x } }')).toEqual(['5: routes[0].requestHeaders.set: "Bad Name" is not a header name'])
     expect(errorsOf('requestHeaders: { set: { X-A: a }, remove: [x-a] }')).toEqual(['2: route "r": requestHeaders: x-a is named in more than one of set, add and remove'])
