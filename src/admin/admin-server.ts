@@ -227,11 +227,9 @@ function cellOf(route: LiveRoute, key: string, column: StatusColumn<RoutePolicy>
 function targetText(route: LiveRoute): string {
   const sourceText = ({ upstream }: LiveTarget) => (upstream.kind === 'service' ? `service ${upstream.service}` : 'static')
   if (route.split === undefined) return sourceText(route.targets[0] as LiveTarget)
-  const total = route.targets.reduce((sum, t) => sum + (t.weight > 0 && t.available() ? t.weight : 0), 0)
-  const shares = route.targets.map((t) => {
-    const share = t.available() && total > 0 ? Math.round((t.weight * 100) / total) : 0
-    return `${t.name} ${share}%${t.weight > 0 && !t.available() ? ' (cannot take requests: its share goes to the others)' : ''}`
-  })
+  const targets = route.targets.map((t) => ({ name: t.name, weight: t.weight, available: t.available() }))
+  const total = targets.reduce((sum, t) => sum + (t.available ? t.weight : 0), 0)
+  const shares = targets.map((t) => `${t.name} ${t.available && total > 0 ? Math.round((t.weight * 100) / total) : 0}%${t.weight > 0 && !t.available ? ' (cannot take requests: its share goes to the others)' : ''}`)
   return `split: ${shares.join(' · ')}`
 }
 

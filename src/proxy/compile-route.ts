@@ -127,7 +127,7 @@ export function instancesOf(source: UpstreamSource, discovery: ServiceInstances 
 
 /** Each policy's view of itself under its route-file key, for the admin API; a split's targets' under their names. */
 export function describePolicies(route: LiveRoute): Record<string, unknown> {
-  const own = Object.fromEntries(route.livePolicies.map(({ key, policy }) => [key, policy.describe?.() ?? {}]))
-  if (route.split === undefined) return own
-  return { ...own, targets: Object.fromEntries(route.targets.map((target) => [target.name, Object.fromEntries(target.livePolicies.map(({ key, policy }) => [key, policy.describe?.() ?? {}]))])) }
+  const described = (policies: readonly KeyedPolicy[]) => Object.fromEntries(policies.map(({ key, policy }) => [key, policy.describe?.() ?? {}]))
+  const own = described(route.livePolicies)
+  return route.split === undefined ? own : { ...own, targets: Object.fromEntries(route.targets.map((target) => [target.name, described(target.livePolicies)])) }
 }
