@@ -26,17 +26,33 @@ function ping(port: number): Promise<boolean> {
   })
 }
 
-/** A redis-server of our own on a free port, never the machine's. */
+/**
+ * A redis-server of our own on a free port, never the machine's. A port free a moment ago can be taken before the
+ * server binds it (an outgoing connection's ephemeral port, another test's server): a server that exits before it
+ * answers is started again on another port.
+ */
 export async function startRedis(): Promise<TestRedis> {
-  const port = await freePort()
+  let port = 0
   let child: ChildProcess | undefined
   const start = async () => {
-    child = spawn(process.env.REDIS_SERVER_BIN ?? 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    const started = spawn(process.env.REDIS_SERVER_BIN ?? 'redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
       stdio: 'ignore',
     })
-    await waitFor(() => ping(port), { timeoutMs: 10_000, what: `redis-server on ${port}` })
+    child = started
+    const exited = new Promise<never>((_resolve, reject) => started.once('exit', (code) => reject(new Error(`redis-server on ${port} exited (${code}) before it answered`))))
+    exited.catch(() => undefined) // a server stopped later by its test rejects nobody
+    await Promise.race([waitFor(() => ping(port), { timeoutMs: 10_000, what: `redis-server on ${port}` }), exited])
   }
-  await start()
+  for (let attempt = 1; ; attempt++) {
+    port = await freePort()
+    try {
+      await start()
+      break
+    } catch (error) {
+      await kill(child)
+      if (attempt === 3) throw error
+    }
+  }
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
