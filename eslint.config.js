@@ -3,7 +3,7 @@ import tseslint from 'typescript-eslint'
 /**
  * The import direction of src/ (see the README's Layout): each folder may import only the folders below it, so there
  * are no folder cycles. kernel ← balancer, state, discovery, http ← policies ← config ← proxy ← admin, observability ←
- * server, cli, workers. register (the SDK) takes only kernel and discovery's Consul client.
+ * server, cli, workers; tls ← server (it takes only kernel). register (the SDK) takes only kernel and discovery's Consul client.
  */
 const layer = (files, forbidden, message) => ({
   files,
@@ -33,5 +33,6 @@ export default tseslint.config(
   layer(['src/config/**'], [above('proxy', 'admin', 'observability', 'state', 'http', 'register'), ROOT], 'src/config imports only kernel, balancer, policies and discovery.'),
   layer(['src/proxy/**'], [above('admin', 'observability', 'register'), ROOT], 'src/proxy imports nothing from admin, observability, register or the root.'),
   layer(['src/admin/**', 'src/observability/**'], [above('register'), ROOT], 'admin and observability do not import the root.'),
+  layer(['src/tls/**'], [above('config', 'policies', 'proxy', 'admin', 'observability', 'discovery', 'state', 'http', 'balancer', 'register'), ROOT], 'src/tls (certificates and the TLS listener) imports only src/kernel.'),
   layer(['src/register/**'], [above('config', 'policies', 'proxy', 'admin', 'observability', 'state', 'http', 'balancer'), ROOT, '(^|/)discovery/(?!consul-client\\.js$)'], 'the register SDK imports only kernel and discovery/consul-client.'),
 )

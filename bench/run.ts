@@ -2,8 +2,10 @@
 // upstream, through a minimal @fastify/http-proxy app, through fast-gateway, through fastify handing requests to
 // undici's dispatch API with nothing else (the floor of the engine: bench/engine-floor.js), through Portico (plain route, access log
 // off, tracing on, the full chain, cache hits from memory and from Redis, an API-key and a JWT route, each in a process of
-// its own), and through nginx (plain, and proxy_cache hits) when it is installed. Then route matching with 10 and 10 000 routes. Ratios, not absolute
-// numbers, are what to compare between machines.
+// its own), and through nginx (plain, and proxy_cache hits) when it is installed. With h2load, TLS rows beside nginx
+// doing the same (`ssl http2`): HTTPS over HTTP/1.1 and HTTP/2 on kept-alive connections, and a new connection (a full
+// handshake) per request. Then route matching with 10 and 10 000 routes. Ratios, not absolute numbers, are what to
+// compare between machines.
 import autocannon from 'autocannon'
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
@@ -61,11 +63,50 @@ function cpuMs(pid: number | undefined): number {
   }
 }
 
-async function load(url: string, pid: number | undefined, headers?: Record<string, string>): Promise<Round> {
+/** How a target is loaded: autocannon (HTTP/1.1), or h2load over TLS: kept-alive HTTP/1.1, HTTP/2, or a new connection per request. */
+type LoadMode = 'http' | 'tls-h1' | 'tls-h2' | 'tls-new'
+
+async function load(url: string, pid: number | undefined, headers?: Record<string, string>, mode: LoadMode = 'http'): Promise<Round> {
   const before = cpuMs(pid)
+  if (mode !== 'http') {
+    const result = h2load(url, mode)
+    return { ...result, cpuUs: ((cpuMs(pid) - before) * 1000) / result.total }
+  }
   const result = await autocannon({ url, connections, duration: seconds, headers })
   const cpuUs = ((cpuMs(pid) - before) * 1000) / result.requests.total
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.non2xx, cpuUs }
+}
+
+/**
+ * h2load (nghttp2) for the TLS rows, as many requests in flight as autocannon keeps: `connections` HTTP/1.1
+ * connections, or a tenth of them carrying ten HTTP/2 streams each; or batches of `connections` connections of one
+ * request each (a full handshake per request) until the round's time is up. h2load reports no percentiles: p50 and
+ * p99 show its mean time per request.
+ */
+function h2load(url: string, mode: Exclude<LoadMode, 'http'>): Omit<Round, 'cpuUs'> & { total: number } {
+  const run = (args: string[]) => {
+    const out = execFileSync('h2load', [...args, url], { encoding: 'utf8' })
+    const done = /requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded/.exec(out)
+    const mean = /time for request:\s+\S+\s+\S+\s+(\S+)/.exec(out)?.[1] ?? ''
+    const meanMs = mean.endsWith('ms') ? Number(mean.slice(0, -2)) : mean.endsWith('us') ? Number(mean.slice(0, -2)) / 1000 : Number(mean.slice(0, -1)) * 1000
+    return { total: Number(done?.[2] ?? 0), failed: Number(done?.[2] ?? 0) - Number(done?.[3] ?? 0), meanMs, seconds: Number(/finished in ([\d.]+)(m?s)/.exec(out)?.[1] ?? NaN) / (/finished in [\d.]+ms/.test(out) ? 1000 : 1) }
+  }
+  if (mode !== 'tls-new') {
+    const r = run(mode === 'tls-h1' ? ['--h1', '-c', String(connections), '-m', '1', '-D', String(seconds)] : ['-c', String(Math.max(1, connections / 10)), '-m', '10', '-D', String(seconds)])
+    return { rps: r.total / seconds, p50: r.meanMs, p99: r.meanMs, errors: r.failed, total: r.total }
+  }
+  let total = 0
+  let failed = 0
+  let busy = 0
+  const means: number[] = []
+  for (const end = Date.now() + seconds * 1000; Date.now() < end; ) {
+    const r = run(['--h1', '-c', String(connections), '-n', String(connections), '-m', '1'])
+    total += r.total
+    failed += r.failed
+    busy += r.seconds
+    means.push(r.meanMs)
+  }
+  return { rps: total / busy, p50: median(means), p99: median(means), errors: failed, total }
 }
 
 const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)] ?? 0
@@ -77,7 +118,7 @@ async function until(probe: () => Promise<boolean>): Promise<void> {
   throw new Error('a benchmark target did not come up within 20 s')
 }
 
-function nginxConfig(upstreamPort: number, port: number, workers: number): string {
+function nginxConfig(upstreamPort: number, port: number, workers: number, tls?: { port: number; cert: string; key: string }): string {
   const dir = mkdtempSync(join(tmpdir(), 'portico-bench-nginx-'))
   writeFileSync(
     join(dir, 'nginx.conf'),
@@ -89,7 +130,9 @@ http { access_log off;
   proxy_cache_path ${dir}/cache keys_zone=bench:1m;
   server { listen 127.0.0.1:${port};
     location /api/ { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
-    location /cached/ { proxy_pass http://app/api/; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_cache bench; proxy_cache_valid 200 1h; } } }`,
+    location /cached/ { proxy_pass http://app/api/; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_cache bench; proxy_cache_valid 200 1h; } }
+${tls ? `  server { listen 127.0.0.1:${tls.port} ssl http2; ssl_certificate ${tls.cert}; ssl_certificate_key ${tls.key}; ssl_protocols TLSv1.2 TLSv1.3;
+    location /api/ { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }\n` : ''}}`,
   )
   return dir
 }
@@ -217,9 +260,21 @@ routes:
   const chainPortico = await startPortico()
   const [cacheMemory, cacheRedis] = [await startPortico(), await startPortico()]
   const twoWorkers = await startPortico(root, {}, ['--workers', '2'])
+  // TLS: a self-signed pair for 127.0.0.1 (h2load does not check it), served by Portico as shipped and by nginx.
+  let h2loadThere = true
+  try {
+    execFileSync('h2load', ['--version'], { stdio: 'ignore' })
+  } catch {
+    h2loadThere = false
+    console.log('h2load not installed: skipping the TLS rows (scripts/bench.sh installs it when it can)')
+  }
+  const tlsDir = mkdtempSync(join(tmpdir(), 'portico-bench-tls-'))
+  const [certFile, keyFile] = [join(tlsDir, 'bench.crt'), join(tlsDir, 'bench.key')]
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' })
+  const tlsPortico = h2loadThere ? await startPortico(root, {}, ['--tls-cert', certFile, '--tls-key', keyFile]) : undefined
   // Auth's cost is read against the plain route of the same process: two identical processes differ by more than it.
   const authProcess = await startPortico()
-  const targets: [name: string, url: string, pid: number | undefined, headers?: Record<string, string>][] = [
+  const targets: [name: string, url: string, pid: number | undefined, headers?: Record<string, string>, mode?: LoadMode][] = [
     ['direct', `${upstreamUrl}/api/items`, undefined],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
     ['fast-gateway', `http://127.0.0.1:${fastGateway.match[1]}/api/items`, fastGateway.child.pid],
@@ -237,6 +292,10 @@ routes:
     ['portico jwt (cached)', `http://127.0.0.1:${authProcess.port}/tokens/items`, authProcess.pid, { authorization: `Bearer ${token}` }],
     ['portico shaped route', `http://127.0.0.1:${authProcess.port}/api/items`, authProcess.pid, { host: 'api.bench' }],
   ]
+  if (tlsPortico) {
+    const url = `https://127.0.0.1:${tlsPortico.port}/api/items`
+    targets.push(['portico https h1', url, tlsPortico.pid, undefined, 'tls-h1'], ['portico https h2', url, tlsPortico.pid, undefined, 'tls-h2'], ['portico https new conn', url, tlsPortico.pid, undefined, 'tls-new'])
+  }
   const baselineDir = process.env.BENCH_BASELINE
   if (baselineDir) {
     const [basePlain, baseChain] = [await startPortico(baselineDir), await startPortico(baselineDir)]
@@ -252,13 +311,18 @@ routes:
   if (nginx) {
     for (const workers of [1, 2]) {
       const port = await freePort()
-      const dir = nginxConfig(upstreamPort, port, workers)
+      const tls = workers === 1 && h2loadThere ? { port: await freePort(), cert: certFile, key: keyFile } : undefined
+      const dir = nginxConfig(upstreamPort, port, workers, tls)
       const child = spawn(nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' })
       children.push(child)
       await until(async () => (await fetch(`http://127.0.0.1:${port}/api/items`)).ok)
       if (workers === 1) {
         targets.push(['nginx', `http://127.0.0.1:${port}/api/items`, child.pid])
         targets.push(['nginx proxy_cache hit', `http://127.0.0.1:${port}/cached/items`, child.pid])
+        if (tls) {
+          const url = `https://127.0.0.1:${tls.port}/api/items`
+          targets.push(['nginx https h1', url, child.pid, undefined, 'tls-h1'], ['nginx https h2', url, child.pid, undefined, 'tls-h2'], ['nginx https new conn', url, child.pid, undefined, 'tls-new'])
+        }
       } else targets.push(['nginx 2 workers', `http://127.0.0.1:${port}/api/items`, child.pid])
     }
   }
@@ -267,14 +331,14 @@ routes:
   // second: single runs move by ±20 %. Rounds interleave the targets so each sees the same conditions, and the median
   // round counts. CPU time per request is what a request costs the proxy's processes, whatever else the machine does.
   // Warm pools and JIT: a Node target's first 3 s under load cost up to twice what it settles at after 6 s.
-  for (const [, url, , headers] of targets) await autocannon({ url, connections, duration: 5, headers })
+  for (const [, url, pid, headers, mode] of targets) await (mode === undefined ? autocannon({ url, connections, duration: 5, headers }) : load(url, pid, headers, mode))
   // Every other round runs the targets in reverse: a target's place in the round biases it (seen: two identical
   // Portico processes 20-35 % apart when always run in the same order).
   const runs = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
   for (let run = 0; run < runCount; run++) {
     const rounds = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
     for (let round = 0; round < roundCount; round++) {
-      for (const [name, url, pid, headers] of round % 2 === 0 ? targets : [...targets].reverse()) rounds.get(name)?.push(await load(url, pid, headers))
+      for (const [name, url, pid, headers, mode] of round % 2 === 0 ? targets : [...targets].reverse()) rounds.get(name)?.push(await load(url, pid, headers, mode))
     }
     for (const [name, list] of rounds) {
       const middle = (pick: (r: Round) => number) => median(list.map(pick))
@@ -314,6 +378,8 @@ routes:
   const over = (name: string) => ((named(name)?.cpuUs ?? NaN) - (named('portico (auth process)')?.cpuUs ?? NaN)).toFixed(1)
   console.log(`auth over the plain route of the same process: an API key +${over('portico api key')} µs a request (aim ≤ 15), a cached RS256 JWT +${over('portico jwt (cached)')} µs (aim ≤ 40)`)
   console.log(`traffic shaping over the plain route of the same process: host match, a 90/10 split and header transforms +${over('portico shaped route')} µs a request (aim ≤ 5)`)
+  const tlsRatio = (kind: string) => `${ratio(named(`portico https ${kind}`)?.rps ?? NaN, named(`nginx https ${kind}`)?.rps)}× nginx's req/s, ${ratio(named(`portico https ${kind}`)?.cpuUs ?? NaN, named(`nginx https ${kind}`)?.cpuUs)}× its CPU per request`
+  if (named('portico https h1')) console.log(`TLS (h2load; p50/p99 columns show its mean): HTTPS over HTTP/1.1 ${tlsRatio('h1')}; HTTP/2 ${tlsRatio('h2')}; a new connection per request ${tlsRatio('new conn')}; portico's TLS over its plain route: ${ratio(named('portico https h1')?.cpuUs ?? NaN, plain?.cpuUs)}× (h1), ${ratio(named('portico https h2')?.cpuUs ?? NaN, plain?.cpuUs)}× (h2)`)
   const basePlain = named('baseline portico')
   if (basePlain) console.log(`A/B: portico ${ratio(plain?.cpuUs ?? NaN, basePlain.cpuUs)}× the baseline's CPU per request on the plain route (twin: ${ratio(twin?.cpuUs ?? NaN, basePlain.cpuUs)}×)`)
 

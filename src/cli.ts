@@ -6,6 +6,7 @@ import { ConfigError, loadConfig } from './kernel/process-config.js'
 import { mergeRouteSources } from './config/merge-sources.js'
 import { formatRouteFileError } from './config/parse-route-file.js'
 import { readRouteDir } from './config/providers/route-dir.js'
+import { CertificateStore, type CertificateSource } from './tls/certificate-store.js'
 import { createLogger, handleSignals, startPortico } from './server.js'
 import { runPrimary, workerCount } from './workers/primary.js'
 import { workerId } from './workers/worker.js'
@@ -15,12 +16,15 @@ const USAGE = `Usage:
                 [--trust-proxy true|N|CIDRs] [--max-body SIZE]
                 [--shutdown-delay DURATION] [--drain-timeout DURATION] [--log-level LEVEL]
                 [--access-log stdout|stderr|off|FILE] [--workers N|auto]
-  portico validate [DIR]
+                [--tls-cert FILE --tls-key FILE | --tls-dir DIR] [--http2 true|false]
+                [--redirect-port N] [--http2-stall-timeout DURATION]
+  portico validate [DIR] [--tls-dir DIR | --tls-cert FILE --tls-key FILE]
   portico key new --consumer NAME
   portico register --name NAME --port N [--health PATH] [--address A] [--tag T]... [--meta k=v]...
 
 Environment: PORTICO_PORT (8080), PORTICO_ADMIN_PORT (9901), PORTICO_ROUTES (./routes), PORTICO_ADMIN_TOKEN,
-REDIS_URL, CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN. Flags win over environment variables.`
+PORTICO_TLS_CERT, PORTICO_TLS_KEY, PORTICO_TLS_DIR, PORTICO_HTTP2, PORTICO_REDIRECT_PORT, REDIS_URL, CONSUL_HTTP_ADDR,
+CONSUL_HTTP_TOKEN. Flags win over environment variables.`
 
 const START_FLAGS = {
   routes: { type: 'string' },
@@ -36,7 +40,15 @@ const START_FLAGS = {
   'access-log': { type: 'string' },
   'consul-routes': { type: 'boolean' },
   workers: { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-dir': { type: 'string' },
+  http2: { type: 'string' },
+  'redirect-port': { type: 'string' },
+  'http2-stall-timeout': { type: 'string' },
 } as const
+
+const TLS_FLAGS = { 'tls-cert': START_FLAGS['tls-cert'], 'tls-key': START_FLAGS['tls-key'], 'tls-dir': START_FLAGS['tls-dir'] } as const
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
@@ -71,11 +83,17 @@ async function start(args: string[]): Promise<number> {
   return new Promise<number>(() => undefined) // runs until a signal ends it
 }
 
-/** Checks a routes directory as the gateway would load it; every problem is printed as file:line: message. */
+/** Checks a routes directory as the gateway would load it (and certificates, given), every problem as file:line: message. */
 async function validate(args: string[]): Promise<number> {
-  const { positionals } = parseArgs({ args, options: {}, strict: true, allowPositionals: true })
+  const { positionals, values } = parseArgs({ args, options: TLS_FLAGS, strict: true, allowPositionals: true })
   if (positionals.length > 1) throw new ConfigError('validate takes at most one directory')
-  const dir = resolve(positionals[0] ?? process.env.PORTICO_ROUTES ?? './routes')
+  const tls = loadConfig(values, {}).tls
+  if (tls !== undefined && positionals.length === 0 && process.env.PORTICO_ROUTES === undefined) return validateCertificates(tls.source)
+  const routes = await validateRoutes(resolve(positionals[0] ?? process.env.PORTICO_ROUTES ?? './routes'))
+  return tls === undefined ? routes : Math.max(routes, await validateCertificates(tls.source))
+}
+
+async function validateRoutes(dir: string): Promise<number> {
   const sources = await readRouteDir(dir).catch(() => {
     throw new ConfigError(`routes directory ${dir} does not exist`)
   })
@@ -87,6 +105,19 @@ async function validate(args: string[]): Promise<number> {
     return 1
   }
   console.log(`ok: ${merged.routes.length} routes${merged.consumers.length > 0 ? ` and ${merged.consumers.length} consumers` : ''} in ${sources.length} files`)
+  return 0
+}
+
+/** Reads certificates as the TLS listener would: each served one with its names and expiry, each refused one with why. */
+async function validateCertificates(source: CertificateSource): Promise<number> {
+  const store = new CertificateStore(source, createLogger('silent'))
+  await store.load()
+  for (const certificate of store.served()) console.log(`ok: ${certificate.name}: ${certificate.names.join(', ')} (expires ${certificate.notAfter.toISOString()})`)
+  for (const message of store.refused().values()) console.error(message)
+  if (store.refused().size > 0 || store.served().length === 0) {
+    if (store.served().length === 0 && store.refused().size === 0) console.error(`no certificate found${'dir' in source ? ` in ${source.dir} (NAME.crt + NAME.key)` : ''}`)
+    return 1
+  }
   return 0
 }
 

@@ -1,5 +1,7 @@
 import { pino, type Logger } from 'pino'
 import { readFileSync } from 'node:fs'
+import type { Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { access, readFile } from 'node:fs/promises'
 import { createAdminServer } from './admin/admin-server.js'
 import { AuditLog } from './admin/audit-log.js'
@@ -12,15 +14,19 @@ import { createSharedState } from './state/shared-state.js'
 import { createAccessLog } from './observability/access-log.js'
 import { DURATION_BUCKETS, GatewayMetrics } from './observability/metrics.js'
 import { createTracing } from './observability/tracing.js'
+import { createRedirectServer } from './tls/redirect-server.js'
+import { createTlsServing } from './tls/tls-server.js'
 import { servingMode } from './workers/serving-mode.js'
 import { workerId } from './workers/worker.js'
 
 export interface RunningPortico {
   readonly gateway: Gateway
   readonly health: HealthRegistry
-  /** `http://host:port` of the traffic and admin listeners (useful with port 0). */
+  /** `http(s)://host:port` of the traffic and admin listeners (useful with port 0). */
   readonly url: string
   readonly adminUrl: string
+  /** The plain HTTP port that redirects to HTTPS, when there is one. */
+  readonly redirectUrl: string | undefined
   /**
    * Fails readiness at once and keeps serving for `shutdownDelayMs` (load balancers stop sending meanwhile), then stops
    * accepting, drains in-flight requests for at most `drainTimeoutMs`, and closes everything.
@@ -48,6 +54,8 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     throw new ConfigError(`routes directory ${config.routesDir} does not exist (set --routes or PORTICO_ROUTES)`)
   })
   const health = new HealthRegistry()
+  const tls = config.tls ? await createTlsServing({ ...config.tls, logger: logger.child({ component: 'tls' }) }) : undefined
+  if (tls) health.register('tls', () => tls.store.health())
   const mode = servingMode(config, createConsulClient(config.consul), logger)
   const { discovery } = mode
   // Its sources are read at scrape time, when the gateway exists.
@@ -65,6 +73,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     forcedBreakers: () => Object.entries(gateway.overrides.snapshot().breakers).map(([route, b]) => ({ route, state: b.state })),
     redisCommands: () => state?.commandCounts(),
     accessLogDropped: () => accessLog?.dropped() ?? 0,
+    ...(tls ? { tls: () => ({ certificates: tls.store.served(), refused: tls.store.refused().size, cut: tls.cut }) } : {}),
   })
   const accessLog = createAccessLog(config.accessLog, logger.child({ component: 'access-log' }), mode.worker)
   const tracing = createTracing(process.env, logger, PORTICO_VERSION)
@@ -85,6 +94,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
         }
       : (record) => metrics.recordRequest(record),
     tracer: tracing?.tracer,
+    serverFactory: tls?.serverFactory as Parameters<typeof createGateway>[0]['serverFactory'],
   })
 
   health.register('discovery', () => discovery.health())
@@ -137,9 +147,13 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     bucketBounds: DURATION_BUCKETS,
     policies: gateway.policies,
   })
-  const url = await gateway.app.listen({ host: config.host, port: config.port })
+  const listening = await gateway.app.listen({ host: config.host, port: config.port })
+  // fastify names the scheme after its own https option, which a server factory does not set.
+  const url = tls ? listening.replace(/^http:/, 'https:') : listening
   const adminUrl = await admin.listen(mode.adminAddress)
-  logger.info({ url, adminUrl, routesDir: config.routesDir }, mode.servingMessage)
+  const redirect = config.redirectPort === undefined ? undefined : createRedirectServer(Number(new URL(url).port), () => health.report().ready)
+  const redirectUrl = redirect && (await listenOn(redirect, config.host, config.redirectPort ?? 0))
+  logger.info({ url, adminUrl, routesDir: config.routesDir, ...(tls ? { http2: tls.http2, certificates: tls.store.served().map((c) => c.name) } : {}), ...(redirectUrl ? { redirectUrl } : {}) }, mode.servingMessage)
 
   let stopping: Promise<void> | undefined
   /** A worker the primary replaces hands over: no delay (no load balancer watches it), kept-alive clients served. */
@@ -167,6 +181,9 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
         gateway.app.server.closeAllConnections()
       }
       discovery.stop()
+      tls?.stop()
+      redirect?.closeAllConnections()
+      await new Promise((resolve) => (redirect ? redirect.close(resolve) : resolve(undefined)))
       await state?.close()
       await admin.close()
       await accessLog?.close()
@@ -179,7 +196,18 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       () => process.exit(1),
     ),
   )
-  return { gateway, health, url, adminUrl, shutdown: () => shutdown(), reopenLogs: () => accessLog?.reopen() }
+  return { gateway, health, url, adminUrl, redirectUrl, shutdown: () => shutdown(), reopenLogs: () => accessLog?.reopen() }
+}
+
+function listenOn(server: Server, host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      const address = server.address() as AddressInfo
+      resolve(`http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`)
+    })
+  })
 }
 
 async function adminTokens(config: PorticoConfig): Promise<{ name: string; token: string }[]> {

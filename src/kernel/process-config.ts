@@ -28,6 +28,19 @@ export interface PorticoConfig {
   readonly consulRoutes: boolean
   /** Processes serving traffic on the port: 1 (this process), a number of workers, or `auto` (one per usable CPU). */
   readonly workers: number | 'auto'
+  /** HTTPS on the traffic port, when certificates are given. */
+  readonly tls: TlsConfig | undefined
+  /** A plain HTTP port that sends clients to the HTTPS URL (308). */
+  readonly redirectPort: number | undefined
+}
+
+export interface TlsConfig {
+  /** One pair (`--tls-cert`, `--tls-key`), or a directory of NAME.crt + NAME.key pairs picked by SNI. */
+  readonly source: { readonly certFile: string; readonly keyFile: string } | { readonly dir: string }
+  /** ALPN h2 and http/1.1 on the one port (default); false: HTTP/1.1 only. */
+  readonly http2: boolean
+  /** An HTTP/2 stream whose client takes no byte of its answer for this long is cut (a window held at zero). */
+  readonly http2StallMs: number
 }
 
 export interface ConsulConnection {
@@ -73,6 +86,28 @@ export function loadConfig(flags: Flags, env: Env = process.env): PorticoConfig 
     consul: consulConnection(env),
     consulRoutes: (pick('consul-routes', 'PORTICO_CONSUL_ROUTES') ?? (flags['consul-routes'] === true ? 'true' : 'false')) === 'true',
     workers: workers(pick('workers', 'PORTICO_WORKERS') ?? '1', source('workers', 'PORTICO_WORKERS')),
+    ...tlsConfig(pick, source),
+  }
+}
+
+function tlsConfig(pick: (flag: string, variable: string) => string | undefined, source: (flag: string, variable: string) => string): Pick<PorticoConfig, 'tls' | 'redirectPort'> {
+  const certFile = pick('tls-cert', 'PORTICO_TLS_CERT')
+  const keyFile = pick('tls-key', 'PORTICO_TLS_KEY')
+  const dir = pick('tls-dir', 'PORTICO_TLS_DIR')
+  const http2 = pick('http2', 'PORTICO_HTTP2')
+  const redirect = pick('redirect-port', 'PORTICO_REDIRECT_PORT')
+  if ((certFile === undefined) !== (keyFile === undefined)) throw new ConfigError(`${certFile === undefined ? '--tls-key' : '--tls-cert'} needs ${certFile === undefined ? '--tls-cert' : '--tls-key'} too (PORTICO_TLS_CERT and PORTICO_TLS_KEY)`)
+  if (certFile !== undefined && dir !== undefined) throw new ConfigError('--tls-dir and --tls-cert/--tls-key are two ways to give certificates: use one')
+  if (http2 !== undefined && http2 !== 'true' && http2 !== 'false') throw new ConfigError(`${source('http2', 'PORTICO_HTTP2')}: "${http2}" is not true or false`)
+  const tlsSource = dir !== undefined ? { dir: resolve(dir) } : certFile !== undefined && keyFile !== undefined ? { certFile: resolve(certFile), keyFile: resolve(keyFile) } : undefined
+  if (tlsSource === undefined && (http2 !== undefined || redirect !== undefined)) throw new ConfigError(`${http2 !== undefined ? '--http2' : '--redirect-port'} needs TLS: give --tls-cert and --tls-key, or --tls-dir`)
+  return {
+    tls: tlsSource && {
+      source: tlsSource,
+      http2: http2 !== 'false',
+      http2StallMs: duration(pick('http2-stall-timeout', 'PORTICO_HTTP2_STALL_TIMEOUT') ?? '30s', source('http2-stall-timeout', 'PORTICO_HTTP2_STALL_TIMEOUT')),
+    },
+    redirectPort: redirect === undefined ? undefined : port(redirect, source('redirect-port', 'PORTICO_REDIRECT_PORT')),
   }
 }
 

@@ -26,6 +26,12 @@ export interface MetricsSources {
   readonly redisCommands: () => { readonly sent: number; readonly failed: number } | undefined
   /** Access log lines dropped (a destination that refused them or fell behind). */
   readonly accessLogDropped: () => number
+  /** With TLS: the certificates served and the HTTP/2 connections and streams cut. */
+  readonly tls?: () => {
+    readonly certificates: Iterable<{ readonly name: string; readonly notAfter: Date }>
+    readonly refused: number
+    readonly cut: Iterable<[reason: string, count: number]>
+  }
 }
 
 const DURATION = 'portico_request_duration_seconds'
@@ -103,6 +109,30 @@ export class GatewayMetrics {
     })
     scrapedCounter(registers, 'portico_access_log_dropped_lines_total', 'Access log lines dropped: the destination refused them (a full disk) or fell too far behind. Requests never wait on the log.', [], function* () {
       yield [{}, sources.accessLogDropped()]
+    })
+    // Registered with or without TLS (no samples without), so dashboards and alert rules name metrics that exist.
+    const tls = () => sources.tls?.()
+    new Gauge({
+      name: 'portico_tls_certificate_expiry_seconds',
+      help: 'Seconds until each served certificate expires (negative: expired, still served for want of a renewal that passes its checks).',
+      labelNames: ['certificate'],
+      registers,
+      collect() {
+        this.reset()
+        const now = Date.now()
+        for (const { name, notAfter } of tls()?.certificates ?? []) this.set({ certificate: name }, Math.round((notAfter.getTime() - now) / 1000))
+      },
+    })
+    new Gauge({
+      name: 'portico_tls_certificates_refused',
+      help: 'Certificate pairs whose files fail their checks now (the last good version of each keeps serving).',
+      registers,
+      collect() {
+        this.set(tls()?.refused ?? 0)
+      },
+    })
+    scrapedCounter(registers, 'portico_http2_cut_total', 'HTTP/2 connections cut for going past a budget (rapid_reset, ping_flood, settings_flood) and streams cut for taking no byte of their answer (stalled_stream).', ['reason'], function* () {
+      for (const [reason, count] of tls()?.cut ?? []) yield [{ reason }, count]
     })
     scrapedHistogram(this.registry, DURATION, DURATION_HELP, () => [...traffic].flatMap(([route, t]) => histogramSamples(DURATION, { route }, t.durations)), () => traffic.clear())
     new Gauge({

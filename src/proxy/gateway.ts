@@ -2,7 +2,7 @@ import replyFrom from '@fastify/reply-from'
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest, type FastifyServerFactory } from 'fastify'
 import { InFlight } from '../balancer/balancer.js'
 import type { ServiceInstances } from '../balancer/instance.js'
 import type { RouteProvider } from '../config/providers/provider.js'
@@ -49,6 +49,8 @@ export interface GatewayOptions {
   readonly onRequestEnd?: (record: RequestRecord) => void
   /** Spans per request and attempt (OpenTelemetry); none without it. */
   readonly tracer?: RequestTracer
+  /** The server the app listens with (TLS, HTTP/2: see tls/); node's plain HTTP/1.1 server without it. */
+  readonly serverFactory?: FastifyServerFactory
 }
 
 export interface Gateway {
@@ -152,6 +154,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     frameworkErrors: answerFrameworkError,
     // A request without Host gets a problem+json 400 from the request path, not node's bare one.
     http: { requireHostHeader: false },
+    ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
   }) as unknown as FastifyInstance
   // A method the proxy does not route (TRACE, WebDAV's) on a path a route serves: 405 with what the route takes.
   installProblemResponses(app, (request, reply) => {

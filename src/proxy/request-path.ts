@@ -2,6 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Readable } from 'node:stream'
 import type { RouteTable } from '../config/route-table.js'
 import { GatewayError } from '../kernel/errors.js'
+import { VALID_HOST } from '../kernel/host.js'
 import type { BreakerOverride, OperatorOverrides } from '../state/operator-overrides.js'
 import { LimitedBody } from './body-limit.js'
 import { Exchange, exchangeOf, type GatewaySettings, type LiveRoute, type LiveTarget } from './exchange.js'
@@ -101,8 +102,8 @@ function matchRoute(context: RequestPathContext, request: FastifyRequest, reply:
 }
 
 /**
- * What node's parser lets through but RFC 9112 does not: exactly one valid Host (none only from HTTP/1.0), and no
- * transfer coding but chunked (nginx answers 501 too; a gzip coding would be lost on the way).
+ * What node's parser lets through but RFC 9112 does not: exactly one valid Host (none only from HTTP/1.0; HTTP/2's
+ * :authority counts), and no transfer coding but chunked (nginx answers 501 too; a gzip coding would be lost on the way).
  */
 function checkFraming(request: FastifyRequest): void {
   const raw = request.raw.rawHeaders
@@ -110,13 +111,18 @@ function checkFraming(request: FastifyRequest): void {
   for (let i = 0; i < raw.length; i += 2) if ((raw[i] as string).length === 4 && (raw[i] as string).toLowerCase() === 'host') hosts++
   const host = request.headers.host
   if (hosts > 1) throw new GatewayError('bad_request', 'The request has more than one Host header')
-  if (hosts === 0 ? request.raw.httpVersion !== '1.0' : !HOST.test(host ?? '')) throw new GatewayError('bad_request', hosts === 0 ? 'An HTTP/1.1 request needs a Host header' : 'The Host header is not a valid host')
+  if (host === undefined) {
+    if (request.raw.httpVersion !== '1.0') throw new GatewayError('bad_request', 'An HTTP/1.1 request needs a Host header')
+  } else if (!VALID_HOST.test(host)) {
+    throw new GatewayError('bad_request', 'The Host header is not a valid host')
+  }
+  // An HTTP/2 request's host is its :authority (the server gave it as Host); RFC 9113 §8.3.1: a Host that says otherwise is malformed.
+  const authority = request.headers[':authority']
+  if (authority !== undefined && authority !== host) throw new GatewayError('bad_request', 'The Host header and :authority name different hosts')
   const codings = request.headers['transfer-encoding']
   if (codings !== undefined && codings.toLowerCase() !== 'chunked') throw new GatewayError('not_implemented', `Transfer-Encoding "${codings}" is not supported; only chunked`)
 }
 
-// RFC 3986 host (reg-name or IP literal) and an optional port.
-const HOST = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(:\d{1,5})?$/
 
 /** 2. Guards (rate limit, concurrency limit, …): each may answer before any upstream is chosen. */
 function runGuards(ex: Exchange): void {

@@ -5,6 +5,8 @@ export interface RequestRecord {
   readonly traceId: string | undefined
   readonly client: string
   readonly method: string
+  /** What the client spoke: HTTP/1.1, HTTP/2 or HTTP/1.0. */
+  readonly protocol: string
   /** The path and query as the client sent them. */
   readonly path: string
   /** What the upstream was asked for (prefix rewritten), when a route matched. */

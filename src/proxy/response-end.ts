@@ -28,7 +28,7 @@ export function endRequests(app: FastifyInstance, onEnd: ((record: RequestRecord
       this[kTrace]?.ended(record, ex)
       onEnd?.(record)
     }
-    ex?.end(!this.writableFinished)
+    ex?.end(!answeredWhole(this))
   }
   app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     const res = reply.raw as EndingResponse
@@ -41,6 +41,14 @@ export function endRequests(app: FastifyInstance, onEnd: ((record: RequestRecord
     res.on('close', onClose)
     done()
   })
+}
+
+/**
+ * The answer went out whole. `writableFinished` alone says so over HTTP/1.1; an HTTP/2 stream the client reset says
+ * finished too (its writable side is done, destroyed) without ever having been ended.
+ */
+function answeredWhole(res: ServerResponse): boolean {
+  return res.writableFinished && res.writableEnded
 }
 
 /** The request's spans, when tracing is on. */
@@ -57,21 +65,26 @@ function recordOf(reply: FastifyReply, res: EndingResponse, ex: Exchange | undef
     traceId: res[kTrace]?.traceId ?? traceIdOf(request.headers.traceparent),
     client: request.ip,
     method: request.method,
+    protocol: protocolOf(request.raw.httpVersion),
     path: ex === undefined ? request.originalUrl : ex.clientUrl(request.originalUrl),
     upstreamPath: ex?.upstreamUrl,
     route: ex?.route.name ?? '-',
     instance: ex === undefined || ex.attempt === 0 ? undefined : ex.instance.origin,
     attempts: ex?.attempt ?? 0,
-    status: res.writableFinished || res.headersSent ? res.statusCode : 499,
+    status: answeredWhole(res) || res.headersSent ? res.statusCode : 499,
     code: problemCodeOf(reply),
     bytesIn: length === undefined ? (ex?.bodyBytes() ?? 0) : Number(length) || 0,
     bytesOut: (res[kSocket]?.bytesWritten ?? before) - before,
     durationMs: reply.elapsedTime,
     upstreamMs: ex?.upstreamMs,
-    clientGone: !res.writableFinished,
+    clientGone: !answeredWhole(res),
   }
   if (ex) for (const [key, value] of ex.shownValues()) if (key.shown.logField !== undefined) record[key.shown.logField] = value
   return record as RequestRecord
+}
+
+function protocolOf(version: string): string {
+  return version === '1.1' ? 'HTTP/1.1' : version === '2.0' ? 'HTTP/2' : `HTTP/${version}`
 }
 
 const TRACEPARENT = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/

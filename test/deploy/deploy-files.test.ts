@@ -65,6 +65,24 @@ describe('docker-compose.yml', () => {
     expect(compose.services.grafana?.volumes).toContain(`./deploy/grafana/portico.json:${provisioning.providers[0]?.options.path}/portico.json:ro`)
   })
 
+  it('has a TLS override that serves a certificate from Docker secrets, with settings the gateway takes', async () => {
+    const override = parse(await read('docker-compose.tls.yml')) as { services: Record<string, ComposeService & { secrets?: string[]; ports?: string[] }>; secrets: Record<string, { file: string }> }
+    const base = parse(await read('docker-compose.yml')) as { services: Record<string, ComposeService> }
+    const portico = override.services.portico
+    expect(base.services.portico).toBeDefined()
+    const settings = loadConfig({}, portico?.environment ?? {})
+    const source = settings.tls?.source as { certFile: string; keyFile: string }
+    for (const file of [source.certFile, source.keyFile]) {
+      const name = file.replace('/run/secrets/', '')
+      expect(portico?.secrets).toContain(name)
+      expect(override.secrets[name]?.file).toMatch(/^\.\/deploy\/tls\//)
+    }
+    expect(portico?.ports).toContain(`${settings.port}:${settings.port}`)
+    expect(settings.redirectPort).toBe(8080)
+    // the key files stay out of git
+    expect(await read('deploy/tls/.gitignore')).toMatch(/^\*$/m)
+  })
+
   it('has a Dockerfile whose entrypoint is the built CLI', async () => {
     const dockerfile = await read('Dockerfile')
     expect(dockerfile).toMatch(/ENTRYPOINT \["node", "dist\/cli\.js"\]/)
@@ -104,6 +122,16 @@ describe('Kubernetes manifests', () => {
     expect(container.lifecycle.preStop.sleep.seconds + settings.shutdownDelayMs / 1000 + settings.drainTimeoutMs / 1000).toBeLessThan(deployment?.spec.template.spec.terminationGracePeriodSeconds)
     const secret = container.env.find((e: { name: string }) => e.name === 'PORTICO_ADMIN_TOKEN').valueFrom.secretKeyRef
     expect(byKind('Secret', secret.name)?.stringData?.[secret.key]).toBeTruthy()
+    // TLS from the Secret portico-tls, mounted where PORTICO_TLS_DIR points; the Service's 443 reaches the TLS port
+    const tls = settings.tls?.source
+    expect(tls).toEqual({ dir: '/etc/portico/tls' })
+    const mount = container.volumeMounts.find((m: { mountPath: string }) => m.mountPath === (tls as { dir: string }).dir)
+    const volume = deployment?.spec.template.spec.volumes.find((v: { name: string }) => v.name === mount?.name)
+    expect(volume?.secret?.secretName).toBe('portico-tls')
+    const https = container.ports.find((p: { name: string }) => p.name === 'https')
+    expect(https.containerPort).toBe(settings.port)
+    expect(service?.spec.ports.find((p: { port: number }) => p.port === 443)?.targetPort).toBe('https')
+    expect(container.ports.find((p: { name: string }) => p.name === 'http').containerPort).toBe(settings.redirectPort)
     const hpa = byKind('HorizontalPodAutoscaler', 'portico')
     expect(hpa?.spec.scaleTargetRef).toMatchObject({ kind: 'Deployment', name: 'portico' })
     expect(container.resources.requests.cpu).toBeDefined() // utilisation is measured against the request
@@ -156,10 +184,10 @@ describe('the Grafana dashboard and the Prometheus alert rules', () => {
     }
   })
 
-  it('has alert rules for an open breaker, shared state down, no passing instance, a stale JWKS and the 5xx ratio, on exported metrics', async () => {
+  it('has alert rules for an open breaker, shared state down, no passing instance, a stale JWKS, the 5xx ratio and certificates, on exported metrics', async () => {
     const names = await exported()
     const rules = (parse(await read('deploy/prometheus/alerts.yml')) as { groups: { rules: { alert: string; expr: string; for: string }[] }[] }).groups.flatMap((g) => g.rules)
-    expect(rules.map((r) => r.alert).sort()).toEqual(['PorticoCircuitBreakerOpen', 'PorticoHigh5xxRatio', 'PorticoJwksStale', 'PorticoNoPassingInstance', 'PorticoSharedStateDown'])
+    expect(rules.map((r) => r.alert).sort()).toEqual(['PorticoCertificateExpiresSoon', 'PorticoCertificateRefused', 'PorticoCircuitBreakerOpen', 'PorticoHigh5xxRatio', 'PorticoJwksStale', 'PorticoNoPassingInstance', 'PorticoSharedStateDown'])
     for (const rule of rules) {
       expect(rule.for).toMatch(/^\d+m$/)
       for (const name of metricNamesIn(rule.expr)) expect(names, `${rule.alert} uses ${name}`).toContain(name)

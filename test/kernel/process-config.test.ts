@@ -25,3 +25,22 @@ describe('admin tokens', () => {
     expect(() => parseAdminTokens('no-colon-here\n', 'tokens')).toThrow(/^tokens:1: expected name:token/)
   })
 })
+
+describe('TLS settings', () => {
+  it('takes one pair or a directory, HTTP/2 on by default with TLS', () => {
+    const pair = loadConfig({ 'tls-cert': 'c.pem', 'tls-key': 'k.pem' }, {})
+    expect(pair.tls?.source).toEqual({ certFile: expect.stringMatching(/\/c\.pem$/), keyFile: expect.stringMatching(/\/k\.pem$/) })
+    expect(pair.tls?.http2).toBe(true)
+    expect(loadConfig({}, { PORTICO_TLS_DIR: '/tls', PORTICO_HTTP2: 'false', PORTICO_REDIRECT_PORT: '80' })).toMatchObject({ tls: { source: { dir: '/tls' }, http2: false }, redirectPort: 80 })
+    expect(loadConfig({}, {}).tls).toBeUndefined()
+  })
+
+  it('refuses settings that cannot work together, saying which', () => {
+    expect(() => loadConfig({ 'tls-cert': 'c.pem' }, {})).toThrow(/--tls-cert needs --tls-key too/)
+    expect(() => loadConfig({}, { PORTICO_TLS_KEY: 'k.pem' })).toThrow(/--tls-key needs --tls-cert too/)
+    expect(() => loadConfig({ 'tls-cert': 'c', 'tls-key': 'k', 'tls-dir': 'd' }, {})).toThrow(/use one/)
+    expect(() => loadConfig({ 'tls-dir': 'd', http2: 'yes' }, {})).toThrow(/--http2: "yes" is not true or false/)
+    expect(() => loadConfig({ 'redirect-port': '80' }, {})).toThrow(/--redirect-port needs TLS/)
+    expect(() => loadConfig({ 'tls-dir': 'd', 'redirect-port': '99999' }, {})).toThrow(/--redirect-port: "99999" is not a port/)
+  })
+})

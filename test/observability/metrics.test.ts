@@ -148,6 +148,7 @@ const record = (fields: Partial<RequestRecord>): RequestRecord => ({
   traceId: undefined,
   client: '127.0.0.1',
   method: 'GET',
+  protocol: 'HTTP/1.1',
   path: '/',
   upstreamPath: '/',
   route: '-',
