@@ -16,6 +16,7 @@ import { join } from 'node:path'
 import { freePort } from '../test/support/ports.js'
 import { parseRouteFile, type RouteDefinition } from '../src/config/parse-route-file.js'
 import { RouteTable } from '../src/config/route-table.js'
+import { workersListening } from '../src/workers/listening.js'
 
 const root = new URL('..', import.meta.url).pathname
 const seconds = Number(process.env.BENCH_SECONDS ?? 3)
@@ -358,6 +359,7 @@ routes:
   const ratio = (a: number, b: number | undefined) => (Number.isFinite(a / (b ?? NaN)) ? (a / (b ?? NaN)).toFixed(2) : '-')
   console.log(`\n${connections} connections, ${runCount} runs of ${roundCount} interleaved rounds of ${seconds} s: each figure the median of the runs' medians; spread: how far the runs' CPU figures lie apart (${process.version})`)
   console.log('portico targets run as shipped (log level info, access log on stdout, metrics on, tracing off) but where named')
+  console.log(`portico 2 workers: ${workersListening().why}`)
   console.log('target                   req/s     p50 ms  p99 ms  errors  cpu µs/req  spread  req/s vs fastify-http-proxy  vs portico  cpu vs portico')
   for (const r of results) {
     const cpu = Number.isFinite(r.cpuUs) ? r.cpuUs.toFixed(1) : '-'

@@ -147,7 +147,8 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     bucketBounds: DURATION_BUCKETS,
     policies: gateway.policies,
   })
-  const listening = await gateway.app.listen({ host: config.host, port: config.port })
+  // fastify hands these to node's listen as they are (reusePort too, which its types do not name).
+  const listening = await gateway.app.listen(mode.trafficAddress)
   // fastify names the scheme after its own https option, which a server factory does not set.
   const url = tls ? listening.replace(/^http:/, 'https:') : listening
   const adminUrl = await admin.listen(mode.adminAddress)

@@ -14,6 +14,7 @@ import { GatewayError, PROBLEM_CONTENT_TYPE, toProblem } from '../kernel/errors.
 import { isHostMessage } from '../kernel/host-channel.js'
 import { ConfigError, type PorticoConfig } from '../kernel/process-config.js'
 import { POLICIES } from '../policies/index.js'
+import { assertPortFree, WORKER_PORT_VARIABLE, workersListening } from './listening.js'
 import { parseWorkerMessage, RETIRE, type DiscoveryMessage, type TableMessage } from './messages.js'
 
 // How often the primary looks for a change in what its Consul watches know, to pass it on.
@@ -40,8 +41,8 @@ function cgroupCpus(): number | undefined {
 }
 
 /**
- * The primary of `--workers N`: it forks the workers (each a whole gateway on the shared traffic port, node:cluster
- * handing out connections), replaces one that dies, replaces them one by one on SIGUSR2 (a new one serves before an
+ * The primary of `--workers N`: it forks the workers (each a whole gateway on the shared traffic port: each listening
+ * on it itself where that loses nothing, see `workersListening`, else node:cluster handing out connections), replaces one that dies, replaces them one by one on SIGUSR2 (a new one serves before an
  * old one stops), passes SIGHUP and SIGUSR1 on, and on SIGTERM/SIGINT lets every worker drain, then exits. It holds the
  * host-wide state its policies ask for (the rate limit's counts without Redis), and answers on the admin port:
  * /metrics aggregated over the workers, actions sent to every worker, everything else to one.
@@ -58,15 +59,20 @@ export async function runPrimary(config: PorticoConfig, logger: Logger): Promise
   const retiring = new Set<number>()
   let stopping = false
   let trafficUrl = ''
+  const listening = workersListening()
+  // Workers that listen themselves bind the one port: the one asked for, or for port 0 the one the first worker got.
+  let trafficPort = config.port
+  if (listening.themselves) await assertPortFree(config.host, config.port)
 
   const fork = (): Promise<Worker> =>
     new Promise((resolve, reject) => {
-      const worker = cluster.fork()
+      const worker = cluster.fork(listening.themselves ? { [WORKER_PORT_VARIABLE]: String(trafficPort) } : undefined)
       const onMessage = (message: unknown) => {
         const ready = parseWorkerMessage(message)
         if (ready?.portico !== 'ready') return
         admins.set(worker.id, ready.adminUrl)
         trafficUrl = ready.url
+        trafficPort = Number(new URL(ready.url).port)
         worker.off('message', onMessage)
         worker.off('exit', onEarlyExit)
         resolve(worker)
@@ -116,7 +122,8 @@ export async function runPrimary(config: PorticoConfig, logger: Logger): Promise
   }
 
   try {
-    await Promise.all(Array.from({ length: count }, fork))
+    if (listening.themselves && trafficPort === 0) await fork()
+    await Promise.all(Array.from({ length: count - admins.size }, fork))
   } catch (error) {
     stopping = true
     for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGTERM')
@@ -130,7 +137,7 @@ export async function runPrimary(config: PorticoConfig, logger: Logger): Promise
       resolve(`http://${config.adminHost.includes(':') ? `[${config.adminHost}]` : config.adminHost}:${address.port}`)
     })
   })
-  logger.info({ url: trafficUrl, adminUrl, workers: count, routesDir: config.routesDir }, 'portico is serving')
+  logger.info({ url: trafficUrl, adminUrl, workers: count, listening: listening.why, routesDir: config.routesDir }, 'portico is serving')
 
   return new Promise<number>((resolve) => {
     const forward = (signal: NodeJS.Signals) => () => {

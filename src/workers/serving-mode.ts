@@ -8,6 +8,7 @@ import type { DecidedTables } from '../config/route-watcher.js'
 import { ConsulDiscovery } from '../discovery/consul-discovery.js'
 import type { ComponentHealth } from '../kernel/health.js'
 import type { PorticoConfig } from '../kernel/process-config.js'
+import { WORKER_PORT_VARIABLE } from './listening.js'
 import { joinPrimary, RelayedDiscovery, tablesFromPrimary, workerId } from './worker.js'
 
 /**
@@ -20,6 +21,8 @@ export interface ServingMode {
   readonly discovery: ServiceInstances & { health(): ComponentHealth; stop(): void }
   readonly providers: RouteProvider[]
   readonly decidedTables: DecidedTables | undefined
+  /** Where the traffic port listens: a worker may bind it itself beside the other workers (SO_REUSEPORT). */
+  readonly trafficAddress: { readonly host: string; readonly port: number; readonly reusePort?: boolean; readonly exclusive?: boolean }
   /** The admin port, or a loopback port that only the primary talks to. */
   readonly adminAddress: { readonly host: string; readonly port: number; readonly exclusive?: boolean }
   readonly servingMessage: string
@@ -36,16 +39,20 @@ export function servingMode(config: PorticoConfig, consul: ConsulClient, logger:
       discovery: new ConsulDiscovery({ client: consul, logger: logger.child({ component: 'discovery' }) }),
       providers: routeProviders(config.routesDir, config.consulRoutes, consul, logger),
       decidedTables: undefined,
+      trafficAddress: { host: config.host, port: config.port },
       adminAddress: { host: config.adminHost, port: config.adminPort },
       servingMessage: 'portico is serving',
       serving: () => undefined,
     }
+  // The primary says whether this worker listens on the traffic port itself, and on which.
+  const listenPort = process.env[WORKER_PORT_VARIABLE]
   return {
     worker,
     // One blocking query per service for the host, in the primary; one reader of the route files for the host too.
     discovery: new RelayedDiscovery(),
     providers: [],
     decidedTables: tablesFromPrimary,
+    trafficAddress: listenPort === undefined ? { host: config.host, port: config.port } : { host: config.host, port: Number(listenPort), reusePort: true, exclusive: true },
     adminAddress: { host: '127.0.0.1', port: 0, exclusive: true },
     servingMessage: 'worker is serving',
     serving: (registry, urls, handOver) =>

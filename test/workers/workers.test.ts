@@ -1,17 +1,19 @@
 import { createHash } from 'node:crypto'
 import { createServer, get, request as httpRequest, type ServerResponse } from 'node:http'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Client, request } from 'undici'
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { workersListening } from '../../src/workers/listening.js'
 import { registerTtlInstance } from '../support/consul.js'
-import { makeRoutesDir, spawnGateway, type GatewayProcess } from '../support/gateway.js'
+import { makeRoutesDir, runCli, spawnGateway, type GatewayProcess } from '../support/gateway.js'
 import { waitFor } from '../support/poll.js'
 import { routeFile } from '../support/routes.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
-/** A GET on a connection of its own: node:cluster hands each new connection to the next worker. */
+/** A GET on a connection of its own: new connections are spread over the workers (by the kernel, or node:cluster). */
 function freshGet(url: string): Promise<number> {
   return new Promise((resolve, reject) => {
     get(url, { agent: false }, (res) => {
@@ -21,11 +23,50 @@ function freshGet(url: string): Promise<number> {
   })
 }
 
+/** A fresh-connection GET that gives up after 3 s: a connection handed to a dead worker hangs rather than fails. */
+function timedGet(url: string): Promise<number | string> {
+  return new Promise((resolve) => {
+    const request = get(url, { agent: false, timeout: 3_000 }, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    request.on('timeout', () => {
+      request.destroy()
+      resolve('no answer within 3 s')
+    })
+    request.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message))
+  })
+}
+
 const workerPids = (output: string): number[] =>
   output
     .split('\n')
     .filter((line) => line.includes('"worker is serving"'))
     .map((line) => (JSON.parse(line) as { pid: number }).pid)
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * The kernel setting the README asks for with `--workers` (per network namespace): with it, and a Node that has
+ * reusePort, each worker listens itself. Set for the suite where the test may (root), and put back after.
+ */
+const MIGRATE_SETTING = '/proc/sys/net/ipv4/tcp_migrate_req'
+function allowMigration(): () => void {
+  try {
+    const before = readFileSync(MIGRATE_SETTING, 'utf8').trim()
+    writeFileSync(MIGRATE_SETTING, '1')
+    return () => writeFileSync(MIGRATE_SETTING, before)
+  } catch {
+    return () => undefined
+  }
+}
 
 describe('portico start --workers 2', () => {
   let upstream: Upstream
@@ -36,7 +77,9 @@ describe('portico start --workers 2', () => {
   let gateway: GatewayProcess
   let logDir: string
   let routesDir: string
+  let restoreMigration = (): void => undefined
   beforeAll(async () => {
+    restoreMigration = allowMigration()
     upstream = await startUpstream('w')
     canary = await startUpstream('canary')
     failing = await startUpstream('failing', (_req, res) => res.writeHead(500).end())
@@ -61,7 +104,15 @@ describe('portico start --workers 2', () => {
     for (const res of held) res.end()
     await holding?.close()
     await rm(logDir, { recursive: true, force: true })
+    restoreMigration()
   })
+
+  /** Whether this gateway's workers listen themselves, as its primary said; checked against what this machine allows. */
+  const listenThemselves = (): boolean => {
+    const said = /"listening":"([^"]*)"/.exec(gateway.output())?.[1] ?? ''
+    expect(said).toBe(workersListening().why)
+    return said.startsWith('each worker listens')
+  }
 
   it('serves on one port from two workers, which share one rate limit exactly without Redis', async () => {
     const statuses: number[] = []
@@ -87,7 +138,7 @@ describe('portico start --workers 2', () => {
         }).on('error', reject)
       })
     const sessions = Array.from({ length: 40 }, (_, i) => `s-${i}`)
-    // each session four times, each on a connection of its own: node:cluster deals them to both workers in turn
+    // each session four times, each on a connection of its own, which may reach either worker
     const seen = new Map<string, Set<string>>()
     for (let round = 0; round < 4; round++)
       for (const session of sessions) {
@@ -217,6 +268,43 @@ describe('portico start --workers 2', () => {
     expect(health.statusCode).toBe(200)
   })
 
+  it('loses none of 200 new connections opened right after a worker is SIGKILLed under load, when each worker listens itself', async (context) => {
+    if (!listenThemselves()) return context.skip('node:cluster schedules here: its primary may hand a connection to the dead worker')
+    const serving = workerPids(gateway.output()).filter(alive)
+    expect(serving).toHaveLength(2)
+    // New connections keep coming while the worker dies; those opened once it was killed must all be answered.
+    let killed = false
+    let loaded = 0
+    const afterKill: (number | string)[] = []
+    const load = Array.from({ length: 4 }, async () => {
+      while (afterKill.length < 200) {
+        const sentAfterKill = killed
+        const status = await timedGet(`${gateway.url}/plain/x`)
+        if (sentAfterKill) afterKill.push(status)
+        else loaded++
+      }
+    })
+    await waitFor(() => loaded >= 20, { what: 'load on both workers' })
+    process.kill(serving[0] as number, 'SIGKILL')
+    killed = true
+    // What the kernel queued on the dead worker's socket moves to the other one; nothing waits on the primary.
+    await Promise.all(load)
+    expect(afterKill.filter((status) => status !== 200)).toEqual([])
+    await waitFor(() => workerPids(gateway.output()).filter(alive).length === 2, { timeoutMs: 15_000, what: 'the worker to be replaced' })
+  })
+
+  it('refuses to start a second gateway on a port the workers of one hold (SO_REUSEPORT would share it silently)', async (context) => {
+    if (!listenThemselves()) return context.skip('node:cluster schedules here: the primary binds the port, and a second one fails to')
+    const port = new URL(gateway.url).port
+    const second = runCli(['start', '--routes', routesDir, '--port', port, '--admin-port', '0', '--host', '127.0.0.1', '--workers', '2'])
+    let output = ''
+    second.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    second.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()))
+    expect(await new Promise<number | null>((resolve) => second.once('exit', resolve))).toBe(1)
+    expect(output).toContain(`portico: port ${port} on 127.0.0.1 is already in use`)
+    expect(output).not.toContain('worker is serving')
+  }, 20_000)
+
   it('replaces every worker on SIGUSR2 without failing a request under load', async () => {
     const before = workerPids(gateway.output()).length
     let stop = false
@@ -317,15 +405,6 @@ describe('portico start --workers 2 when the primary is killed', () => {
     for (const res of held) res.end()
     await holding?.close()
   })
-
-  const alive = (pid: number): boolean => {
-    try {
-      process.kill(pid, 0)
-      return true
-    } catch {
-      return false
-    }
-  }
 
   it('lets its workers finish the requests they hold, then exit (node would end them at once)', async () => {
     const answers = Array.from({ length: 4 }, (_, i) =>
