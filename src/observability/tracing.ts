@@ -79,43 +79,26 @@ class RequestSpans implements TracedRequest {
     this.#tracer = tracer
     this.#propagator = propagator
     const parent = propagator.extract(ROOT_CONTEXT, request.headers, headerGetter)
-    const [path = '/', query] = request.url.split('?', 2)
-    this.#span = tracer.startSpan(
-      request.method,
-      {
-        kind: SpanKind.SERVER,
-        attributes: {
-          [ATTR_HTTP_REQUEST_METHOD]: request.method,
-          [ATTR_URL_PATH]: path,
-          ...(query === undefined ? {} : { [ATTR_URL_QUERY]: query }),
-          [ATTR_CLIENT_ADDRESS]: request.ip,
-          ...(request.headers['user-agent'] ? { [ATTR_USER_AGENT_ORIGINAL]: request.headers['user-agent'] } : {}),
-        },
-      },
-      parent,
-    )
+    // Attributes once the sampler has decided (OTEL_TRACES_SAMPLER's samplers decide on the trace id and the parent):
+    // an unsampled request, most of them with a ratio, builds none.
+    this.#span = tracer.startSpan(request.method, SERVER_SPAN, parent)
     this.traceId = this.#span.spanContext().traceId
+    if (!this.#span.isRecording()) return
+    const [path = '/', query] = request.url.split('?', 2)
+    this.#span.setAttributes({
+      [ATTR_HTTP_REQUEST_METHOD]: request.method,
+      [ATTR_URL_PATH]: path,
+      ...(query === undefined ? {} : { [ATTR_URL_QUERY]: query }),
+      [ATTR_CLIENT_ADDRESS]: request.ip,
+      ...(request.headers['user-agent'] ? { [ATTR_USER_AGENT_ORIGINAL]: request.headers['user-agent'] } : {}),
+    })
   }
 
   attemptStarted(ex: TracedExchange): string {
     this.#attempt?.end()
-    const url = urlOf(ex)
-    this.#attempt = this.#tracer.startSpan(
-      `${ex.request.method} ${ex.route.name}`,
-      {
-        kind: SpanKind.CLIENT,
-        attributes: {
-          [ATTR_HTTP_REQUEST_METHOD]: ex.request.method,
-          [ATTR_URL_FULL]: url?.href ?? ex.instance.origin + ex.upstreamUrl,
-          ...(url ? { [ATTR_SERVER_ADDRESS]: url.hostname, [ATTR_SERVER_PORT]: Number(url.port || 80) } : {}),
-          ...(ex.attempt > 1 ? { [ATTR_HTTP_REQUEST_RESEND_COUNT]: ex.attempt - 1 } : {}),
-          'portico.route': ex.route.name,
-          'portico.instance': ex.instance.origin,
-          'portico.attempt': ex.attempt,
-        },
-      },
-      trace.setSpan(ROOT_CONTEXT, this.#span),
-    )
+    const parent = trace.setSpan(ROOT_CONTEXT, this.#span)
+    // An unsampled request's attempt is unsampled too (the samplers are parent-based); it still gets its own span id.
+    this.#attempt = this.#span.isRecording() ? this.#tracer.startSpan(`${ex.request.method} ${ex.route.name}`, { kind: SpanKind.CLIENT, attributes: attemptAttributes(ex) }, parent) : this.#tracer.startSpan(ex.request.method, CLIENT_SPAN, parent)
     const carrier: Record<string, string> = {}
     this.#propagator.inject(trace.setSpan(ROOT_CONTEXT, this.#attempt), carrier, headerSetter)
     return carrier.traceparent ?? ''
@@ -133,6 +116,7 @@ class RequestSpans implements TracedRequest {
   ended(record: RequestRecord, ex: TracedExchange | undefined): void {
     this.attemptEnded(undefined, false)
     const span = this.#span
+    if (!span.isRecording()) return span.end()
     if (ex) {
       span.updateName(`${record.method} ${ex.route.prefix}`)
       span.setAttribute(ATTR_HTTP_ROUTE, ex.route.prefix)
@@ -147,6 +131,22 @@ class RequestSpans implements TracedRequest {
     if (record.clientGone) span.setAttribute('portico.client_gone', true)
     if (record.status >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: record.code ?? `status ${record.status}` })
     span.end()
+  }
+}
+
+const SERVER_SPAN = { kind: SpanKind.SERVER }
+const CLIENT_SPAN = { kind: SpanKind.CLIENT }
+
+function attemptAttributes(ex: TracedExchange): Record<string, string | number> {
+  const url = urlOf(ex)
+  return {
+    [ATTR_HTTP_REQUEST_METHOD]: ex.request.method,
+    [ATTR_URL_FULL]: url?.href ?? ex.instance.origin + ex.upstreamUrl,
+    ...(url ? { [ATTR_SERVER_ADDRESS]: url.hostname, [ATTR_SERVER_PORT]: Number(url.port || 80) } : {}),
+    ...(ex.attempt > 1 ? { [ATTR_HTTP_REQUEST_RESEND_COUNT]: ex.attempt - 1 } : {}),
+    'portico.route': ex.route.name,
+    'portico.instance': ex.instance.origin,
+    'portico.attempt': ex.attempt,
   }
 }
 

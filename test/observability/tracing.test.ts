@@ -151,6 +151,38 @@ consumers:
   })
 })
 
+describe('tracing with a sampling ratio (OTEL_TRACES_SAMPLER=parentbased_traceidratio)', () => {
+  it('exports no span of an unsampled request yet passes its trace on; a client\'s sampled trace is exported whole, with its attributes', async () => {
+    const receiver = await startOtlpReceiver()
+    const upstream = await startUpstream('sampled')
+    const routes = await makeRoutesDir({ 'r.yaml': `routes:\n  - name: sampled\n    prefix: /sampled\n    upstreams: [${upstream.url}]\n` })
+    const gateway = await spawnGateway(routes, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '50', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0' })
+    try {
+      for (let i = 0; i < 20; i++) await (await request(`${gateway.url}/sampled/${i}?q=${i}`)).body.dump()
+      const unsampled = upstream.requests.map((r) => String(r.headers.traceparent))
+      expect(unsampled).toHaveLength(20)
+      for (const traceparent of unsampled) expect(traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/)
+      const traceId = 'b1b2c3d4e5f60718293a4b5c6d7e8f90'
+      await (await request(`${gateway.url}/sampled/kept?q=1`, { headers: { traceparent: `00-${traceId}-1122334455667788-01`, 'user-agent': 'sampler-test' } })).body.dump()
+      const spans = await waitFor(() => {
+        const found = receiver.spans.filter((span) => span.traceId === traceId)
+        return found.length === 2 ? found : undefined
+      }, { what: 'the sampled trace\'s two spans' })
+      const server = spans.find((span) => span.kind === SERVER) as ReceivedSpan
+      const client = spans.find((span) => span.kind === CLIENT) as ReceivedSpan
+      expect(server.attributes).toMatchObject({ 'http.request.method': 'GET', 'url.path': '/sampled/kept', 'url.query': 'q=1', 'user_agent.original': 'sampler-test', 'http.route': '/sampled', 'http.response.status_code': 200 })
+      expect(client.attributes).toMatchObject({ 'url.full': `${upstream.url}/sampled/kept?q=1`, 'portico.route': 'sampled', 'portico.attempt': 1 })
+      expect(String(upstream.requests.at(-1)?.headers.traceparent)).toMatch(new RegExp(`^00-${traceId}-${client.spanId}-01$`))
+      // Nothing of the 20 unsampled requests reached the receiver.
+      expect(receiver.spans.filter((span) => span.traceId !== traceId)).toEqual([])
+    } finally {
+      await gateway.stop('SIGKILL')
+      await upstream.close()
+      await receiver.close()
+    }
+  })
+})
+
 describe('tracing with a dead collector', () => {
   it('never slows or fails a request', async () => {
     const upstream = await startUpstream('plain')
