@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { IncomingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { Readable } from 'node:stream'
 import { sendProblem } from '../http/problem-responses.js'
 import { GatewayError } from '../kernel/errors.js'
 import { classifyUpstreamFailure, isClientFault } from '../kernel/upstream-errors.js'
@@ -62,7 +63,7 @@ export const deliver: AttemptHandler = {
     const ex = policyEx as Exchange
     if (res.statusCode !== 304) {
       ex.watchTransfer()
-      return void ex.reply.send(res.stream)
+      return streamAnswer(ex, res.stream)
     }
     // A 304 has no body, and its Content-Length (legal: the size of the representation) makes undici fail the
     // empty body with a length mismatch: it goes out bodiless, and the stream is dropped.
@@ -77,6 +78,69 @@ export const deliver: AttemptHandler = {
     if (!(error instanceof GatewayError)) settings.logger.warn({ requestId: ex.request.id, route: route.name, instance: ex.instance.origin, code: failure.code, err: error }, failure.message)
     sendProblem(ex.reply, failure)
   },
+}
+
+/**
+ * The upstream's answer goes to node's response as it comes: the head (one `writeHead` with what reply-from and the
+ * policies put on the reply) with the body's first chunk, then each chunk, paused while the client's side is full.
+ * fastify's `reply.send(stream)` does the same with more work per request (a content-type parse, the onSend runner,
+ * a `setHeader` per header, two `finished()` watchers and a pipe's listeners). Until the first chunk nothing is
+ * out: a body that fails before it (a broken chunk size) is a 502 problem through fastify, not a cut connection.
+ */
+function streamAnswer(ex: Exchange, body: AnswerBody): void {
+  ex.answering()
+  body[kExchange] = ex
+  body.on('data', onBodyData)
+  body.on('end', onBodyEnd)
+  body.on('error', onBodyError)
+}
+
+const kExchange = Symbol('portico.answerExchange')
+const kBody = Symbol('portico.answerBody')
+type AnswerBody = Readable & { [kExchange]?: Exchange }
+type Answer = ServerResponse & { [kBody]?: AnswerBody }
+
+/** Writes the head, once; false when node refuses it (a header value it will not send): the client gets a 502. */
+function headOut(ex: Exchange, body: AnswerBody): boolean {
+  const { reply } = ex
+  if (reply.raw.headersSent) return true
+  try {
+    reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
+  } catch (error) {
+    body.destroy()
+    sendProblem(reply, new GatewayError('upstream_bad_response', `The upstream's response headers cannot be passed on (${(error as Error).message})`))
+    return false
+  }
+  reply.hijack()
+  return true
+}
+
+function onBodyData(this: AnswerBody, chunk: Buffer): void {
+  const ex = this[kExchange] as Exchange
+  const res = ex.reply.raw as Answer
+  // The client left: the exchange gives the upstream request up.
+  if (res.destroyed) return void this.destroy()
+  if (!headOut(ex, this)) return
+  if (res.write(chunk)) return
+  this.pause()
+  res[kBody] = this
+  res.once('drain', onAnswerDrain)
+}
+
+function onAnswerDrain(this: Answer): void {
+  this[kBody]?.resume()
+}
+
+function onBodyEnd(this: AnswerBody): void {
+  const ex = this[kExchange] as Exchange
+  if (headOut(ex, this)) ex.reply.raw.end()
+}
+
+function onBodyError(this: AnswerBody, error: Error): void {
+  const ex = this[kExchange] as Exchange
+  // Part of the answer is out: the client can only be told by a cut connection (ending it would make it look whole).
+  if (ex.reply.raw.headersSent) return void ex.reply.raw.destroy(error)
+  deliver.onError(ex, error)
 }
 
 /**
