@@ -96,9 +96,13 @@ class RequestSpans implements TracedRequest {
 
   attemptStarted(ex: TracedExchange): string {
     this.#attempt?.end()
-    const parent = trace.setSpan(ROOT_CONTEXT, this.#span)
-    // An unsampled request's attempt is unsampled too (the samplers are parent-based); it still gets its own span id.
-    this.#attempt = this.#span.isRecording() ? this.#tracer.startSpan(`${ex.request.method} ${ex.route.name}`, { kind: SpanKind.CLIENT, attributes: attemptAttributes(ex) }, parent) : this.#tracer.startSpan(ex.request.method, CLIENT_SPAN, parent)
+    // An unsampled request's attempts are unsampled too (the samplers are parent-based): no span, the upstream
+    // continues the trace under the request's own span id.
+    if (!this.#span.isRecording()) {
+      const { traceId, spanId } = this.#span.spanContext()
+      return `00-${traceId}-${spanId}-00`
+    }
+    this.#attempt = this.#tracer.startSpan(`${ex.request.method} ${ex.route.name}`, { kind: SpanKind.CLIENT, attributes: attemptAttributes(ex) }, trace.setSpan(ROOT_CONTEXT, this.#span))
     const carrier: Record<string, string> = {}
     this.#propagator.inject(trace.setSpan(ROOT_CONTEXT, this.#attempt), carrier, headerSetter)
     return carrier.traceparent ?? ''
@@ -135,7 +139,6 @@ class RequestSpans implements TracedRequest {
 }
 
 const SERVER_SPAN = { kind: SpanKind.SERVER }
-const CLIENT_SPAN = { kind: SpanKind.CLIENT }
 
 function attemptAttributes(ex: TracedExchange): Record<string, string | number> {
   const url = urlOf(ex)
