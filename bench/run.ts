@@ -1,5 +1,6 @@
 // `npm run bench`: throughput, latency and the proxy's CPU time per request side by side in one run: straight to the
-// upstream, through a minimal @fastify/http-proxy app, through fast-gateway, through fastify handing requests to
+// upstream, through a minimal @fastify/http-proxy app, through reply-from registered straight (the same engine without
+// http-proxy's route wrapper), through fast-gateway, through fastify handing requests to
 // undici's dispatch API with nothing else (the floor of the engine: bench/engine-floor.js), through Portico (plain route, access log
 // off, tracing on, the full chain, cache hits from memory and from Redis, an API-key and a JWT route, each in a process of
 // its own), and through nginx (plain, and proxy_cache hits) when it is installed. With h2load, TLS rows beside nginx
@@ -162,6 +163,7 @@ try {
   const upstreamPort = Number(upstream.match[1])
   const upstreamUrl = `http://127.0.0.1:${upstreamPort}`
   const minimal = await start(process.execPath, ['bench/minimal-proxy.js', upstreamUrl, '0'], /listening (\d+)/)
+  const replyFromOnly = await start(process.execPath, ['bench/minimal-reply-from.js', upstreamUrl, '0'], /listening (\d+)/)
   const fastGateway = await start(process.execPath, ['bench/fast-gateway.js', upstreamUrl, '0'], /listening (\d+)/)
   const engineFloor = await start(process.execPath, ['bench/engine-floor.js', upstreamUrl, '0'], /listening (\d+)/)
   const routesDir = mkdtempSync(join(tmpdir(), 'portico-bench-routes-'))
@@ -281,6 +283,7 @@ routes:
   const targets: [name: string, url: string, pid: number | undefined, headers?: Record<string, string>, mode?: LoadMode][] = [
     ['direct', `${upstreamUrl}/api/items`, undefined],
     ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
+    ['fastify+reply-from', `http://127.0.0.1:${replyFromOnly.match[1]}/api/items`, replyFromOnly.child.pid],
     ['fast-gateway', `http://127.0.0.1:${fastGateway.match[1]}/api/items`, fastGateway.child.pid],
     ['fastify+undici.dispatch', `http://127.0.0.1:${engineFloor.match[1]}/api/items`, engineFloor.child.pid],
     ['portico', `http://127.0.0.1:${plainPortico.port}/api/items`, plainPortico.pid],
@@ -379,6 +382,8 @@ routes:
   const perRun = (name: string, against: string) => (runs.get(name) ?? []).map((r, i) => ratio(r.rps, runs.get(against)?.[i]?.rps)).join(', ')
   console.log(`each run: portico ${perRun('portico', 'fastify-http-proxy')}× the minimal app's req/s (target ≥ 1.05 in each), ${perRun('portico', 'fast-gateway')}× fast-gateway's (≥ 1.0 in each)`)
   const [traceAll, traceSome] = ['portico tracing on', 'portico tracing 1 %'].map(named)
+  const bare = named('fastify+reply-from')
+  console.log(`@fastify/http-proxy's route wrapper over reply-from registered straight: +${((baseline?.cpuUs ?? NaN) - (bare?.cpuUs ?? NaN)).toFixed(1)} µs a request (${ratio(bare?.rps ?? NaN, baseline?.rps)}× the req/s without it)`)
   console.log(`tracing: every request sampled ${ratio(traceAll?.cpuUs ?? NaN, plain?.cpuUs)}× the CPU per request of tracing off (target ≤ 1.20), 1 % sampled ${ratio(traceSome?.cpuUs ?? NaN, plain?.cpuUs)}× (≤ 1.03)`)
   console.log(`1 → 2 workers: portico ${ratio(porticoTwo?.rps ?? NaN, plain?.rps)}× (CPU per request ${ratio(porticoTwo?.cpuUs ?? NaN, plain?.cpuUs)}× one worker's, target ≤ 1.1), nginx ${ratio(nginxTwo?.rps ?? NaN, nginxResult?.rps)}× (portico's gain at least 0.9 of nginx's: ${ratio((porticoTwo?.rps ?? NaN) / (plain?.rps ?? NaN), (nginxTwo?.rps ?? NaN) / (nginxResult?.rps ?? NaN))})`)
   console.log(`a memory cache hit: ${ratio(cacheHit?.rps ?? NaN, plain?.rps)}× a proxied request's req/s (target ≥ 1.5)`)
