@@ -118,8 +118,8 @@ function headOut(ex: Exchange, body: AnswerBody): boolean {
 function onBodyData(this: AnswerBody, chunk: Buffer): void {
   const ex = this[kExchange] as Exchange
   const res = ex.reply.raw as Answer
-  // The client left: the exchange gives the upstream request up.
-  if (res.destroyed) return void this.destroy()
+  // The client left (an HTTP/2 answer has no `destroyed`: its exchange hears the reset): the upstream request is given up.
+  if (ex.clientGone || res.destroyed) return void this.destroy()
   if (!headOut(ex, this)) return
   if (res.write(chunk)) return
   this.pause()
