@@ -14,6 +14,9 @@ import { createSharedState } from './state/shared-state.js'
 import { createAccessLog } from './observability/access-log.js'
 import { DURATION_BUCKETS, GatewayMetrics } from './observability/metrics.js'
 import { createTracing } from './observability/tracing.js'
+import { SLOT_FIELDS, SLOT_MS, SLOTS, TrafficHistory } from './observability/traffic-history.js'
+import { createFleetHistory } from './state/fleet-history.js'
+import { SPLIT_CHART } from './proxy/compile-route.js'
 import { createRedirectServer } from './tls/redirect-server.js'
 import { createTlsServing } from './tls/tls-server.js'
 import { servingMode } from './workers/serving-mode.js'
@@ -38,6 +41,9 @@ export interface RunningPortico {
 
 /** How long a worker being replaced answers with Connection: close before it closes the connections left idle. */
 const HAND_OVER_MS = 1_000
+
+/** The policy counters the status page charts, and the split's shares. */
+const HISTORY_CHARTS = [...POLICIES.flatMap((kind) => kind.charts ?? []), SPLIT_CHART]
 
 /** In a worker of `--workers`: its number, on every log line and access log line. */
 const WORKER = workerId()
@@ -120,6 +126,19 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     }
   })
 
+  const history = new TrafficHistory({
+    totals: () => metrics.routeTotals(),
+    events: () => gateway.stats.policyEvents,
+    charts: HISTORY_CHARTS,
+    table: () => {
+      const live = gateway.routes.current()
+      return { routes: live.table.names, version: live.version, appliedAt: live.appliedAt, refused: live.sources.filter((s) => s.state !== 'applied').map((s) => s.source) }
+    },
+    fleet: state && createFleetHistory({ state, logger: logger.child({ component: 'history' }), slotMs: SLOT_MS, slots: SLOTS, fields: SLOT_FIELDS, knownRoute: (name) => gateway.routes.current().table.names.has(name), chartTitles: new Set(HISTORY_CHARTS.map((c) => c.title)) }),
+    logger,
+  })
+  history.start()
+
   const startedAt = Date.now()
   const describeSelf = () => ({
     id: state?.replicaId ?? 'local',
@@ -145,6 +164,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     replicaId: state?.replicaId ?? 'local',
     traffic: () => metrics.routeTraffic(),
     bucketBounds: DURATION_BUCKETS,
+    history,
     policies: gateway.policies,
   })
   // fastify hands these to node's listen as they are (reusePort too, which its types do not name).
@@ -182,6 +202,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
         gateway.app.server.closeAllConnections()
       }
       discovery.stop()
+      history.stop()
       tls?.stop()
       redirect?.closeAllConnections()
       await new Promise((resolve) => (redirect ? redirect.close(resolve) : resolve(undefined)))

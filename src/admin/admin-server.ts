@@ -8,6 +8,8 @@ import type { RouteWatcher } from '../config/route-watcher.js'
 import type { HealthRegistry } from './health-registry.js'
 import type { Registry } from 'prom-client'
 import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { pathToFileURL } from 'node:url'
 import type { AnyPolicyKind, PolicyDeps, RoutePolicy, StatusCell, StatusColumn } from '../policies/policy.js'
 import type { ConsumerDefinition } from '../policies/consumers.js'
 import { parseDuration } from '../kernel/duration.js'
@@ -15,6 +17,7 @@ import type { OperatorOverrides } from '../state/operator-overrides.js'
 import { AUDIT_LENGTH, type AuditLog } from './audit-log.js'
 import { RouteTable } from '../config/route-table.js'
 import { normalizePath } from '../proxy/normalize-path.js'
+import type { Mark, TrafficHistory } from '../observability/traffic-history.js'
 
 export interface AdminOptions {
   readonly logger: FastifyBaseLogger
@@ -39,6 +42,8 @@ export interface AdminOptions {
   readonly traffic: () => readonly { route: string; requests: number; errors: number; buckets: number[] }[]
   /** Upper bounds (s) of those buckets. */
   readonly bucketBounds: readonly number[]
+  /** The last 15 minutes of each route's traffic, for the status page's charts. */
+  readonly history: TrafficHistory
   /** The policies there are, with what they were built with: their status columns and admin actions. */
   readonly policies: { readonly kinds: readonly AnyPolicyKind[]; readonly deps: PolicyDeps }
 }
@@ -165,33 +170,69 @@ export function createAdminServer(options: AdminOptions): FastifyInstance {
 
 /** The status page (`GET /`, its script and style: files shipped with the package) and its live feed. */
 function registerConsole(app: FastifyInstance, options: AdminOptions, authorize: (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>): void {
-  const files: Record<string, string> = { '/': 'index.html', '/console.js': 'console.js', '/console.css': 'console.css' }
+  const page = (file: string) => new URL(`../../console/${file}`, import.meta.url)
+  // The chart library, from the package's own dependencies: no CDN, nothing to build.
+  const uplot = (file: string) => pathToFileURL(createRequire(import.meta.url).resolve(`uplot/dist/${file}`))
+  const files: Record<string, URL> = { '/': page('index.html'), '/console.js': page('console.js'), '/console.css': page('console.css'), '/vendor/uplot.js': uplot('uPlot.esm.js'), '/vendor/uplot.css': uplot('uPlot.min.css') }
   const types: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' }
   for (const [path, file] of Object.entries(files)) {
-    const body = readFileSync(new URL(`../../console/${file}`, import.meta.url), 'utf8')
+    const body = readFileSync(file, 'utf8')
     // The page holds no data: it asks for the token, then reads the API with it.
     app.get(path, async (_request, reply) =>
-      reply.type(types[file.split('.').pop() ?? 'html'] ?? 'text/plain').header('cache-control', 'no-store').header('content-security-policy', "default-src 'self'; connect-src 'self'").send(body),
+      reply.type(types[file.pathname.split('.').pop() ?? 'html'] ?? 'text/plain').header('cache-control', 'no-store').header('content-security-policy', "default-src 'self'; connect-src 'self'").send(body),
     )
   }
 
-  app.get('/admin/snapshot', { preHandler: authorize }, async () => snapshotOf(options))
+  type Filtered = { Querystring: { route?: string | string[] } }
+  const filterOf = (request: FastifyRequest<Filtered>): string => String(singleValues(request.query).route ?? '').slice(0, 200)
+  app.get<Filtered>('/admin/snapshot', { preHandler: authorize }, async (request) => snapshotOf(options, filterOf(request)))
+
+  const { history } = options
+  const shownNames = (filter: string): ReadonlySet<string> => new Set(routesShown(options, filter).shown.map((route) => route.name))
+  app.get<Filtered>('/admin/history', { preHandler: authorize }, async (request) => {
+    await history.watch()
+    return history.summary(shownNames(filterOf(request)))
+  })
+  app.get<{ Params: { name: string } }>('/admin/routes/:name/history', { preHandler: authorize }, async (request) => {
+    const live = options.routes.current()
+    if (!live.table.names.has(request.params.name)) throw new GatewayError('not_found', `No route is named "${request.params.name}"`)
+    await history.watch()
+    const view = history.route(request.params.name)
+    const from = view.times[0] ?? 0
+    const actions: Mark[] = (await options.audit.list(AUDIT_LENGTH))
+      .filter((entry) => entry.route === view.route && Date.parse(entry.at) >= from)
+      .map((entry) => ({ at: Date.parse(entry.at), kind: 'operator', text: `${entry.action}${entry.instance ? ` ${entry.instance}` : ''} by ${entry.by}${entry.reason ? `: ${entry.reason}` : ''}` }))
+    return { ...view, marks: [...view.marks, ...actions].sort((a, b) => a.at - b.at) }
+  })
 
   // Server-Sent Events, one snapshot a second. The page reads them with fetch (an EventSource cannot send the token).
-  const streams = new Set<FastifyReply>()
-  app.get('/admin/events', { preHandler: authorize }, (_request, reply) => {
+  // The history comes whole once, then a slot every 5 s as it is final; all of them of the routes the page shows.
+  const streams = new Map<FastifyReply, string>()
+  const write = (reply: FastifyReply, event: string, data: unknown) => {
+    // What is written may be ready after the page went away.
+    if (!reply.raw.destroyed && !reply.raw.writableEnded) reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`)
+  }
+  const stopSlots = history.onSlot((slot) => {
+    for (const [reply, filter] of streams) {
+      const shown = shownNames(filter)
+      write(reply, 'slot', { ...slot, routes: Object.fromEntries(Object.entries(slot.routes).filter(([name]) => shown.has(name))) })
+    }
+  })
+  app.get<Filtered>('/admin/events', { preHandler: authorize }, (request, reply) => {
+    const filter = filterOf(request)
     reply.hijack()
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' })
-    streams.add(reply)
+    streams.set(reply, filter)
     const send = () =>
-      void snapshotOf(options).then(
-        (snapshot) => {
-          // The snapshot may be ready after the page went away.
-          if (!reply.raw.destroyed && !reply.raw.writableEnded) reply.raw.write(`event: snapshot\ndata: ${JSON.stringify(snapshot)}\n\n`)
-        },
+      void snapshotOf(options, filter).then(
+        (snapshot) => write(reply, 'snapshot', snapshot),
         () => undefined,
       )
     send()
+    void history.watch().then(
+      () => write(reply, 'history', history.summary(shownNames(filter))),
+      () => undefined,
+    )
     const timer = setInterval(send, 1_000)
     reply.raw.on('close', () => {
       clearInterval(timer)
@@ -199,7 +240,8 @@ function registerConsole(app: FastifyInstance, options: AdminOptions, authorize:
     })
   })
   app.addHook('onClose', async () => {
-    for (const reply of streams) reply.raw.end()
+    stopSlots()
+    for (const reply of streams.keys()) reply.raw.end()
   })
 }
 
@@ -244,16 +286,29 @@ function heldOut(route: LiveRoute, instances: readonly Instance[]): Map<string, 
   return out
 }
 
-/** Consumers the status page's feed carries each second; all of them are on /admin/consumers. */
+/**
+ * What the status page's feed carries each second, at most: consumers (all of them are on /admin/consumers), routes
+ * (the page filters by name or prefix for the others; all are on /admin/routes), instances of a route.
+ */
 const SNAPSHOT_CONSUMERS = 200
+const SNAPSHOT_ROUTES = 200
+const SNAPSHOT_INSTANCES = 20
+
+/** The routes whose name or prefix holds `filter` (case aside), the first SNAPSHOT_ROUTES of them shown. */
+function routesShown(options: AdminOptions, filter: string): { shown: LiveRoute[]; matched: number } {
+  const needle = filter.toLowerCase()
+  const matched = options.routes.current().table.routes.filter((route) => needle === '' || route.name.toLowerCase().includes(needle) || route.prefix.toLowerCase().includes(needle))
+  return { shown: matched.slice(0, SNAPSHOT_ROUTES), matched: matched.length }
+}
 
 /**
  * What the status page shows: routes with instances, traffic counts and a cell per policy column (each policy
  * describes its own cells); the fleet; file errors.
  */
-async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown>> {
+async function snapshotOf(options: AdminOptions, filter: string): Promise<Record<string, unknown>> {
   const live = options.routes.current()
-  const traffic = new Map(options.traffic().map((t) => [t.route, t]))
+  const { shown, matched } = routesShown(options, filter)
+  const traffic = new Map(options.traffic().map(({ route, ...counts }) => [route, counts]))
   const { kinds, deps } = options.policies
   const columns = kinds.flatMap((kind) => (kind.column ? [{ key: kind.key, column: kind.column }] : []))
   const { ejections } = options.overrides.snapshot()
@@ -264,7 +319,9 @@ async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown
     bucketBounds: options.bucketBounds,
     health: options.health.report(),
     columns: columns.map(({ column }) => ({ title: column.title, attribute: column.attribute })),
-    routes: live.table.routes.map((route) => {
+    routeCount: live.table.routes.length,
+    routesMatched: matched,
+    routes: shown.map((route) => {
       const instances = route.discovered()
       const held = heldOut(route, instances)
       const operatorEjected = ejections[route.name] ?? {}
@@ -274,7 +331,8 @@ async function snapshotOf(options: AdminOptions): Promise<Record<string, unknown
         target: targetText(route),
         cells: Object.fromEntries(columns.map(({ key, column }) => [column.attribute, cellOf(route, key, column, deps)])),
         traffic: traffic.get(route.name) ?? { requests: 0, errors: 0, buckets: [] },
-        instances: instances.map((i) => ({ id: i.id, origin: i.origin, state: operatorEjected[i.id] ? 'ejected by operator' : held.has(i.id) ? `held out by ${held.get(i.id)}` : 'in rotation' })),
+        instanceCount: instances.length,
+        instances: instances.slice(0, SNAPSHOT_INSTANCES).map((i) => ({ id: i.id, origin: i.origin, state: operatorEjected[i.id] ? 'ejected by operator' : held.has(i.id) ? `held out by ${held.get(i.id)}` : 'in rotation' })),
       }
     }),
     consumers: live.consumers.slice(0, SNAPSHOT_CONSUMERS).map((consumer) => ({

@@ -20,10 +20,12 @@ export interface MatchedRequest {
  */
 export class RouteTable<R extends RouteDefinition = RouteDefinition> {
   readonly routes: readonly R[]
+  readonly names: ReadonlySet<string>
   readonly #byPrefix: ReadonlyMap<string, readonly R[]>
 
   constructor(routes: readonly R[]) {
     this.routes = Object.freeze([...routes].sort((a, b) => b.prefix.length - a.prefix.length || a.prefix.localeCompare(b.prefix)))
+    this.names = new Set(routes.map((route) => route.name))
     const byPrefix = new Map<string, R[]>()
     for (const route of routes) byPrefix.set(route.prefix, [...(byPrefix.get(route.prefix) ?? []), route])
     for (const list of byPrefix.values()) list.sort((a, b) => conditionCount(b) - conditionCount(a))

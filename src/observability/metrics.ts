@@ -7,6 +7,7 @@ import { DURATION_BUCKETS, DurationCounts } from '../proxy/attempt-stats.js'
 
 export { DURATION_BUCKETS }
 import type { ComponentHealth } from '../kernel/health.js'
+import type { RouteTotals } from './traffic-history.js'
 import type { GatewayStats, RequestRecord } from '../proxy/gateway.js'
 
 export interface MetricsSources {
@@ -39,13 +40,25 @@ const DURATION_HELP = 'Time to the response being sent, by route.'
 const ATTEMPT_DURATION = 'portico_upstream_attempt_duration_seconds'
 const ATTEMPT_DURATION_HELP = 'Time from an upstream attempt\'s start (waiting for a pooled connection included) to its response headers, by route and instance.'
 
-/** One route's answered requests: plain numbers on the request path, turned into Prometheus samples at scrape time. */
-class RouteTraffic {
+/**
+ * One route's answered requests: plain numbers on the request path, turned into Prometheus samples at scrape time and
+ * into the traffic history's slots every 5 s.
+ */
+class RouteTraffic implements RouteTotals {
   readonly byStatus = new Map<number, number>()
+  /** Answers the gateway gave itself, by problem code. */
+  readonly codes = new Map<string, number>()
   readonly durations = new DurationCounts()
 
-  record(status: number, seconds: number): void {
+  constructor(readonly route: string) {}
+
+  get durationBuckets(): readonly number[] {
+    return this.durations.inBucket
+  }
+
+  record(status: number, seconds: number, code: string | undefined): void {
     this.byStatus.set(status, (this.byStatus.get(status) ?? 0) + 1)
+    if (code !== undefined) this.codes.set(code, (this.codes.get(code) ?? 0) + 1)
     this.durations.record(seconds, false)
   }
 }
@@ -96,7 +109,6 @@ function scrapedCounter<L extends string>(registers: Registry[], name: string, h
  */
 export class GatewayMetrics {
   readonly registry = new Registry()
-  readonly #problems: Counter<'route' | 'code'>
   readonly #traffic = new Map<string, RouteTraffic>()
 
   constructor(sources: MetricsSources) {
@@ -206,7 +218,9 @@ export class GatewayMetrics {
       const counts = sources.redisCommands()
       if (counts) yield [{}, counts.failed]
     })
-    this.#problems = new Counter({ name: 'portico_gateway_errors_total', help: 'Answers the gateway gave itself, by route and problem code (rate_limited, circuit_open, upstream_timeout, …).', labelNames: ['route', 'code'], registers })
+    scrapedCounter(registers, 'portico_gateway_errors_total', 'Answers the gateway gave itself, by route and problem code (rate_limited, circuit_open, upstream_timeout, …).', ['route', 'code'], function* () {
+      for (const [route, t] of traffic) for (const [code, n] of t.codes) yield [{ route, code }, n]
+    })
     new Gauge({
       name: 'portico_circuit_breaker_forced',
       aggregator: 'max',
@@ -282,14 +296,18 @@ export class GatewayMetrics {
     }))
   }
 
+  /** Each route's counts since start (or the last reset), as they are: the traffic history takes its slots from them. */
+  routeTotals(): Iterable<RouteTotals> {
+    return this.#traffic.values()
+  }
+
   recordRequest({ route, status, durationMs, code }: RequestRecord): void {
     let traffic = this.#traffic.get(route)
     if (!traffic) {
-      traffic = new RouteTraffic()
+      traffic = new RouteTraffic(route)
       this.#traffic.set(route, traffic)
     }
-    traffic.record(status, durationMs / 1000)
-    if (code) this.#problems.inc({ route, code })
+    traffic.record(status, durationMs / 1000, code)
   }
 }
 

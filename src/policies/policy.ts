@@ -260,6 +260,8 @@ export interface PolicyKind<Spec, Config, Live extends RoutePolicy = RoutePolicy
   services?(config: Config): readonly string[]
   /** The counters its decisions feed (through `deps.events`), exported by route and their own label. */
   readonly counters?: readonly PolicyCounter[]
+  /** Which of those counters the status page charts over time, and how. */
+  readonly charts?: readonly CounterChart[]
   readonly gauges?: readonly PolicyGauge<Live>[]
   readonly column?: StatusColumn<Live>
   readonly adminActions?: readonly AdminAction<Live>[]
@@ -267,6 +269,19 @@ export interface PolicyKind<Spec, Config, Live extends RoutePolicy = RoutePolicy
   holdForHost?(): void
   /** What readiness says of the routes' live policies of this kind (degraded: serving on a fallback, such as a stale key set). */
   health?(policies: readonly Live[]): ComponentHealth
+}
+
+/**
+ * A policy counter drawn on the status page's route view: its counts per 5 s slot of the traffic history, summed over
+ * the fleet. `marks` go on the time axis of every chart (a breaker opening); `series` get a chart of their own, a line
+ * per series (auth refusals by reason); `shares` too, each series as its share of the slot's sum (a split's targets).
+ */
+export interface CounterChart {
+  readonly counter: PolicyCounter
+  readonly title: string
+  readonly as: 'marks' | 'series' | 'shares'
+  /** The series an outcome is drawn under, or undefined to leave it out (auth's allowed requests). */
+  series(outcome: string): string | undefined
 }
 
 // Each kind checks its own Spec and Config; the list of them is heterogeneous.

@@ -5,7 +5,7 @@ import type { UpstreamSource } from '../balancer/upstream-schema.js'
 import type { RouteDefinition, TargetDefinition } from '../config/parse-route-file.js'
 import { readCallerKey } from '../policies/caller-key.js'
 import { PolicyCounter, type PolicyEvents } from '../policies/policy-events.js'
-import { RequestValue, type AnyPolicyKind, type AttemptWrapper, type PolicyExchange, type RequestGuard, type Send } from '../policies/policy.js'
+import { RequestValue, type AnyPolicyKind, type AttemptWrapper, type CounterChart, type PolicyExchange, type RequestGuard, type Send } from '../policies/policy.js'
 import type { KeyedPolicy, RouteWithPolicies } from '../policies/policy-registry.js'
 import type { OperatorOverrides } from '../state/operator-overrides.js'
 import type { Exchange, LiveRoute, LiveTarget } from './exchange.js'
@@ -15,6 +15,8 @@ import { replyOptionsFor, sendViaReplyFrom } from './send.js'
 export const SPLIT_TARGET = new RequestValue<string>('split.target', { logField: 'target', spanAttribute: 'portico.split.target' })
 
 export const SPLIT_REQUESTS = new PolicyCounter('portico_split_requests_total', 'Requests of a split route by the target they went to.', 'target')
+/** The status page's chart of each target's share of a split route. */
+export const SPLIT_CHART: CounterChart = { counter: SPLIT_REQUESTS, title: 'Split: share by target', as: 'shares', series: (target) => target }
 
 /** What compiling a route needs of its gateway. */
 export interface RouteParts {

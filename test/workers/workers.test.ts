@@ -254,7 +254,7 @@ describe('portico start --workers 2', () => {
     let feed = ''
     const stream = get(`${gateway.adminUrl}/admin/events`, (res) => res.on('data', (chunk: Buffer) => (feed += chunk.toString())).on('error', () => undefined))
     stream.on('error', () => undefined)
-    const first = await waitFor(() => /^data: (.*)$/m.exec(feed)?.[1], { what: 'the first snapshot' })
+    const first = await waitFor(() => /^event: snapshot\ndata: (.*)$/m.exec(feed)?.[1], { what: 'the first snapshot' })
     const victim = (JSON.parse(first) as { fleet: { pid: number }[] }).fleet[0]?.pid
     expect(workerPids(gateway.output())).toContain(victim)
     process.kill(victim as number, 'SIGKILL')

@@ -16,6 +16,12 @@ const DECISIONS = new PolicyCounter(
   'outcome',
 )
 
+/** Why a decision refused the request (`expired`, `denied`, …), or undefined for one that let it in. */
+function refusalReason(outcome: string): string | undefined {
+  const reason = DECISIONS.valuesOf(outcome)[1]
+  return reason === 'allowed' || reason === 'allowed_on_error' ? undefined : reason
+}
+
 /** What every consumer's request sends upstream of its identity; a client's own headers of these names never pass. */
 const CONSUMER_NAME = 'x-consumer-name'
 const CONSUMER_GROUPS = 'x-consumer-groups'
@@ -57,6 +63,7 @@ export const authPolicy: PolicyKind<AuthSpec, AuthConfig, LiveAuth> = {
     }
   },
   counters: [DECISIONS],
+  charts: [{ counter: DECISIONS, title: 'Auth refusals by reason', as: 'series', series: refusalReason }],
   gauges: [{ name: 'portico_auth_jwks_stale', help: 'Whether the JWKS of the route\'s JWT auth is stale (1: its last fetch failed, the last good copy is in use).', aggregator: 'max', read: (auth) => (auth.jwks?.stale() === undefined ? 0 : 1) }],
   column: {
     title: 'Auth',
@@ -64,7 +71,7 @@ export const authPolicy: PolicyKind<AuthSpec, AuthConfig, LiveAuth> = {
     cell: (auth, route, { events }) => {
       if (!auth) return undefined
       let refused = 0
-      for (const [outcome, count] of events.ofRoute(DECISIONS, route)) if (!outcome.endsWith('allowed') && !outcome.endsWith('allowed_on_error')) refused += count
+      for (const [outcome, count] of events.ofRoute(DECISIONS, route)) if (refusalReason(outcome) !== undefined) refused += count
       const stale = auth.jwks?.stale()
       const methods = [auth.config.apiKey && 'key', auth.config.jwt && 'jwt', auth.config.forward && 'forward'].filter(Boolean).join(' · ')
       return { mark: stale ? 'stale' : 'on', text: `${methods} · ${refused} refused`, ...(stale ? { tone: 'warn' as const, note: `JWKS stale: ${stale}` } : {}) }

@@ -72,6 +72,7 @@ export const circuitBreakerPolicy: PolicyKind<CircuitBreakerSpec, CircuitBreaker
   },
   perTarget: true,
   counters: [TRANSITIONS],
+  charts: [{ counter: TRANSITIONS, title: 'Breaker', as: 'marks', series: (to) => to }],
   gauges: [{ name: 'portico_circuit_breaker_state', aggregator: 'max', help: 'Breaker state per route: 0 closed, 1 half-open, 2 open.', read: (breaker) => STATE_NUMBER[breaker.describe().state] }],
   column: {
     title: 'Breaker',

@@ -28,6 +28,7 @@ export const rateLimitPolicy: PolicyKind<RateLimitSpec, RateLimitConfig, LiveRat
     describe: () => ({ key: config.key.kind === 'header' ? `header:${config.key.header}` : config.key.kind, limits: config.limits, onRedisDown: config.onRedisDown }),
   }),
   counters: [DECISIONS],
+  charts: [{ counter: DECISIONS, title: 'Rate limit', as: 'series', series: (outcome) => (outcome === 'allowed' ? undefined : outcome) }],
   column: {
     title: 'Limit',
     attribute: 'limit',
