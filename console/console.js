@@ -246,7 +246,7 @@ const marksPlugin = (marksOf) => ({
 function drawRoute(view) {
   $('#route-name').textContent = view.route
   const local = view.fleet ? view.fleet.filter((f) => f === 0).length : 0
-  $('#route-scope').textContent = view.fleet ? (local === 0 ? 'the whole fleet' : `the whole fleet (${local} of ${view.fleet.length} slots this replica's alone: Redis was away)`) : 'this replica'
+  $('#route-scope').textContent = view.fleet ? `summed over every replica (and worker)${local === 0 ? '' : `: ${local} of ${view.fleet.length} slots are this one's alone`}` : 'this replica'
   const x = view.times.map((t) => t / 1000)
   const specs = chartsOf(view)
   const container = $('#route-charts')

@@ -15,7 +15,7 @@ import { createAccessLog } from './observability/access-log.js'
 import { DURATION_BUCKETS, GatewayMetrics } from './observability/metrics.js'
 import { createTracing } from './observability/tracing.js'
 import { SLOT_FIELDS, SLOT_MS, SLOTS, TrafficHistory } from './observability/traffic-history.js'
-import { createFleetHistory } from './state/fleet-history.js'
+import { createFleetHistory, createHostHistory } from './state/fleet-history.js'
 import { SPLIT_CHART } from './proxy/compile-route.js'
 import { createRedirectServer } from './tls/redirect-server.js'
 import { createTlsServing } from './tls/tls-server.js'
@@ -126,6 +126,7 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
     }
   })
 
+  const historySlots = { slotMs: SLOT_MS, slots: SLOTS, fields: SLOT_FIELDS, knownRoute: (name: string) => gateway.routes.current().table.names.has(name), chartTitles: new Set(HISTORY_CHARTS.map((c) => c.title)) }
   const history = new TrafficHistory({
     totals: () => metrics.routeTotals(),
     events: () => gateway.stats.policyEvents,
@@ -134,7 +135,8 @@ export async function startPortico(config: PorticoConfig, logger: Logger = creat
       const live = gateway.routes.current()
       return { routes: live.table.names, version: live.version, appliedAt: live.appliedAt, refused: live.sources.filter((s) => s.state !== 'applied').map((s) => s.source) }
     },
-    fleet: state && createFleetHistory({ state, logger: logger.child({ component: 'history' }), slotMs: SLOT_MS, slots: SLOTS, fields: SLOT_FIELDS, knownRoute: (name) => gateway.routes.current().table.names.has(name), chartTitles: new Set(HISTORY_CHARTS.map((c) => c.title)) }),
+    // The fleet's, through Redis; without it, the host's workers' through their primary.
+    fleet: state ? createFleetHistory({ state, ...historySlots }) : WORKER === undefined ? undefined : createHostHistory(historySlots),
     logger,
   })
   history.start()

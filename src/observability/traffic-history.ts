@@ -161,6 +161,7 @@ export class TrafficHistory {
 
   stop(): void {
     clearTimeout(this.#timer)
+    this.#options.fleet?.stop()
   }
 
   /** Calls `listener` with each slot once it is final (after the fleet's copies are summed in, with Redis). */
@@ -177,7 +178,7 @@ export class TrafficHistory {
     const now = this.#now()
     const wasWatched = now < this.#watchedUntil
     this.#watchedUntil = now + SLOTS * SLOT_MS
-    if (this.#options.fleet && !wasWatched) await this.#mergeFleet(this.#window().filter((start) => this.#merged[indexOf(start)] === 0))
+    if (this.#options.fleet && !this.#options.fleet.pushed && !wasWatched) await this.#mergeFleet(this.#window().filter((start) => this.#merged[indexOf(start)] === 0))
   }
 
   /** Closes the slot that just ended and hands it on; the timer calls it at each boundary. */
@@ -198,7 +199,7 @@ export class TrafficHistory {
     if (!fleet) return this.#announce(start)
     void fleet.publish(start, own).catch((error: unknown) => this.#options.logger.debug({ err: error }, 'traffic history slot not published'))
     setTimeout(() => {
-      const merge = this.#now() < this.#watchedUntil ? this.#mergeFleet([start, start - SLOT_MS]) : Promise.resolve()
+      const merge = fleet.pushed || this.#now() < this.#watchedUntil ? this.#mergeFleet([start, start - SLOT_MS]) : Promise.resolve()
       void merge.then(() => this.#announce(start))
     }, MERGE_DELAY_MS).unref()
   }
@@ -323,7 +324,7 @@ export class TrafficHistory {
         previous.codes.set(code, n)
         if (d > 0) codes[code] = d
       }
-      if (live.has(totals.route) && (fields[REQUESTS] as number) > 0) Object.assign(entry(totals.route), { fields, codes })
+      if (live.has(totals.route) && (fields[REQUESTS] as number) > 0) slot.set(totals.route, { fields, codes, charts: {} })
     }
     const events = this.#options.events()
     for (const chart of this.#options.charts) {

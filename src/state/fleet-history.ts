@@ -1,5 +1,5 @@
+import { hostChannel } from '../kernel/host-channel.js'
 import { parseJsonObject } from '../kernel/json.js'
-import type { Logger } from '../kernel/logger.js'
 import type { SharedState } from './shared-state.js'
 
 /** One route's counts in one slot of the traffic history: what a replica publishes, and what the fleet's are the sum of. */
@@ -17,14 +17,19 @@ export type Slot = Map<string, SlotCounts>
 
 /** Where the replicas' slots meet: each publishes its own, and reads the others'. */
 export interface FleetHistory {
+  /** The others' slots come to this replica whether it reads them or not: reading costs nothing, so every slot is summed. */
+  readonly pushed: boolean
   publish(start: number, slot: Slot): Promise<void>
-  /** The other replicas' slots at these starts; undefined while the fleet cannot be read (Redis away). */
+  /**
+   * The other replicas' slots at those of these starts it can tell; undefined while the fleet cannot be read (Redis
+   * away).
+   */
   read(starts: readonly number[]): Promise<Map<number, Slot[]> | undefined>
+  stop(): void
 }
 
 export interface FleetHistoryOptions {
   readonly state: SharedState
-  readonly logger: Logger
   readonly slotMs: number
   readonly slots: number
   /** How many fixed fields a slot has. */
@@ -53,13 +58,12 @@ export function createFleetHistory(options: FleetHistoryOptions): FleetHistory {
   const { state } = options
   const keyOf = (start: number) => `${KEY_PREFIX}${start}`
   return {
+    pushed: false,
     async publish(start, slot) {
       if (!state.isUp()) return
-      const routes: Record<string, unknown> = {}
-      for (const [route, counts] of slot) routes[route] = { f: trimmed(counts.fields), ...(isEmpty(counts.codes) ? {} : { c: counts.codes }), ...(isEmpty(counts.charts) ? {} : { s: counts.charts }) }
       await state.redis
         .multi()
-        .hset(keyOf(start), state.replicaId, JSON.stringify({ v: FORMAT, routes }))
+        .hset(keyOf(start), state.replicaId, JSON.stringify(encoded(slot)))
         .pexpire(keyOf(start), (options.slots + 2) * options.slotMs)
         .exec()
     },
@@ -84,7 +88,45 @@ export function createFleetHistory(options: FleetHistoryOptions): FleetHistory {
       }
       return slots
     },
+    stop: () => undefined,
   }
+}
+
+const HOST_CHANNEL = 'history'
+/** Slots of the other workers kept for the sums: the one just ended, and two before it for a late sender. */
+const HOST_SLOTS_KEPT = 3
+
+/**
+ * The workers of one host without Redis: each sends its slot to the others through the primary (the host channel) as
+ * it ends, and keeps theirs of the last few slots, so the page (read through any one worker) charts the host.
+ */
+export function createHostHistory(options: Omit<FleetHistoryOptions, 'state'>): FleetHistory {
+  const received = new Map<number, Slot[]>()
+  const stop = hostChannel.subscribe((channel, message) => {
+    if (channel !== HOST_CHANNEL) return
+    const start = parseJsonObject(message)?.start
+    const slot = parseSlot(message, options)
+    if (typeof start !== 'number' || !slot) return
+    received.set(start, [...(received.get(start) ?? []), slot])
+    for (const kept of received.keys()) if (kept <= start - HOST_SLOTS_KEPT * options.slotMs) received.delete(kept)
+  })
+  return {
+    pushed: true,
+    async publish(start, slot) {
+      hostChannel.publish(HOST_CHANNEL, JSON.stringify({ ...encoded(slot), start }))
+    },
+    async read(starts) {
+      return new Map(starts.flatMap((start) => (received.has(start) ? [[start, received.get(start) as Slot[]]] : [])))
+    },
+    stop,
+  }
+}
+
+/** A slot as it travels: the fields without their trailing zeros, codes and charts only where there are any. */
+function encoded(slot: Slot): { v: number; routes: Record<string, unknown> } {
+  const routes: Record<string, unknown> = {}
+  for (const [route, counts] of slot) routes[route] = { f: trimmed(counts.fields), ...(isEmpty(counts.codes) ? {} : { c: counts.codes }), ...(isEmpty(counts.charts) ? {} : { s: counts.charts }) }
+  return { v: FORMAT, routes }
 }
 
 function trimmed(fields: readonly number[]): number[] {

@@ -39,7 +39,12 @@ describe('the status page\'s charts in a real browser (headless Chromium)', () =
   - name: quiet
     prefix: /quiet
     upstreams: [${upstream.url}]
+  - name: keyed
+    prefix: /keyed
+    upstreams: [${upstream.url}]
+    auth: { apiKey: {} }
 `,
+        'consumers.yaml': 'consumers:\n  - name: acme\n    apiKeys: [sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08]\n',
       },
       {},
       { PORTICO_ADMIN_TOKEN: TOKEN },
@@ -76,7 +81,7 @@ describe('the status page\'s charts in a real browser (headless Chromium)', () =
     await page.goto(gateway.adminUrl)
     await page.locator('#token').fill(TOKEN)
     await page.getByRole('button', { name: 'Connect' }).click()
-    await expect.poll(() => page.locator('#routes tbody tr').count(), { timeout: 5_000 }).toBe(2)
+    await expect.poll(() => page.locator('#routes tbody tr').count(), { timeout: 5_000 }).toBe(3)
 
     // A slot of healthy traffic, then one of failures that opens the breaker.
     await send(30)
@@ -122,9 +127,22 @@ describe('the status page\'s charts in a real browser (headless Chromium)', () =
   it('filters the routes it shows (the feed carries those only)', async () => {
     await page.locator('#route-filter').fill('qui')
     await expect.poll(() => page.locator('#routes tbody tr').evaluateAll((rows) => rows.map((row) => row.getAttribute('data-route'))), { timeout: 5_000 }).toEqual(['quiet'])
-    expect(await page.locator('#route-count').textContent()).toBe('showing 1 of 1 matching · 2 in all')
+    expect(await page.locator('#route-count').textContent()).toBe('showing 1 of 1 matching · 3 in all')
     await page.locator('#route-filter').fill('')
-    await expect.poll(() => page.locator('#routes tbody tr').count(), { timeout: 5_000 }).toBe(2)
+    await expect.poll(() => page.locator('#routes tbody tr').count(), { timeout: 5_000 }).toBe(3)
+  })
+
+  it('charts a route\'s auth refusals by reason', async () => {
+    failing = false
+    for (const headers of [{}, {}, { 'x-api-key': 'not-a-key' }]) await (await request(`${gateway.url}/keyed/x`, { headers })).body.dump()
+    expect((await request(`${gateway.url}/keyed/x`, { headers: { 'x-api-key': 'test' } })).statusCode).toBe(200)
+    const total = (values: (number | null)[] | undefined) => (values ?? []).reduce<number>((sum, n) => sum + (n ?? 0), 0)
+    const refusals = await waitFor(async () => {
+      const view = (await (await request(`${gateway.adminUrl}/admin/routes/keyed/history`, { headers: auth })).body.json()) as { charts: { title: string; series: Record<string, (number | null)[]> }[] }
+      const chart = view.charts.find((c) => c.title === 'Auth refusals by reason')
+      return chart && total(chart.series.missing) === 2 ? chart : undefined
+    }, { timeoutMs: 15_000, what: 'the auth refusals in a closed slot' })
+    expect(Object.fromEntries(Object.entries(refusals.series).map(([reason, values]) => [reason, total(values)]))).toEqual({ missing: 2, invalid: 1 })
   })
 
   it('is readable dark and on a phone, with nothing the page\'s policy refuses', async () => {

@@ -156,6 +156,8 @@ describe('the traffic history', () => {
     const peers = new Map<number, Slot[]>()
     let reads = 0
     const fleet: FleetHistory = {
+      pushed: false,
+      stop: () => undefined,
       publish: async (start, slot) => void published.set(start, slot),
       read: async (starts) => {
         reads++

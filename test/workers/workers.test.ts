@@ -126,6 +126,12 @@ describe('portico start --workers 2', () => {
       return found.length === 30 ? found : undefined
     }, { timeoutMs: 5_000, what: 'the access log lines (flushed every second)' })
     expect(new Set(lines.map((l) => (JSON.parse(l) as { worker: number }).worker)).size).toBe(2)
+    // the status page's history, read through one worker, holds both workers' requests and refusals
+    const total = (values: (number | null)[] | undefined) => (values ?? []).reduce<number>((sum, n) => sum + (n ?? 0), 0)
+    await waitFor(async () => {
+      const view = (await (await request(`${gateway.adminUrl}/admin/routes/limited/history`)).body.json()) as { requests: (number | null)[]; refusals: Record<string, (number | null)[]> }
+      return total(view.requests) === 30 && total(view.refusals.rate_limited) === 20
+    }, { timeoutMs: 15_000, what: 'the history to sum the host\'s workers' })
   })
 
   it('keeps a sticky client on one split target whichever worker takes its connection', async () => {
