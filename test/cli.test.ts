@@ -1,6 +1,7 @@
 import { request } from 'undici'
 import { execFileSync } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
+import { get } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { makeRoutesDir, runCli, spawnGateway, type GatewayProcess } from './support/gateway.js'
@@ -136,7 +137,12 @@ describe('signals', () => {
     await waitFor(async () => (await (await request(`${gateway.url}/more`)).body.text()) === 'done after 0', { what: '/more to route' })
   })
 
-  it('SIGTERM drains the request in flight, then exits 0', async () => {
+  it('SIGTERM drains the request in flight, then exits 0, a status page open or not', async () => {
+    // An open page's feed never ends by itself: it must not hold the exit.
+    let feed = ''
+    const page = get(`${gateway.adminUrl}/admin/events`, (res) => res.on('data', (chunk: Buffer) => (feed += chunk.toString())).on('error', () => undefined))
+    page.on('error', () => undefined)
+    await waitFor(() => feed.includes('event: snapshot'), { what: 'the status feed to stream' })
     const inFlight = request(`${gateway.url}/slow?ms=700`)
     await waitFor(() => slow.requests.some((r) => r.url.includes('ms=700')), { what: 'the request to reach the upstream' })
     gateway.child.kill('SIGTERM')

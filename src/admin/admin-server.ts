@@ -239,7 +239,8 @@ function registerConsole(app: FastifyInstance, options: AdminOptions, authorize:
       streams.delete(reply)
     })
   })
-  app.addHook('onClose', async () => {
+  // Before the server waits for its connections to end: an open page's feed never would, and shutdown would hang on it.
+  app.addHook('preClose', async () => {
     stopSlots()
     for (const reply of streams.keys()) reply.raw.end()
   })
