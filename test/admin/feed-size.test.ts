@@ -5,10 +5,14 @@ import { startUpstream, type Upstream } from '../support/upstream.js'
 
 const ROUTES = 1_000
 
-/** The status page's feed's events, as they come: name and data length, until `enough` says so (or 20 s passed). */
-async function readFeed(url: string, enough: (events: { event: string; bytes: number; data: string }[]) => boolean): Promise<{ event: string; bytes: number; data: string }[]> {
+/**
+ * The status page's feed's events, as they come: name and data length, until `enough` says so (or 20 s passed).
+ * `opened` is called once the feed answered.
+ */
+async function readFeed(url: string, enough: (events: { event: string; bytes: number; data: string }[]) => boolean, opened: () => void = () => undefined): Promise<{ event: string; bytes: number; data: string }[]> {
   const controller = new AbortController()
   const response = await request(url, { signal: AbortSignal.any([controller.signal, AbortSignal.timeout(20_000)]) })
+  opened()
   const events: { event: string; bytes: number; data: string }[] = []
   let buffer = ''
   try {
@@ -42,8 +46,13 @@ describe(`the status page's feed with ${ROUTES} routes`, () => {
   })
 
   it('carries a bounded snapshot each second, and a slot of every route with traffic each 5 s', async () => {
+    // The feed first: the slot that counts the requests must end while it is read.
+    let opened = (): void => undefined
+    const open = new Promise<void>((resolve) => (opened = resolve))
+    const reading = readFeed(`${gateway.adminUrl}/admin/events`, (seen) => seen.some((e) => e.event === 'slot' && Object.keys(JSON.parse(e.data).routes).length > 0), opened)
+    await open
     for (let batch = 0; batch < ROUTES; batch += 100) await Promise.all(Array.from({ length: 100 }, async (_, i) => (await request(`${gateway.url}/r${batch + i}/x`)).body.dump()))
-    const events = await readFeed(`${gateway.adminUrl}/admin/events`, (seen) => seen.some((e) => e.event === 'slot' && Object.keys(JSON.parse(e.data).routes).length > 0))
+    const events = await reading
     const snapshot = events.find((e) => e.event === 'snapshot')
     const history = events.find((e) => e.event === 'history')
     const slot = events.filter((e) => e.event === 'slot').at(-1)

@@ -74,7 +74,8 @@ export async function spawnGateway(routesDir: string, env: Record<string, string
       const line = output.split('\n').find((l) => l.includes('"portico is serving"'))
       return line ? (JSON.parse(line) as { url: string; adminUrl: string }) : undefined
     },
-    { timeoutMs: 20_000, what: 'portico to listen' },
+    // Each process (and each worker of --workers) compiles the sources with tsx first: slow on a CI machine running two suites' files at once.
+    { timeoutMs: 45_000, what: 'portico to listen' },
   ).catch((error: unknown) => {
     child.kill('SIGKILL')
     throw new Error(`${(error as Error).message}\n${output}`)

@@ -314,7 +314,7 @@ describe('portico start with TLS', () => {
       expect(await child.stop()).toBe(0)
       await rm(routes, { recursive: true, force: true })
     }
-  })
+  }, 60_000)
 
   it('refuses to start when no certificate can be served, saying why', async () => {
     const bad = mkdtempSync(join(tmpdir(), 'portico-tls-bad-'))

@@ -340,8 +340,14 @@ describe('portico start --workers 2', () => {
     expect(failures).toEqual([])
   })
 
-  it('drains every worker on SIGTERM and exits 0', async () => {
+  it('drains every worker on SIGTERM and exits 0, a status page open through the primary or not', async () => {
+    let feed = ''
+    const page = get(`${gateway.adminUrl}/admin/events`, (res) => res.on('data', (chunk: Buffer) => (feed += chunk.toString())).on('error', () => undefined))
+    page.on('error', () => undefined)
+    await waitFor(() => feed.includes('event: snapshot'), { what: 'the status feed to stream' })
+    const stopping = Date.now()
     expect(await gateway.stop('SIGTERM')).toBe(0)
+    expect(Date.now() - stopping).toBeLessThan(10_000)
     for (const pid of workerPids(gateway.output())) expect(() => process.kill(pid, 0)).toThrow()
   })
 })
