@@ -2,7 +2,7 @@ import type { Logger } from '../kernel/logger.js'
 import type { CounterChart } from '../policies/policy.js'
 import type { PolicyEvents } from '../policies/policy-events.js'
 import { DURATION_BUCKETS } from '../proxy/attempt-stats.js'
-import { isEmpty, type FleetHistory, type Slot, type SlotCounts } from '../state/fleet-history.js'
+import { isEmpty, ownEntry, type FleetHistory, type Slot, type SlotCounts } from '../state/fleet-history.js'
 
 /** The history's resolution and length: 5 s slots over the last 15 minutes. */
 export const SLOT_MS = 5_000
@@ -96,7 +96,7 @@ class RouteSlots {
     if (isEmpty(counts.codes) && isEmpty(counts.charts)) return
     const extras = (this.extras[index] ??= { codes: {}, charts: {} })
     addCounts(extras.codes, counts.codes)
-    for (const [title, series] of Object.entries(counts.charts)) addCounts((extras.charts[title] ??= {}), series)
+    for (const [title, series] of Object.entries(counts.charts)) addCounts(ownEntry(extras.charts, title) ?? (extras.charts[title] = {}), series)
   }
 
   isEmpty(): boolean {
@@ -224,7 +224,7 @@ export class TrafficHistory {
     const extra = (pick: (extras: NonNullable<RouteSlots['extras'][number]>) => Record<string, number> | undefined): Record<string, (number | null)[]> => {
       const out: Record<string, (number | null)[]> = {}
       times.forEach((start, i) => {
-        for (const [name, n] of Object.entries(pick(slots.extras[indexOf(start)] ?? NO_EXTRAS) ?? {})) (out[name] ??= times.map((_, j) => (known(j) ? 0 : null)))[i] = n
+        for (const [name, n] of Object.entries(pick(slots.extras[indexOf(start)] ?? NO_EXTRAS) ?? {})) (ownEntry(out, name) ?? (out[name] = times.map((_, j) => (known(j) ? 0 : null))))[i] = n
       })
       return out
     }
@@ -340,7 +340,7 @@ export class TrafficHistory {
         if (d === 0 || !live.has(route)) continue
         const name = at === -1 ? series : `${key.slice(at + 1)}: ${series}`
         const charts = (entry(route).charts[chart.title] ??= {})
-        charts[name] = (charts[name] ?? 0) + d
+        charts[name] = (ownEntry(charts, name) ?? 0) + d
       }
     }
     return slot
@@ -360,6 +360,7 @@ export class TrafficHistory {
   #mergeFleet(starts: readonly number[]): Promise<void> {
     const { fleet } = this.#options
     if (!fleet || starts.length === 0) return Promise.resolve()
+    // One merge that fails must not stop the next ones (nor reject where nobody listens).
     this.#merging = this.#merging.then(async () => {
       const others = await fleet.read(starts).catch(() => undefined)
       if (!others) return
@@ -379,7 +380,7 @@ export class TrafficHistory {
         for (const slot of slots) for (const [route, counts] of slot) if (live.has(route)) this.#slotsOf(route).add(index, counts)
         this.#merged[index] = 1
       }
-    })
+    }).catch((error: unknown) => this.#options.logger.warn({ err: error }, 'traffic history: the fleet\'s slots could not be summed'))
     return this.#merging
   }
 
@@ -440,6 +441,6 @@ export function quantileMs(q: number, buckets: ArrayLike<number>): number | null
 }
 
 function addCounts(into: Record<string, number>, counts: Record<string, number>): void {
-  for (const [name, n] of Object.entries(counts)) into[name] = Math.min(MAX_U32, (into[name] ?? 0) + n)
+  for (const [name, n] of Object.entries(counts)) into[name] = Math.min(MAX_U32, (ownEntry(into, name) ?? 0) + n)
 }
 

@@ -135,6 +135,12 @@ function trimmed(fields: readonly number[]): number[] {
   return fields.slice(0, end)
 }
 
+/**
+ * A record's own entry of `name`, never one it inherits: a series may be called `constructor` (a split target's name)
+ * or `toString`. (`__proto__`, which no route file can name, is refused in a peer's slot.)
+ */
+export const ownEntry = <T>(record: Readonly<Record<string, T>>, name: string): T | undefined => (Object.hasOwn(record, name) ? record[name] : undefined)
+
 export function isEmpty(record: object): boolean {
   for (const _ in record) return false
   return true
@@ -149,7 +155,7 @@ function countsOf(value: unknown, validName: (name: string) => boolean, limit: n
   if (entries.length > limit) return undefined
   const counts: Record<string, number> = {}
   for (const [name, n] of entries) {
-    if (!validName(name) || !isCount(n)) return undefined
+    if (name === '__proto__' || !validName(name) || !isCount(n)) return undefined
     counts[name] = n
   }
   return counts

@@ -3,6 +3,7 @@ import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { launchChromium } from '../support/browser.js'
 import { startGateway, type TestGateway } from '../support/gateway.js'
+import { windowTotal } from '../support/history.js'
 import { waitFor } from '../support/poll.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
@@ -92,7 +93,7 @@ describe('the status page\'s charts in a real browser (headless Chromium)', () =
       const view = await historyOf('catalog')
       return view.marks.some((m) => m.text === 'breaker open') && view.serverErrors.some((n) => (n ?? 0) > 0) ? view : undefined
     }, { timeoutMs: 15_000, what: 'a slot with the failures and the breaker\'s opening' })
-    expect(after.serverErrors.reduce<number>((sum, n) => sum + (n ?? 0), 0)).toBe(60)
+    expect(windowTotal(after.serverErrors)).toBe(60)
 
     await page.locator('tr[data-route="catalog"] td a').click()
     await expect.poll(() => page.locator('#route-name').textContent(), { timeout: 5_000 }).toBe('catalog')
@@ -136,13 +137,12 @@ describe('the status page\'s charts in a real browser (headless Chromium)', () =
     failing = false
     for (const headers of [{}, {}, { 'x-api-key': 'not-a-key' }]) await (await request(`${gateway.url}/keyed/x`, { headers })).body.dump()
     expect((await request(`${gateway.url}/keyed/x`, { headers: { 'x-api-key': 'test' } })).statusCode).toBe(200)
-    const total = (values: (number | null)[] | undefined) => (values ?? []).reduce<number>((sum, n) => sum + (n ?? 0), 0)
     const refusals = await waitFor(async () => {
       const view = (await (await request(`${gateway.adminUrl}/admin/routes/keyed/history`, { headers: auth })).body.json()) as { charts: { title: string; series: Record<string, (number | null)[]> }[] }
       const chart = view.charts.find((c) => c.title === 'Auth refusals by reason')
-      return chart && total(chart.series.missing) === 2 ? chart : undefined
+      return chart && windowTotal(chart.series.missing) === 2 ? chart : undefined
     }, { timeoutMs: 15_000, what: 'the auth refusals in a closed slot' })
-    expect(Object.fromEntries(Object.entries(refusals.series).map(([reason, values]) => [reason, total(values)]))).toEqual({ missing: 2, invalid: 1 })
+    expect(Object.fromEntries(Object.entries(refusals.series).map(([reason, values]) => [reason, windowTotal(values)]))).toEqual({ missing: 2, invalid: 1 })
   })
 
   it('is readable dark and on a phone, with nothing the page\'s policy refuses', async () => {

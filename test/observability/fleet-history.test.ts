@@ -2,6 +2,7 @@ import { Redis } from 'ioredis'
 import { request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { startGateway, type TestGateway } from '../support/gateway.js'
+import { windowTotal } from '../support/history.js'
 import { waitFor } from '../support/poll.js'
 import { startRedis, type TestRedis } from '../support/redis.js'
 import { routeFile } from '../support/routes.js'
@@ -15,8 +16,6 @@ interface RouteHistory {
   p50: (number | null)[]
   p99: (number | null)[]
 }
-
-const sum = (values: readonly (number | null)[]) => values.reduce<number>((total, n) => total + (n ?? 0), 0)
 
 describe('the fleet\'s traffic history, through a real Redis', () => {
   let redis: TestRedis
@@ -51,12 +50,12 @@ describe('the fleet\'s traffic history, through a real Redis', () => {
     // Someone watches on a (and so it sums the others' slots) from now on.
     await historyOf(a)
     await Promise.all(Array.from({ length: 99 }, async () => (await request(`${a.url}/catalog/fast`)).body.dump()))
-    await waitFor(async () => sum((await historyOf(a)).requests) === 99, { timeoutMs: 15_000, what: 'a\'s own requests in a closed slot' })
+    await waitFor(async () => windowTotal((await historyOf(a)).requests) === 99, { timeoutMs: 15_000, what: 'a\'s own requests in a closed slot' })
     // then one slow answer, on b alone
     await (await request(`${b.url}/catalog/slow`)).body.dump()
     const view = await waitFor(async () => {
       const seen = await historyOf(a)
-      return sum(seen.requests) === 100 ? seen : undefined
+      return windowTotal(seen.requests) === 100 ? seen : undefined
     }, { timeoutMs: 15_000, what: 'a\'s history to hold b\'s request too' })
     const slots = view.times.map((_, i) => i).filter((i) => (view.requests[i] ?? 0) > 0)
     expect(slots.every((i) => view.fleet?.[i] === 1)).toBe(true)
@@ -66,13 +65,13 @@ describe('the fleet\'s traffic history, through a real Redis', () => {
     expect(view.p50[slow]).toBeLessThanOrEqual(500)
     expect(Math.max(...slots.filter((i) => i !== slow).map((i) => view.p99[i] ?? 0))).toBeLessThan(250)
     // b's own view, watched now for the first time, sums a's slots too
-    await expect.poll(async () => sum((await historyOf(b)).requests), { timeout: 10_000 }).toBe(100)
+    await expect.poll(async () => windowTotal((await historyOf(b)).requests), { timeout: 10_000 }).toBe(100)
   })
 
   it('drops a replica\'s slot that is junk, says so, and keeps serving the rest', async () => {
     const [a] = replicas as [TestGateway, TestGateway]
     expect((await client.keys('portico:{history}:slot:*')).length).toBeGreaterThan(0)
-    const before = sum((await historyOf(a)).requests)
+    const before = windowTotal((await historyOf(a)).requests)
     // junk in the slot the next request counts in: fields that are no slot, counts that are no counts
     const slot = `portico:{history}:slot:${Math.floor(Date.now() / 5_000) * 5_000}`
     await client.hset(slot, 'intruder', '{"v":1,"routes":{"catalog":{"f":["lots"]}}}', 'junk', 'not json at all', 'big', JSON.stringify({ v: 1, routes: { catalog: { f: [1e12] } } }))
@@ -81,6 +80,6 @@ describe('the fleet\'s traffic history, through a real Redis', () => {
       const report = (await (await request(`${a.adminUrl}/readyz`)).body.json()) as { components: Record<string, { detail?: string }> }
       return /junk in Redis at portico:\{history\}:slot:/.test(report.components.state?.detail ?? '')
     }, { timeoutMs: 15_000, what: 'readiness to name the junk' })
-    expect(sum((await historyOf(a)).requests)).toBe(before + 1)
+    expect(windowTotal((await historyOf(a)).requests)).toBe(before + 1)
   })
 })

@@ -7,7 +7,7 @@ import { PolicyEvents } from '../../src/policies/policy-events.js'
 import { DURATION_BUCKETS } from '../../src/proxy/attempt-stats.js'
 import { SPLIT_CHART, SPLIT_REQUESTS } from '../../src/proxy/compile-route.js'
 import { quantileMs, SLOT_MS, SLOTS, TrafficHistory, type RouteTotals } from '../../src/observability/traffic-history.js'
-import type { FleetHistory, Slot } from '../../src/state/fleet-history.js'
+import { parseSlot, type FleetHistory, type Slot } from '../../src/state/fleet-history.js'
 
 const BREAKER_CHART = circuitBreakerPolicy.charts?.[0]
 if (!BREAKER_CHART) throw new Error('the breaker charts its transitions')
@@ -194,6 +194,22 @@ describe('the traffic history', () => {
     await expect.poll(() => history.route('catalog').requests.at(-2), { timeout: 5_000, interval: 100 }).toBe(200)
     view = history.route('catalog')
     expect(view.p99.at(-2)).toBeGreaterThan(2_500)
+  })
+
+  it('keeps every series name as its own (a split target named constructor), and refuses a peer\'s __proto__', async () => {
+    const parse = (series: string) => parseSlot(`{"v":1,"routes":{"shop":{"f":[2],"s":{${JSON.stringify(SPLIT_CHART.title)}:${series}}}}}`, { fields: 3 + DURATION_BUCKETS.length + 1, knownRoute: () => true, chartTitles: new Set([SPLIT_CHART.title]) })
+    expect(parse('{"__proto__":1}')).toBeUndefined()
+    const peer = parse('{"toString":1,"constructor":2}')
+    if (!peer) throw new Error('a well-formed slot is taken')
+    const fleet: FleetHistory = { pushed: true, stop: () => undefined, publish: async () => undefined, read: async (starts) => new Map(starts.map((start) => [start, [peer]])) }
+    const { history, of, events, nextSlot } = setUp({ fleet })
+    of('shop').answer(200, 0.01, undefined, 3)
+    for (let i = 0; i < 3; i++) events.count(SPLIT_REQUESTS, 'shop', 'constructor')
+    nextSlot()
+    await expect.poll(() => history.route('shop').requests.at(-1), { timeout: 5_000, interval: 100 }).toBe(5)
+    const shares = history.route('shop').charts[0]?.series ?? {}
+    expect(Object.fromEntries(Object.entries(shares).map(([name, values]) => [name, values.at(-1)]))).toEqual({ constructor: 5, toString: 1 })
+    expect(Object.keys(Object)).toEqual([])
   })
 
   it('holds 1 000 busy routes in a bounded, measured amount of memory', () => {

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { workersListening } from '../../src/workers/listening.js'
 import { registerTtlInstance } from '../support/consul.js'
 import { makeRoutesDir, runCli, spawnGateway, type GatewayProcess } from '../support/gateway.js'
+import { windowTotal } from '../support/history.js'
 import { waitFor } from '../support/poll.js'
 import { routeFile } from '../support/routes.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
@@ -127,10 +128,9 @@ describe('portico start --workers 2', () => {
     }, { timeoutMs: 5_000, what: 'the access log lines (flushed every second)' })
     expect(new Set(lines.map((l) => (JSON.parse(l) as { worker: number }).worker)).size).toBe(2)
     // the status page's history, read through one worker, holds both workers' requests and refusals
-    const total = (values: (number | null)[] | undefined) => (values ?? []).reduce<number>((sum, n) => sum + (n ?? 0), 0)
     await waitFor(async () => {
       const view = (await (await request(`${gateway.adminUrl}/admin/routes/limited/history`)).body.json()) as { requests: (number | null)[]; refusals: Record<string, (number | null)[]> }
-      return total(view.requests) === 30 && total(view.refusals.rate_limited) === 20
+      return windowTotal(view.requests) === 30 && windowTotal(view.refusals.rate_limited) === 20
     }, { timeoutMs: 15_000, what: 'the history to sum the host\'s workers' })
   })
 
