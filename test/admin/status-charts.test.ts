@@ -86,7 +86,8 @@ describe('the status page\'s charts in a real browser (headless Chromium)', () =
 
     // A slot of healthy traffic, then one of failures that opens the breaker.
     await send(30)
-    await waitFor(async () => (await historyOf('catalog')).requests.some((n) => (n ?? 0) >= 30), { timeoutMs: 15_000, what: 'a slot with the healthy requests' })
+    // all 30 in closed slots (they may straddle a boundary: two slots, neither with all 30)
+    await waitFor(async () => windowTotal((await historyOf('catalog')).requests) >= 30, { timeoutMs: 15_000, what: 'the healthy requests in closed slots' })
     failing = true
     await send(60)
     const after = await waitFor(async () => {
