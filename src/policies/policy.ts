@@ -37,7 +37,31 @@ export class RequestValue<T extends string | number | boolean> {
 export interface UpstreamResponse {
   readonly statusCode: number
   readonly headers: IncomingHttpHeaders
-  readonly stream: Readable
+  /** Its body, still arriving (reply-from's name for it; not a node stream, see UpstreamBody). */
+  readonly stream: UpstreamBody
+}
+
+/**
+ * An upstream answer's body as it arrives off the connection: each chunk goes to the one sink it is handed to, with no
+ * stream machinery between (undici's `request()` made a Readable per answer, with its pipe's listeners and ticks).
+ * Whoever takes an answer either hands its body on (to the next handler, or to a sink) or gives it up with `destroy`.
+ */
+export interface UpstreamBody {
+  /** From now on its chunks, then its end or failure, go to `sink`; what arrived before is handed over first. */
+  pipeTo(sink: BodySink): void
+  /** No more chunks until `resume`: the upstream's connection is left unread meanwhile. */
+  pause(): void
+  resume(): void
+  /** Gives it up: an upstream request not yet done is cancelled (its connection closed); its sink hears nothing more. */
+  destroy(): void
+}
+
+/** Where a body's chunks go. Called inside the connection's parser: nothing here may throw or wait. */
+export interface BodySink {
+  data(chunk: Buffer): void
+  end(): void
+  /** The body broke off (a reset, a length mismatch, a body timeout): what was handed on is not the whole of it. */
+  error(error: Error): void
 }
 
 /** The client's request as a policy reads it (the framework's request is one; policies never reach the framework). */

@@ -366,7 +366,7 @@ export class Exchange implements PolicyExchange {
   }
 
   discard(res: UpstreamResponse): void {
-    res.stream.on('error', () => undefined).destroy()
+    res.stream.destroy()
     for (const name of Object.keys(res.headers)) this.reply.removeHeader(name)
   }
 

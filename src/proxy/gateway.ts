@@ -1,4 +1,4 @@
-import replyFrom from '@fastify/reply-from'
+import replyFrom, { type FastifyReplyFromOptions } from '@fastify/reply-from'
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
@@ -183,7 +183,8 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
   })
   // reply-from registered straight, not through @fastify/http-proxy: its handler parsed the URL three times per request
   // to check what the request path already normalised and matched, and its WebSocket proxy is the tunnel's job here.
-  await app.register(replyFrom, { undici: dispatcher, disableRequestLogging: true })
+  // Typed by reply-from as undici's request(), whose body is a Readable: Portico's answers carry an UpstreamBody.
+  await app.register(replyFrom, { undici: dispatcher.requestable as unknown as FastifyReplyFromOptions['undici'], disableRequestLogging: true })
   // Bodies stream to the upstream as they come (every content type: fastify would parse JSON and text otherwise).
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (_request: FastifyRequest, payload: IncomingMessage, done: (error: null, body: IncomingMessage) => void) => done(null, payload))

@@ -1,10 +1,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import type { Readable } from 'node:stream'
 import { sendProblem } from '../http/problem-responses.js'
 import { GatewayError } from '../kernel/errors.js'
 import { classifyUpstreamFailure, isClientFault } from '../kernel/upstream-errors.js'
-import type { AttemptHandler, PolicyExchange, UpstreamResponse } from '../policies/policy.js'
+import type { AttemptHandler, BodySink, PolicyExchange, UpstreamBody, UpstreamResponse } from '../policies/policy.js'
 import { exchangeOf, type Exchange } from './exchange.js'
 import { clientPathOf } from '../config/route-table.js'
 import { clientResponseHeaders } from './forwarding-headers.js'
@@ -63,11 +62,12 @@ export const deliver: AttemptHandler = {
     const ex = policyEx as Exchange
     if (res.statusCode !== 304) {
       ex.watchTransfer()
-      return streamAnswer(ex, res.stream)
+      ex.answering()
+      return res.stream.pipeTo(new AnswerWriter(ex, res.stream))
     }
     // A 304 has no body, and its Content-Length (legal: the size of the representation) makes undici fail the
-    // empty body with a length mismatch: it goes out bodiless, and the stream is dropped.
-    res.stream.on('error', noop).resume()
+    // empty body with a length mismatch: it goes out bodiless, and the body is dropped.
+    res.stream.pipeTo(DROPPED)
     ex.reply.send()
   },
   onError(policyEx, error) {
@@ -82,66 +82,69 @@ export const deliver: AttemptHandler = {
 
 /**
  * The upstream's answer goes to node's response as it comes: the head (one `writeHead` with what reply-from and the
- * policies put on the reply) with the body's first chunk, then each chunk, paused while the client's side is full.
- * fastify's `reply.send(stream)` does the same with more work per request (a content-type parse, the onSend runner,
- * a `setHeader` per header, two `finished()` watchers and a pipe's listeners). Until the first chunk nothing is
- * out: a body that fails before it (a broken chunk size) is a 502 problem through fastify, not a cut connection.
+ * policies put on the reply) with the body's first chunk, then each chunk, the body paused while the client's side is
+ * full. fastify's `reply.send(stream)` does the same with more work per request (a content-type parse, the onSend
+ * runner, a `setHeader` per header, two `finished()` watchers and a pipe's listeners). Until the first chunk nothing
+ * is out: a body that fails before it (a broken chunk size) is a 502 problem through fastify, not a cut connection.
  */
-function streamAnswer(ex: Exchange, body: AnswerBody): void {
-  ex.answering()
-  body[kExchange] = ex
-  body.on('data', onBodyData)
-  body.on('end', onBodyEnd)
-  body.on('error', onBodyError)
-}
+class AnswerWriter implements BodySink {
+  readonly #ex: Exchange
+  readonly #body: UpstreamBody
 
-const kExchange = Symbol('portico.answerExchange')
-const kBody = Symbol('portico.answerBody')
-type AnswerBody = Readable & { [kExchange]?: Exchange }
-type Answer = ServerResponse & { [kBody]?: AnswerBody }
-
-/** Writes the head, once; false when node refuses it (a header value it will not send): the client gets a 502. */
-function headOut(ex: Exchange, body: AnswerBody): boolean {
-  const { reply } = ex
-  if (reply.raw.headersSent) return true
-  try {
-    reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
-  } catch (error) {
-    body.destroy()
-    sendProblem(reply, new GatewayError('upstream_bad_response', `The upstream's response headers cannot be passed on (${(error as Error).message})`))
-    return false
+  constructor(ex: Exchange, body: UpstreamBody) {
+    this.#ex = ex
+    this.#body = body
   }
-  reply.hijack()
-  return true
+
+  data(chunk: Buffer): void {
+    const ex = this.#ex
+    const res = ex.reply.raw as Answer
+    // The client left (an HTTP/2 answer has no `destroyed`: its exchange hears the reset): the upstream request is given up.
+    if (ex.clientGone || res.destroyed) return this.#body.destroy()
+    if (!this.#headOut()) return
+    if (res.write(chunk)) return
+    this.#body.pause()
+    res[kBody] = this.#body
+    res.once('drain', onAnswerDrain)
+  }
+
+  end(): void {
+    if (this.#headOut()) this.#ex.reply.raw.end()
+  }
+
+  error(error: Error): void {
+    const ex = this.#ex
+    // Part of the answer is out: the client can only be told by a cut connection (ending it would make it look whole).
+    if (ex.reply.raw.headersSent) return void ex.reply.raw.destroy(error)
+    deliver.onError(ex, error)
+  }
+
+  /** Writes the head, once; false when node refuses it (a header value it will not send): the client gets a 502. */
+  #headOut(): boolean {
+    const { reply } = this.#ex
+    if (reply.raw.headersSent) return true
+    try {
+      reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
+    } catch (error) {
+      this.#body.destroy()
+      sendProblem(reply, new GatewayError('upstream_bad_response', `The upstream's response headers cannot be passed on (${(error as Error).message})`))
+      return false
+    }
+    reply.hijack()
+    return true
+  }
 }
 
-function onBodyData(this: AnswerBody, chunk: Buffer): void {
-  const ex = this[kExchange] as Exchange
-  const res = ex.reply.raw as Answer
-  // The client left (an HTTP/2 answer has no `destroyed`: its exchange hears the reset): the upstream request is given up.
-  if (ex.clientGone || res.destroyed) return void this.destroy()
-  if (!headOut(ex, this)) return
-  if (res.write(chunk)) return
-  this.pause()
-  res[kBody] = this
-  res.once('drain', onAnswerDrain)
-}
+const kBody = Symbol('portico.answerBody')
+type Answer = ServerResponse & { [kBody]?: UpstreamBody }
 
 function onAnswerDrain(this: Answer): void {
   this[kBody]?.resume()
 }
 
-function onBodyEnd(this: AnswerBody): void {
-  const ex = this[kExchange] as Exchange
-  if (headOut(ex, this)) ex.reply.raw.end()
-}
-
-function onBodyError(this: AnswerBody, error: Error): void {
-  const ex = this[kExchange] as Exchange
-  // Part of the answer is out: the client can only be told by a cut connection (ending it would make it look whole).
-  if (ex.reply.raw.headersSent) return void ex.reply.raw.destroy(error)
-  deliver.onError(ex, error)
-}
+/** A body nobody reads: taken off the connection and dropped. */
+const noop = (): void => undefined
+const DROPPED: BodySink = { data: noop, end: noop, error: noop }
 
 /**
  * reply-from's options for a route. reply-from retries a GET answered 503 up to 10 times on its own (and
@@ -200,4 +203,3 @@ function onError(reply: FastifyReply, { error }: { error: Error }): void {
 }
 
 const noRetry = (): null => null
-const noop = (): void => undefined

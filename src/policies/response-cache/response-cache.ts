@@ -1,10 +1,9 @@
 import CachePolicy from 'http-cache-semantics'
 import type { IncomingHttpHeaders } from 'node:http'
-import { pipeline, Transform, type TransformCallback } from 'node:stream'
 import { GatewayError } from '../../kernel/errors.js'
 import { parseJsonObject } from '../../kernel/json.js'
 import { PolicyCounter } from '../policy-events.js'
-import { RequestValue, type AttemptWrapper, type PolicyDeps, type PolicyExchange, type PolicyKind, type PolicyRoute, type RequestGuard, type UpstreamResponse } from '../policy.js'
+import { RequestValue, type AttemptWrapper, type BodySink, type PolicyDeps, type PolicyExchange, type PolicyKind, type PolicyRoute, type RequestGuard, type UpstreamBody, type UpstreamResponse } from '../policy.js'
 import { keyText, MemoryStore, RedisStore, type CacheEntry, type CacheKey, type CacheStore, type StoredResponse } from './cache-store.js'
 import { ResponseCacheSchema, toResponseCacheConfig, type ResponseCacheConfig, type ResponseCacheSpec } from './schema.js'
 
@@ -355,7 +354,7 @@ class ResponseCache {
     says(ex, stale ? (storedForSure ? 'refreshed' : 'revalidating') : storedForSure ? 'stored' : 'miss', upstreamHeaders['cache-status'])
     const headers = storableHeaders(ex.reply.getHeaders(), lookup.preset, ex.request.method === 'HEAD')
     const vary = varyOf(upstreamHeaders.vary, this.#config.vary)
-    const collector = new BodyCollector(this.#config.maxEntryBytes, (body) => {
+    const collecting = new CollectingBody(res.stream, this.#config.maxEntryBytes, (body) => {
       if (body !== undefined) {
         if (vary.length > 0) {
           this.#put(lookup.key, { kind: 'variants', vary }, policy.timeToLive() + this.#keptStaleMs())
@@ -365,7 +364,7 @@ class ResponseCache {
       }
       this.#endFlight(lookup)
     })
-    onResponse(ex, { ...res, stream: pipeline(res.stream, collector, noop) })
+    onResponse(ex, { ...res, stream: collecting })
   }
 
   /** The policy of a response the cache may keep, or undefined. */
@@ -438,32 +437,57 @@ class ResponseCache {
  * finished it, or undefined when it was larger. A body cut short (the upstream or the client gone) never reaches `done`
  * whole: the stream is destroyed, and `done(undefined)` runs when it closes.
  */
-class BodyCollector extends Transform {
+/** The answer's body on its way to the client, kept as it passes (up to the entry's limit) for the cache. */
+class CollectingBody implements UpstreamBody, BodySink {
+  readonly #body: UpstreamBody
   readonly #limit: number
   readonly #done: (body: Buffer | undefined) => void
+  #sink: BodySink | undefined = undefined
   #chunks: Buffer[] | undefined = []
   #bytes = 0
   #reported = false
 
-  constructor(limit: number, done: (body: Buffer | undefined) => void) {
-    super()
+  constructor(body: UpstreamBody, limit: number, done: (body: Buffer | undefined) => void) {
+    this.#body = body
     this.#limit = limit
     this.#done = done
-    this.once('close', () => this.#report(undefined))
   }
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+  pipeTo(sink: BodySink): void {
+    this.#sink = sink
+    this.#body.pipeTo(this)
+  }
+
+  pause(): void {
+    this.#body.pause()
+  }
+
+  resume(): void {
+    this.#body.resume()
+  }
+
+  destroy(): void {
+    this.#report(undefined)
+    this.#body.destroy()
+  }
+
+  data(chunk: Buffer): void {
     if (this.#chunks !== undefined) {
       this.#bytes += chunk.length
       if (this.#bytes > this.#limit) this.#chunks = undefined
       else this.#chunks.push(chunk)
     }
-    callback(null, chunk)
+    ;(this.#sink as BodySink).data(chunk)
   }
 
-  override _flush(callback: TransformCallback): void {
+  end(): void {
     this.#report(this.#chunks && Buffer.concat(this.#chunks, this.#bytes))
-    callback()
+    ;(this.#sink as BodySink).end()
+  }
+
+  error(error: Error): void {
+    this.#report(undefined)
+    ;(this.#sink as BodySink).error(error)
   }
 
   #report(body: Buffer | undefined): void {
@@ -565,4 +589,3 @@ function headerText(value: string | string[] | undefined): string {
   return value === undefined ? '' : Array.isArray(value) ? value.join(', ') : value
 }
 
-const noop = (): void => undefined
