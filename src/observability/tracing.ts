@@ -1,4 +1,4 @@
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Span, type Tracer } from '@opentelemetry/api'
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace, type Context, type Span, type Tracer } from '@opentelemetry/api'
 import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http'
 import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources'
@@ -61,7 +61,6 @@ function tracingWanted(env: Env, logger: Logger): boolean {
   return exporters.includes('otlp')
 }
 
-const headerSetter = { set: (carrier: Record<string, string>, key: string, value: string) => void (carrier[key] = value) }
 const headerGetter = {
   keys: (carrier: FastifyRequest['headers']) => Object.keys(carrier),
   get: (carrier: FastifyRequest['headers'], key: string) => carrier[key],
@@ -71,27 +70,28 @@ const headerGetter = {
 class RequestSpans implements TracedRequest {
   readonly traceId: string
   readonly #tracer: Tracer
-  readonly #propagator: W3CTraceContextPropagator
   readonly #span: Span
   #attempt: Span | undefined = undefined
+  /** The server span as its attempts' parent: made at the first sampled attempt. */
+  #context: Context | undefined = undefined
 
   constructor(tracer: Tracer, propagator: W3CTraceContextPropagator, request: FastifyRequest) {
     this.#tracer = tracer
-    this.#propagator = propagator
     const parent = propagator.extract(ROOT_CONTEXT, request.headers, headerGetter)
     // Attributes once the sampler has decided (OTEL_TRACES_SAMPLER's samplers decide on the trace id and the parent):
     // an unsampled request, most of them with a ratio, builds none.
-    this.#span = tracer.startSpan(request.method, SERVER_SPAN, parent)
-    this.traceId = this.#span.spanContext().traceId
-    if (!this.#span.isRecording()) return
-    const [path = '/', query] = request.url.split('?', 2)
-    this.#span.setAttributes({
-      [ATTR_HTTP_REQUEST_METHOD]: request.method,
-      [ATTR_URL_PATH]: path,
-      ...(query === undefined ? {} : { [ATTR_URL_QUERY]: query }),
-      [ATTR_CLIENT_ADDRESS]: request.ip,
-      ...(request.headers['user-agent'] ? { [ATTR_USER_AGENT_ORIGINAL]: request.headers['user-agent'] } : {}),
-    })
+    const span = tracer.startSpan(request.method, SERVER_SPAN, parent)
+    this.#span = span
+    this.traceId = span.spanContext().traceId
+    if (!span.isRecording()) return
+    const url = request.url
+    const queryAt = url.indexOf('?')
+    span.setAttribute(ATTR_HTTP_REQUEST_METHOD, request.method)
+    span.setAttribute(ATTR_URL_PATH, queryAt === -1 ? url : url.slice(0, queryAt))
+    if (queryAt !== -1) span.setAttribute(ATTR_URL_QUERY, url.slice(queryAt + 1))
+    span.setAttribute(ATTR_CLIENT_ADDRESS, request.ip)
+    const userAgent = request.headers['user-agent']
+    if (userAgent) span.setAttribute(ATTR_USER_AGENT_ORIGINAL, userAgent)
   }
 
   attemptStarted(ex: TracedExchange): string {
@@ -102,10 +102,10 @@ class RequestSpans implements TracedRequest {
       const { traceId, spanId } = this.#span.spanContext()
       return `00-${traceId}-${spanId}-00`
     }
-    this.#attempt = this.#tracer.startSpan(`${ex.request.method} ${ex.route.name}`, { kind: SpanKind.CLIENT, attributes: attemptAttributes(ex) }, trace.setSpan(ROOT_CONTEXT, this.#span))
-    const carrier: Record<string, string> = {}
-    this.#propagator.inject(trace.setSpan(ROOT_CONTEXT, this.#attempt), carrier, headerSetter)
-    return carrier.traceparent ?? ''
+    this.#attempt = this.#tracer.startSpan(`${ex.request.method} ${ex.route.name}`, { kind: SpanKind.CLIENT, attributes: attemptAttributes(ex) }, (this.#context ??= trace.setSpan(ROOT_CONTEXT, this.#span)))
+    // W3C's traceparent as the propagator writes it (version 00), without a carrier and a context per attempt.
+    const { traceId, spanId, traceFlags } = this.#attempt.spanContext()
+    return `00-${traceId}-${spanId}-${traceFlags & TraceFlags.SAMPLED ? '01' : '00'}`
   }
 
   attemptEnded(statusCode: number | undefined, failed: boolean): void {
@@ -141,23 +141,41 @@ class RequestSpans implements TracedRequest {
 const SERVER_SPAN = { kind: SpanKind.SERVER }
 
 function attemptAttributes(ex: TracedExchange): Record<string, string | number> {
-  const url = urlOf(ex)
-  return {
+  const attributes: Record<string, string | number> = {
     [ATTR_HTTP_REQUEST_METHOD]: ex.request.method,
-    [ATTR_URL_FULL]: url?.href ?? ex.instance.origin + ex.upstreamUrl,
-    ...(url ? { [ATTR_SERVER_ADDRESS]: url.hostname, [ATTR_SERVER_PORT]: Number(url.port || 80) } : {}),
-    ...(ex.attempt > 1 ? { [ATTR_HTTP_REQUEST_RESEND_COUNT]: ex.attempt - 1 } : {}),
     'portico.route': ex.route.name,
     'portico.instance': ex.instance.origin,
     'portico.attempt': ex.attempt,
   }
+  const server = serverOf(ex.instance)
+  attributes[ATTR_URL_FULL] = (server?.origin ?? ex.instance.origin) + ex.upstreamUrl
+  if (server !== undefined) {
+    attributes[ATTR_SERVER_ADDRESS] = server.address
+    attributes[ATTR_SERVER_PORT] = server.port
+  }
+  if (ex.attempt > 1) attributes[ATTR_HTTP_REQUEST_RESEND_COUNT] = ex.attempt - 1
+  return attributes
 }
 
-/** The attempt's URL; undefined for an instance address URL cannot parse (the attempt then fails as a 502, not here). */
-function urlOf(ex: TracedExchange): URL | undefined {
+interface Server {
+  /** The origin as URL writes it (no trailing slash, no default port). */
+  readonly origin: string
+  readonly address: string
+  readonly port: number
+}
+
+const servers = new WeakMap<object, Server | undefined>()
+
+/** An instance's host and port, parsed once; undefined for an address URL cannot parse (its attempts fail as 502s). */
+function serverOf(instance: TracedExchange['instance']): Server | undefined {
+  if (servers.has(instance)) return servers.get(instance)
+  let server: Server | undefined
   try {
-    return new URL(ex.upstreamUrl, ex.instance.origin)
+    const url = new URL(instance.origin)
+    server = { origin: url.origin, address: url.hostname, port: Number(url.port || (url.protocol === 'https:' ? 443 : 80)) }
   } catch {
-    return undefined
+    server = undefined
   }
+  servers.set(instance, server)
+  return server
 }

@@ -279,11 +279,13 @@ export class Exchange implements PolicyExchange {
   }
 
   /**
-   * The response is streaming to the client: a client that takes nothing in for the route's response timeout has its
-   * connection closed, which ends the upstream request too (nginx's send_timeout). Otherwise a client that never reads
-   * would hold a pooled upstream connection for ever: undici's body timeout does not run while the body waits on it.
+   * The client's side of the answer is full (the body now waits on it): a client that takes nothing in for the route's
+   * response timeout has its connection closed, which ends the upstream request too (nginx's send_timeout). Otherwise a
+   * client that never reads would hold a pooled upstream connection for ever: undici's body timeout does not run while
+   * the body waits on it. Started at the first wait, not with every answer: most answers never wait.
    */
   watchTransfer(): void {
+    if (this.#transferClock !== undefined) return
     // The response's socket: the request's is let go once its body has been read.
     const socket = this.reply.raw.socket
     if (socket === null) return

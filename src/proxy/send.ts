@@ -61,7 +61,6 @@ export const deliver: AttemptHandler = {
   onResponse(policyEx, res) {
     const ex = policyEx as Exchange
     if (res.statusCode !== 304) {
-      ex.watchTransfer()
       ex.answering()
       return res.stream.pipeTo(new AnswerWriter(ex, res.stream))
     }
@@ -103,6 +102,7 @@ class AnswerWriter implements BodySink {
     if (ex.clientGone || res.destroyed) return this.#body.destroy()
     if (!this.#headOut()) return
     if (res.write(chunk)) return
+    ex.watchTransfer()
     this.#body.pause()
     res[kBody] = this.#body
     res.once('drain', onAnswerDrain)

@@ -171,7 +171,7 @@ describe('tracing with a sampling ratio (OTEL_TRACES_SAMPLER=parentbased_traceid
       const server = spans.find((span) => span.kind === SERVER) as ReceivedSpan
       const client = spans.find((span) => span.kind === CLIENT) as ReceivedSpan
       expect(server.attributes).toMatchObject({ 'http.request.method': 'GET', 'url.path': '/sampled/kept', 'url.query': 'q=1', 'user_agent.original': 'sampler-test', 'http.route': '/sampled', 'http.response.status_code': 200 })
-      expect(client.attributes).toMatchObject({ 'url.full': `${upstream.url}/sampled/kept?q=1`, 'portico.route': 'sampled', 'portico.attempt': 1 })
+      expect(client.attributes).toMatchObject({ 'url.full': `${upstream.url}/sampled/kept?q=1`, 'server.address': '127.0.0.1', 'server.port': Number(new URL(upstream.url).port), 'portico.route': 'sampled', 'portico.attempt': 1 })
       expect(String(upstream.requests.at(-1)?.headers.traceparent)).toMatch(new RegExp(`^00-${traceId}-${client.spanId}-01$`))
       // Nothing of the 20 unsampled requests reached the receiver.
       expect(receiver.spans.filter((span) => span.traceId !== traceId)).toEqual([])
