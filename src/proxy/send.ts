@@ -142,8 +142,8 @@ function onAnswerDrain(this: Answer): void {
   this[kBody]?.resume()
 }
 
-/** A body nobody reads: taken off the connection and dropped. */
 const noop = (): void => undefined
+/** A body nobody reads: taken off the connection and dropped. */
 const DROPPED: BodySink = { data: noop, end: noop, error: noop }
 
 /**

@@ -61,7 +61,7 @@ class UpstreamAnswer implements Dispatcher.DispatchHandler, UpstreamBody {
   /** Chunks that arrived before a sink, or while it was paused: handed over in order. */
   #held: Buffer[] | undefined = undefined
   #paused = false
-  /** The body's outcome while chunks are still held: true for its end, the error for a failure. */
+  /** The body's outcome while it waits to be told: true for its end, the error for a failure. */
   #outcome: true | Error | undefined = undefined
   #done = false
   /** The request's body while it may still be sent: given up if the request fails. */
@@ -147,30 +147,30 @@ class UpstreamAnswer implements Dispatcher.DispatchHandler, UpstreamBody {
     this.#controller?.abort(GIVEN_UP)
   }
 
+  /** The body ended or broke: its end waits behind held chunks and a pause; a failure is told at once, as a stream's. */
   #finish(outcome: true | Error): void {
     if (this.#done) return
-    if (this.#sink === undefined || this.#held !== undefined || this.#paused) return void (this.#outcome = outcome)
+    const sink = this.#sink
+    if (sink === undefined || (outcome === true && (this.#held !== undefined || this.#paused))) return void (this.#outcome = outcome)
     this.#done = true
-    if (outcome === true) this.#sink.end()
-    else this.#sink.error(outcome)
+    this.#held = undefined
+    this.#outcome = undefined
+    if (outcome === true) sink.end()
+    else sink.error(outcome)
   }
 
-  /** What waited for a sink (or for the sink to resume) goes to it, until it pauses again. */
+  /** What waited for a sink (or for the sink to resume) goes to it, until it pauses again; then the outcome, if one came. */
   #handOver(): void {
     const sink = this.#sink as BodySink
     const held = this.#held
     if (held !== undefined) {
-      while (held.length > 0) {
-        if (this.#paused || this.#done) return
-        sink.data(held.shift() as Buffer)
-      }
-      this.#held = undefined
+      while (held.length > 0 && !this.#paused && !this.#done) sink.data(held.shift() as Buffer)
+      if (held.length === 0) this.#held = undefined
     }
-    if (this.#paused || this.#done) return
+    if (this.#done) return
     const outcome = this.#outcome
-    if (outcome === undefined) return this.#controller?.resume()
-    this.#outcome = undefined
-    this.#finish(outcome)
+    if (outcome !== undefined) return this.#finish(outcome)
+    if (!this.#paused) this.#controller?.resume()
   }
 }
 

@@ -110,6 +110,17 @@ describe('an upstream answer\'s body', () => {
     expect(sink.events[0]).toMatch(/^error: /)
   })
 
+  it('tells a paused sink of a body cut short at once, not at its resume', async () => {
+    const answer = await send('/cut')
+    const sink = recordingSink()
+    answer.body.pause()
+    answer.body.pipeTo(sink)
+    await waitFor(() => sink.events.length > 0, { timeoutMs: 5_000, what: 'the paused sink to hear of the cut' })
+    expect(sink.events[0]).toMatch(/^error: /)
+    answer.body.resume()
+    expect(sink.events).toHaveLength(1)
+  })
+
   it('fails a request whose attempt was aborted before it was sent with the abort\'s reason, the upstream never asked', async () => {
     const signal = new AttemptSignal(5_000)
     const reason = Object.assign(new Error('the client went away'), { code: 'CLIENT_GONE' })
