@@ -136,8 +136,8 @@ class UpstreamAnswer implements Dispatcher.DispatchHandler, UpstreamBody {
 
   resume(): void {
     this.#paused = false
-    if (this.#held !== undefined || this.#outcome !== undefined) return this.#handOver()
-    this.#controller?.resume()
+    // Without a sink yet there is nowhere to hand anything: it all waits for `pipeTo`.
+    if (this.#sink !== undefined) this.#handOver()
   }
 
   destroy(): void {
@@ -197,8 +197,7 @@ export class UpstreamDispatcher extends Dispatcher {
   }
 
   override dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    const signal = (options.headers as Record<symbol, AttemptSignal | undefined> | undefined)?.[kAttemptSignal]
-    return this.#agentFor(signal?.connectTimeoutMs ?? 5_000).dispatch(options, handler)
+    return this.#agentFor(signalOf(options)?.connectTimeoutMs ?? 5_000).dispatch(options, handler)
   }
 
   /**
@@ -207,8 +206,7 @@ export class UpstreamDispatcher extends Dispatcher {
    */
   readonly requestable = {
     request: (options: Dispatcher.DispatchOptions, callback: RequestCallback): void => {
-      const signal = (options.headers as Record<symbol, AttemptSignal | undefined> | undefined)?.[kAttemptSignal]
-      this.dispatch(options, new UpstreamAnswer(callback, signal, options.body))
+      this.dispatch(options, new UpstreamAnswer(callback, signalOf(options), options.body))
     },
   }
 
@@ -233,6 +231,11 @@ export class UpstreamDispatcher extends Dispatcher {
     }
     return agent
   }
+}
+
+/** The attempt's signal, carried with the request's headers (see kAttemptSignal). */
+function signalOf(options: Dispatcher.DispatchOptions): AttemptSignal | undefined {
+  return (options.headers as Record<symbol, AttemptSignal | undefined> | undefined)?.[kAttemptSignal]
 }
 
 const noop = (): void => undefined

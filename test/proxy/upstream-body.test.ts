@@ -65,6 +65,7 @@ describe('an upstream answer\'s body', () => {
   }
 
   it('hands a sink given after the whole body came every chunk in order, then its end', async () => {
+    closed.length = 0
     const answer = await send('/chunks')
     expect(answer.statusCode).toBe(200)
     // The body is held by nobody while the upstream sends the rest and ends it.
@@ -77,6 +78,7 @@ describe('an upstream answer\'s body', () => {
   })
 
   it('holds chunks while its sink is paused, and hands them over on resume', async () => {
+    closed.length = 0
     const answer = await send('/chunks')
     const sink = recordingSink()
     answer.body.pause()
@@ -84,6 +86,19 @@ describe('an upstream answer\'s body', () => {
     await waitFor(() => closed.includes('/chunks'), { timeoutMs: 5_000 })
     expect(sink.text()).toBe('')
     answer.body.resume()
+    await waitFor(() => sink.events.length > 0, { timeoutMs: 5_000 })
+    expect(sink.text()).toBe('one;two;three')
+    expect(sink.events).toEqual(['end'])
+  })
+
+  it('keeps what came for a sink when resumed before it has one', async () => {
+    closed.length = 0
+    const answer = await send('/chunks')
+    answer.body.pause()
+    answer.body.resume()
+    await waitFor(() => closed.includes('/chunks'), { timeoutMs: 5_000 })
+    const sink = recordingSink()
+    answer.body.pipeTo(sink)
     await waitFor(() => sink.events.length > 0, { timeoutMs: 5_000 })
     expect(sink.text()).toBe('one;two;three')
     expect(sink.events).toEqual(['end'])
@@ -101,6 +116,7 @@ describe('an upstream answer\'s body', () => {
   })
 
   it('tells its sink of a body cut short, after the part that came', async () => {
+    closed.length = 0
     const answer = await send('/cut')
     const sink = recordingSink()
     answer.body.pipeTo(sink)
