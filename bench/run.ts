@@ -11,7 +11,7 @@ import autocannon from 'autocannon'
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { createHash, generateKeyPairSync } from 'node:crypto'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { SignJWT } from 'jose'
 import { join } from 'node:path'
 import { freePort } from '../test/support/ports.js'
@@ -27,8 +27,34 @@ const runCount = Number(process.env.BENCH_RUNS ?? 3)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const children: ChildProcess[] = []
 
-function start(command: string, args: string[], ready: RegExp, env: Record<string, string> = {}): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
-  const child = spawn(command, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+/**
+ * Where each process runs, with BENCH_PIN=1 (and `taskset`, two cores or more): the load side (this process's
+ * autocannon, h2load, the upstream, Redis, the OTLP sink) on CPU 0, every single-process target on the others, the
+ * two-worker targets (Portico's and nginx's) on every CPU, as a worker pool would run. A target then pays for no
+ * share of the load generator's core, and its req/s is what one core of it serves. Off by default: on the 2-core
+ * development machine it did not narrow the spread (the same process moved from 72 to 121 µs a request between
+ * rounds pinned, 66 to 123 unpinned: the machine's own speed swings more than placement moves it).
+ */
+const placement = (() => {
+  const cpus = availableParallelism()
+  if (process.env.BENCH_PIN !== '1' || cpus < 2) return undefined
+  try {
+    execFileSync('taskset', ['-p', '-c', '0', String(process.pid)], { stdio: 'ignore' })
+  } catch {
+    return undefined
+  }
+  return { target: cpus === 2 ? '1' : `1-${cpus - 1}`, all: `0-${cpus - 1}` }
+})()
+
+type Place = 'load' | 'target' | 'all'
+
+/** The command and arguments that run `command` on the CPUs of `place` (the load side inherits this process's). */
+function placed(place: Place, command: string, args: string[]): [string, string[]] {
+  return placement && place !== 'load' ? ['taskset', ['-c', placement[place], command, ...args]] : [command, args]
+}
+
+function start(place: Place, command: string, args: string[], ready: RegExp): Promise<{ child: ChildProcess; match: RegExpMatchArray }> {
+  const child = spawn(...placed(place, command, args), { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
   children.push(child)
   let output = ''
   return new Promise((resolve, reject) => {
@@ -159,13 +185,13 @@ function matchCost(routeCount: number): number {
 }
 
 try {
-  const upstream = await start(process.execPath, ['bench/upstream.js', '0'], /listening (\d+)/)
+  const upstream = await start('load', process.execPath, ['bench/upstream.js', '0'], /listening (\d+)/)
   const upstreamPort = Number(upstream.match[1])
   const upstreamUrl = `http://127.0.0.1:${upstreamPort}`
-  const minimal = await start(process.execPath, ['bench/minimal-proxy.js', upstreamUrl, '0'], /listening (\d+)/)
-  const replyFromOnly = await start(process.execPath, ['bench/minimal-reply-from.js', upstreamUrl, '0'], /listening (\d+)/)
-  const fastGateway = await start(process.execPath, ['bench/fast-gateway.js', upstreamUrl, '0'], /listening (\d+)/)
-  const engineFloor = await start(process.execPath, ['bench/engine-floor.js', upstreamUrl, '0'], /listening (\d+)/)
+  const minimal = await start('target', process.execPath, ['bench/minimal-proxy.js', upstreamUrl, '0'], /listening (\d+)/)
+  const replyFromOnly = await start('target', process.execPath, ['bench/minimal-reply-from.js', upstreamUrl, '0'], /listening (\d+)/)
+  const fastGateway = await start('target', process.execPath, ['bench/fast-gateway.js', upstreamUrl, '0'], /listening (\d+)/)
+  const engineFloor = await start('target', process.execPath, ['bench/engine-floor.js', upstreamUrl, '0'], /listening (\d+)/)
   const routesDir = mkdtempSync(join(tmpdir(), 'portico-bench-routes-'))
   writeFileSync(
     join(routesDir, 'bench.yaml'),
@@ -240,7 +266,7 @@ routes:
   const redisPort = await freePort()
   children.push(spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
   // Tracing exports to a sink of the bench's own that takes OTLP requests and drops them, as a collector would.
-  const sink = await start(process.execPath, ['bench/otlp-sink.js', '0'], /listening (\d+)/)
+  const sink = await start('load', process.execPath, ['bench/otlp-sink.js', '0'], /listening (\d+)/)
   // One Portico process per target, so that each one's CPU time and JIT state are its own target's. As shipped: the
   // default log level, the access log on stdout (here /dev/null, at the same cost as a terminal or a pipe), metrics on,
   // tracing off; then the same with the access log off, and with tracing on (every request sampled). BENCH_BASELINE=
@@ -248,7 +274,8 @@ routes:
   // Readiness comes from the admin port.
   const startPortico = async (cwd = root, env: Record<string, string> = {}, args: string[] = []): Promise<{ port: number; pid: number | undefined }> => {
     const [port, adminPort] = [await freePort(), await freePort()]
-    const child = spawn(process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1', ...args], { cwd, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}`, ...env } })
+    const place = args.includes('--workers') ? 'all' : 'target'
+    const child = spawn(...placed(place, process.execPath, ['dist/cli.js', 'start', '--routes', routesDir, '--port', String(port), '--admin-port', String(adminPort), '--host', '127.0.0.1', ...args]), { cwd, stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}`, ...env } })
     children.push(child)
     await until(async () => {
       const ready = (await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { components: { state: { status: string } } }
@@ -321,7 +348,7 @@ routes:
       const port = await freePort()
       const tls = workers === 1 && h2loadThere ? { port: await freePort(), cert: certFile, key: keyFile } : undefined
       const dir = nginxConfig(upstreamPort, port, workers, tls)
-      const child = spawn(nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' })
+      const child = spawn(...placed(workers === 1 ? 'target' : 'all', nginx, ['-c', join(dir, 'nginx.conf'), '-p', dir]), { stdio: 'ignore' })
       children.push(child)
       await until(async () => (await fetch(`http://127.0.0.1:${port}/api/items`)).ok)
       if (workers === 1) {
@@ -365,6 +392,7 @@ routes:
   const ratio = (a: number, b: number | undefined) => (Number.isFinite(a / (b ?? NaN)) ? (a / (b ?? NaN)).toFixed(2) : '-')
   console.log(`\n${connections} connections, ${runCount} runs of ${roundCount} interleaved rounds of ${seconds} s: each figure the median of the runs' medians; spread: how far the runs' CPU figures lie apart (${process.version})`)
   console.log('portico targets run as shipped (log level info, access log on stdout, metrics on, tracing off) but where named')
+  console.log(placement ? `pinned: the load side (autocannon, h2load, the upstream, Redis, the OTLP sink) on CPU 0, each single-process target on CPU ${placement.target}, the two-worker targets on CPUs ${placement.all}` : 'not pinned (BENCH_PIN=1 pins): the load side and the targets share every CPU')
   console.log(`portico 2 workers: ${workersListening().why}`)
   console.log('target                   req/s     p50 ms  p99 ms  errors  cpu µs/req  spread  req/s vs fastify-http-proxy  vs portico  cpu vs portico')
   for (const r of results) {
