@@ -64,17 +64,26 @@ describe('an upstream answer\'s body', () => {
     })
   }
 
+  /** Gives the answer's body a sink once the upstream has sent all of `/chunks` and closed its response. */
+  async function pipeOnceSent(answer: Answer): Promise<ReturnType<typeof recordingSink>> {
+    await waitFor(() => closed.includes('/chunks'), { timeoutMs: 5_000 })
+    const sink = recordingSink()
+    answer.body.pipeTo(sink)
+    return sink
+  }
+
+  async function expectWholeChunks(sink: ReturnType<typeof recordingSink>): Promise<void> {
+    await waitFor(() => sink.events.length > 0, { timeoutMs: 5_000 })
+    expect(sink.text()).toBe('one;two;three')
+    expect(sink.events).toEqual(['end'])
+  }
+
   it('hands a sink given after the whole body came every chunk in order, then its end', async () => {
     closed.length = 0
     const answer = await send('/chunks')
     expect(answer.statusCode).toBe(200)
     // The body is held by nobody while the upstream sends the rest and ends it.
-    await waitFor(() => closed.includes('/chunks'), { timeoutMs: 5_000 })
-    const sink = recordingSink()
-    answer.body.pipeTo(sink)
-    await waitFor(() => sink.events.length > 0, { timeoutMs: 5_000 })
-    expect(sink.text()).toBe('one;two;three')
-    expect(sink.events).toEqual(['end'])
+    await expectWholeChunks(await pipeOnceSent(answer))
   })
 
   it('holds chunks while its sink is paused, and hands them over on resume', async () => {
@@ -86,9 +95,7 @@ describe('an upstream answer\'s body', () => {
     await waitFor(() => closed.includes('/chunks'), { timeoutMs: 5_000 })
     expect(sink.text()).toBe('')
     answer.body.resume()
-    await waitFor(() => sink.events.length > 0, { timeoutMs: 5_000 })
-    expect(sink.text()).toBe('one;two;three')
-    expect(sink.events).toEqual(['end'])
+    await expectWholeChunks(sink)
   })
 
   it('keeps what came for a sink when resumed before it has one', async () => {
@@ -96,12 +103,7 @@ describe('an upstream answer\'s body', () => {
     const answer = await send('/chunks')
     answer.body.pause()
     answer.body.resume()
-    await waitFor(() => closed.includes('/chunks'), { timeoutMs: 5_000 })
-    const sink = recordingSink()
-    answer.body.pipeTo(sink)
-    await waitFor(() => sink.events.length > 0, { timeoutMs: 5_000 })
-    expect(sink.text()).toBe('one;two;three')
-    expect(sink.events).toEqual(['end'])
+    await expectWholeChunks(await pipeOnceSent(answer))
   })
 
   it('cancels the upstream request when given up before it ended, and tells its sink nothing more', async () => {
