@@ -309,15 +309,17 @@ routes:
   const authProcess = await startPortico()
   const targets: [name: string, url: string, pid: number | undefined, headers?: Record<string, string>, mode?: LoadMode][] = [
     ['direct', `${upstreamUrl}/api/items`, undefined],
-    ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
     ['fastify+reply-from', `http://127.0.0.1:${replyFromOnly.match[1]}/api/items`, replyFromOnly.child.pid],
-    ['fast-gateway', `http://127.0.0.1:${fastGateway.match[1]}/api/items`, fastGateway.child.pid],
     ['fastify+undici.dispatch', `http://127.0.0.1:${engineFloor.match[1]}/api/items`, engineFloor.child.pid],
+    // Targets compared with a ratio load one after the other (see `paired` below): portico between the minimal app and
+    // fast-gateway, tracing's two rows on either side of the twin (tracing off, the same build as portico).
+    ['fastify-http-proxy', `http://127.0.0.1:${minimal.match[1]}/api/items`, minimal.child.pid],
     ['portico', `http://127.0.0.1:${plainPortico.port}/api/items`, plainPortico.pid],
-    ['portico (its twin)', `http://127.0.0.1:${twinPortico.port}/api/items`, twinPortico.pid],
-    ['portico access log off', `http://127.0.0.1:${noAccessLog.port}/api/items`, noAccessLog.pid],
-    ['portico tracing on', `http://127.0.0.1:${traced.port}/api/items`, traced.pid],
+    ['fast-gateway', `http://127.0.0.1:${fastGateway.match[1]}/api/items`, fastGateway.child.pid],
     ['portico tracing 1 %', `http://127.0.0.1:${tracedSampled.port}/api/items`, tracedSampled.pid],
+    ['portico (its twin)', `http://127.0.0.1:${twinPortico.port}/api/items`, twinPortico.pid],
+    ['portico tracing on', `http://127.0.0.1:${traced.port}/api/items`, traced.pid],
+    ['portico access log off', `http://127.0.0.1:${noAccessLog.port}/api/items`, noAccessLog.pid],
     ['portico+redis chain', `http://127.0.0.1:${chainPortico.port}/chain/items`, chainPortico.pid],
     ['portico cache hit memory', `http://127.0.0.1:${cacheMemory.port}/cached/items`, cacheMemory.pid],
     ['portico cache hit redis', `http://127.0.0.1:${cacheRedis.port}/shared/items`, cacheRedis.pid],
@@ -370,11 +372,13 @@ routes:
   // Every other round runs the targets in reverse: a target's place in the round biases it (seen: two identical
   // Portico processes 20-35 % apart when always run in the same order).
   const runs = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
+  const roundsOfRuns: Map<string, Round[]>[] = []
   for (let run = 0; run < runCount; run++) {
     const rounds = new Map<string, Round[]>(targets.map(([name]) => [name, []]))
     for (let round = 0; round < roundCount; round++) {
       for (const [name, url, pid, headers, mode] of round % 2 === 0 ? targets : [...targets].reverse()) rounds.get(name)?.push(await load(url, pid, headers, mode))
     }
+    roundsOfRuns.push(rounds)
     for (const [name, list] of rounds) {
       const middle = (pick: (r: Round) => number) => median(list.map(pick))
       runs.get(name)?.push({ rps: middle((r) => r.rps), p50: middle((r) => r.p50), p99: middle((r) => r.p99), cpuUs: middle((r) => r.cpuUs), errors: list.reduce((n, r) => n + r.errors, 0) })
@@ -407,12 +411,25 @@ routes:
   const named = (name: string) => results.find((r) => r.name === name)
   const [fastGatewayResult, nginxResult, nginxTwo, porticoTwo, cacheHit] = ['fast-gateway', 'nginx', 'nginx 2 workers', 'portico 2 workers', 'portico cache hit memory'].map(named)
   console.log(`\nportico as shipped: ${ratio(plain?.rps ?? NaN, baseline?.rps)}× the minimal app's req/s (target ≥ 1.00), ${ratio(plain?.rps ?? NaN, fastGatewayResult?.rps)}× fast-gateway's (≥ 1.00), ${ratio(plain?.cpuUs ?? NaN, nginxResult?.cpuUs)}× nginx's CPU per request (≤ 4)`)
+  // A ratio of two targets for each run: taken in each round between their two loads, one right after the other, and
+  // the median of the run's rounds. The machine's speed moves by more than the margins claimed between loads further
+  // apart; two adjacent loads see nearly the same machine.
+  const paired = (name: string, against: string, pick: (r: Round) => number) =>
+    roundsOfRuns.map((rounds) => {
+      const theirs = rounds.get(against) ?? []
+      return median((rounds.get(name) ?? []).map((r, i) => (theirs[i] ? pick(r) / pick(theirs[i]) : NaN)))
+    })
+  const listed = (ratios: number[]) => ratios.map((r) => ratio(r, 1)).join(', ')
+  const byRps = (r: Round) => r.rps
+  const byCpu = (r: Round) => r.cpuUs
   const perRun = (name: string, against: string) => (runs.get(name) ?? []).map((r, i) => ratio(r.rps, runs.get(against)?.[i]?.rps)).join(', ')
-  console.log(`each run: portico ${perRun('portico', 'fastify-http-proxy')}× the minimal app's req/s (target ≥ 1.05 in each), ${perRun('portico', 'fast-gateway')}× fast-gateway's (≥ 1.0 in each)`)
+  console.log(`each run, its medians: portico ${perRun('portico', 'fastify-http-proxy')}× the minimal app's req/s, ${perRun('portico', 'fast-gateway')}× fast-gateway's`)
+  console.log(`each run, paired within its rounds: portico ${listed(paired('portico', 'fastify-http-proxy', byRps))}× the minimal app's req/s (target ≥ 1.05 in each), ${listed(paired('portico', 'fast-gateway', byRps))}× fast-gateway's (≥ 1.0 in each)`)
   const [traceAll, traceSome] = ['portico tracing on', 'portico tracing 1 %'].map(named)
   const bare = named('fastify+reply-from')
   console.log(`@fastify/http-proxy's route wrapper over reply-from registered straight: +${((baseline?.cpuUs ?? NaN) - (bare?.cpuUs ?? NaN)).toFixed(1)} µs a request (${ratio(bare?.rps ?? NaN, baseline?.rps)}× the req/s without it)`)
   console.log(`tracing: every request sampled ${ratio(traceAll?.cpuUs ?? NaN, plain?.cpuUs)}× the CPU per request of tracing off (target ≤ 1.20), 1 % sampled ${ratio(traceSome?.cpuUs ?? NaN, plain?.cpuUs)}× (≤ 1.03)`)
+  console.log(`tracing, each run paired within its rounds against the twin (tracing off): every request sampled ${listed(paired('portico tracing on', 'portico (its twin)', byCpu))}× its CPU per request, 1 % sampled ${listed(paired('portico tracing 1 %', 'portico (its twin)', byCpu))}×`)
   console.log(`1 → 2 workers: portico ${ratio(porticoTwo?.rps ?? NaN, plain?.rps)}× (CPU per request ${ratio(porticoTwo?.cpuUs ?? NaN, plain?.cpuUs)}× one worker's, target ≤ 1.1), nginx ${ratio(nginxTwo?.rps ?? NaN, nginxResult?.rps)}× (portico's gain at least 0.9 of nginx's: ${ratio((porticoTwo?.rps ?? NaN) / (plain?.rps ?? NaN), (nginxTwo?.rps ?? NaN) / (nginxResult?.rps ?? NaN))})`)
   console.log(`a memory cache hit: ${ratio(cacheHit?.rps ?? NaN, plain?.rps)}× a proxied request's req/s (target ≥ 1.5)`)
   const twin = named('portico (its twin)')

@@ -22,6 +22,7 @@ import { normalizePath } from './normalize-path.js'
 import { AttemptStats } from './attempt-stats.js'
 import { compileRoute, instancesOf, policyHolders, servicesOf, type RouteParts } from './compile-route.js'
 import { createRequestPath } from './request-path.js'
+import { lazyRequestLogger } from './request-logger.js'
 import type { RequestRecord } from './request-record.js'
 import { endRequests } from './response-end.js'
 import type { RequestTracer } from './request-tracer.js'
@@ -141,6 +142,7 @@ export async function createGateway(options: GatewayOptions): Promise<Gateway> {
     bodyLimit: options.maxBodyBytes,
     requestIdHeader: false,
     logController: new LogController({ requestIdLogLabel: 'requestId', disableRequestLogging: !debug }),
+    childLoggerFactory: lazyRequestLogger,
     genReqId: (raw: IncomingMessage) => {
       const offered = raw.headers['x-request-id']
       return typeof offered === 'string' && REQUEST_ID.test(offered) ? offered : randomUUID()
