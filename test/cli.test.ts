@@ -160,7 +160,9 @@ describe('signals', () => {
 describe('SIGTERM behind a load balancer', () => {
   it('fails readiness first, keeps answering every request that arrives during the shutdown delay, then exits 0', async () => {
     const upstream = await startUpstream('up')
-    const gateway = await spawnGateway(await makeRoutesDir({ 'r.yaml': `routes:\n  - name: up\n    prefix: /up\n    upstreams: [${upstream.url}]\n` }), { PORTICO_SHUTDOWN_DELAY: '1s' })
+    // The delay must outlast the readiness check and the 20 connections below on a loaded CI machine: at 1 s the last
+    // connection once came after it and, as it should then, got no answer.
+    const gateway = await spawnGateway(await makeRoutesDir({ 'r.yaml': `routes:\n  - name: up\n    prefix: /up\n    upstreams: [${upstream.url}]\n` }), { PORTICO_SHUTDOWN_DELAY: '4s' })
     try {
       gateway.child.kill('SIGTERM')
       await waitFor(() => gateway.output().includes('still serving while load balancers catch up'), { what: 'the shutdown to begin' })
