@@ -89,7 +89,12 @@ export async function runPrimary(config: PorticoConfig, logger: Logger): Promise
   })
 
   const started = new Map<number, number>()
-  cluster.on('fork', (worker) => started.set(worker.id, Date.now()))
+  cluster.on('fork', (worker) => {
+    started.set(worker.id, Date.now())
+    // A send to a worker that has just died fails (EPIPE) before its exit is seen: unheard, it would end the primary
+    // and every worker with it. Its exit is handled below; the message was for a process that is gone.
+    worker.on('error', (error: Error) => logger.warn({ worker: worker.id, pid: worker.process.pid, err: error }, 'a message to a worker was lost'))
+  })
   cluster.on('exit', (worker, code, signal) => {
     admins.delete(worker.id)
     const lived = Date.now() - (started.get(worker.id) ?? 0)

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { workersListening } from '../../src/workers/listening.js'
 import { registerTtlInstance } from '../support/consul.js'
 import { makeRoutesDir, runCli, spawnGateway, type GatewayProcess } from '../support/gateway.js'
+import { freePort } from '../support/ports.js'
 import { windowTotal } from '../support/history.js'
 import { waitFor } from '../support/poll.js'
 import { routeFile } from '../support/routes.js'
@@ -439,5 +440,53 @@ describe('portico start --workers 2 when the primary is killed', () => {
     for (const res of held.splice(0)) res.end('finished')
     expect(await Promise.all(answers)).toEqual(Array(4).fill({ status: 200, body: 'finished' }))
     await waitFor(() => !pids.some(alive), { timeoutMs: 15_000, what: 'the orphaned workers to exit' })
+  })
+})
+
+describe('portico start --workers 2 when its workers die with messages on the way to them', () => {
+  let upstream: Upstream
+  let gateway: GatewayProcess
+  beforeAll(async () => {
+    upstream = await startUpstream('w')
+    // No traffic and no access log: an idle worker writes nothing but its messages to the primary. A port of its own:
+    // with node:cluster scheduling and port 0, workers started after all died would be handed a new one.
+    const routes = await makeRoutesDir({ 'plain.yaml': routeFile('plain', '/plain', upstream.url) })
+    gateway = await spawnGateway(routes, {}, ['--workers', '2', '--port', String(await freePort())])
+  })
+  afterAll(async () => {
+    await gateway?.stop()
+    await upstream?.close()
+  })
+
+  it('stays up when a send to a worker that just died fails, and replaces the workers', async () => {
+    // Each worker sends its traffic slot every 5 s, and the primary passes it on to the others. With the primary
+    // stopped, a worker sends, then both die: once the primary runs again it reads that message before it sees the
+    // other worker gone, and its send to that worker fails (EPIPE). That must not take the host down.
+    // What a process wrote: bytes and write calls. libuv's wake-ups are 8-byte writes (an eventfd); a message is longer.
+    const written = (pid: number) => {
+      const io = readFileSync(`/proc/${pid}/io`, 'utf8')
+      return { bytes: Number(/wchar: (\d+)/.exec(io)?.[1]), calls: Number(/syscw: (\d+)/.exec(io)?.[1]) }
+    }
+    const sentMore = (pid: number, before: { bytes: number; calls: number }) => {
+      const now = written(pid)
+      return now.bytes - before.bytes > 8 * (now.calls - before.calls)
+    }
+    const workers = workerPids(gateway.output()).filter(alive)
+    expect(workers).toHaveLength(2)
+    const primary = gateway.child.pid as number
+    process.kill(primary, 'SIGSTOP')
+    try {
+      const before = workers.map(written)
+      await waitFor(() => workers.every((pid, i) => sentMore(pid, before[i] as { bytes: number; calls: number })), { timeoutMs: 15_000, what: 'both workers to send the primary their slot' })
+      for (const pid of workers) process.kill(pid, 'SIGKILL')
+      // Dead, not yet reaped by the stopped primary, and every thread gone: only then are their sockets closed.
+      await waitFor(() => workers.every((pid) => /State:\s+Z[\s\S]*Threads:\s+1\n/.test(readFileSync(`/proc/${pid}/status`, 'utf8'))), { what: 'both workers to be gone' })
+    } finally {
+      process.kill(primary, 'SIGCONT')
+    }
+    await waitFor(() => gateway.child.exitCode !== null || (workers.every((pid) => !alive(pid)) && workerPids(gateway.output()).filter(alive).length === 2), { timeoutMs: 15_000, what: 'both workers to be replaced' })
+    expect(gateway.child.exitCode).toBeNull()
+    expect(gateway.output()).toContain('"a message to a worker was lost"')
+    expect(await Promise.all(Array.from({ length: 10 }, () => freshGet(`${gateway.url}/plain/x`)))).toEqual(Array(10).fill(200))
   })
 })
