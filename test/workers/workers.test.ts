@@ -9,9 +9,9 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { workersListening } from '../../src/workers/listening.js'
 import { registerTtlInstance } from '../support/consul.js'
 import { makeRoutesDir, runCli, spawnGateway, type GatewayProcess } from '../support/gateway.js'
-import { freePort } from '../support/ports.js'
 import { windowTotal } from '../support/history.js'
 import { waitFor } from '../support/poll.js'
+import { freePort } from '../support/ports.js'
 import { routeFile } from '../support/routes.js'
 import { startUpstream, type Upstream } from '../support/upstream.js'
 
@@ -467,7 +467,7 @@ describe('portico start --workers 2 when its workers die with messages on the wa
       const io = readFileSync(`/proc/${pid}/io`, 'utf8')
       return { bytes: Number(/wchar: (\d+)/.exec(io)?.[1]), calls: Number(/syscw: (\d+)/.exec(io)?.[1]) }
     }
-    const sentMore = (pid: number, before: { bytes: number; calls: number }) => {
+    const sentMore = (pid: number, before: ReturnType<typeof written>) => {
       const now = written(pid)
       return now.bytes - before.bytes > 8 * (now.calls - before.calls)
     }
@@ -477,7 +477,7 @@ describe('portico start --workers 2 when its workers die with messages on the wa
     process.kill(primary, 'SIGSTOP')
     try {
       const before = workers.map(written)
-      await waitFor(() => workers.every((pid, i) => sentMore(pid, before[i] as { bytes: number; calls: number })), { timeoutMs: 15_000, what: 'both workers to send the primary their slot' })
+      await waitFor(() => workers.every((pid, i) => sentMore(pid, before[i] as ReturnType<typeof written>)), { timeoutMs: 15_000, what: 'both workers to send the primary their slot' })
       for (const pid of workers) process.kill(pid, 'SIGKILL')
       // Dead, not yet reaped by the stopped primary, and every thread gone: only then are their sockets closed.
       await waitFor(() => workers.every((pid) => /State:\s+Z[\s\S]*Threads:\s+1\n/.test(readFileSync(`/proc/${pid}/status`, 'utf8'))), { what: 'both workers to be gone' })
